@@ -3,6 +3,8 @@ const USAGE = `usage: qnet <command> [options]
 
 commands:
   switch   run a bare L2 switch that QEMU guests join over socket netdevs
+  user     run a user-mode network (QEMU's -netdev user, served by qnet)
+  qemu     lint, explain, convert and adopt QEMU network options
   help     show this text
 `;
 
@@ -10,6 +12,8 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
   switch: async () => (await import('./switch.ts')).main,
+  user: async () => (await import('./user.ts')).main,
+  qemu: async () => (await import('./qemu.ts')).main,
 };
 
 async function run(argv: string[]): Promise<number> {
