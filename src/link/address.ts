@@ -1,0 +1,107 @@
+// Attach-point syntax shared by the CLI and config: where QEMU meets qnet.
+//   unix:PATH                 stream socket (QEMU -netdev stream / socket,connect=)
+//   tcp:HOST:PORT             stream socket over TCP
+//   udp:HOST:PORT[@RHOST:RPORT]   dgram endpoint; @ names a QEMU peer to send to up front
+//   mcast:GROUP:PORT[@LOCALADDR]  a multicast segment (QEMU -netdev socket,mcast=)
+// followed by optional port flags: ,isolated ,antispoof[=MAC[;MAC]] ,vlan=N ,trunk=N;N ,native=N ,mtu=N
+import type { SwitchPortConfig } from '../switch/switch.ts';
+import type { StreamAddress } from './stream.ts';
+import type { UdpAddr } from './dgram.ts';
+
+export type Endpoint =
+  | { kind: 'stream'; addr: StreamAddress }
+  | { kind: 'udp'; local: UdpAddr; peer?: UdpAddr }
+  | { kind: 'mcast'; group: UdpAddr; localAddr?: string };
+
+export interface AttachSpec { endpoint: Endpoint; port: SwitchPortConfig; text: string }
+
+function hostPort(s: string, what: string): UdpAddr {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(s);
+  if (!m) throw new Error(`${what} '${s}' is not HOST:PORT`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`${what} '${s}': port ${port} is out of range 0-65535`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+export function parseEndpoint(text: string): Endpoint {
+  const colon = text.indexOf(':');
+  const scheme = colon < 0 ? '' : text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  switch (scheme) {
+    case 'unix':
+      if (!rest) throw new Error(`'${text}': unix: needs a socket path`);
+      return { kind: 'stream', addr: { kind: 'unix', path: rest } };
+    case 'tcp': {
+      const a = hostPort(rest, 'tcp address');
+      return { kind: 'stream', addr: { kind: 'tcp', host: a.host, port: a.port } };
+    }
+    case 'udp': {
+      const [l, r] = rest.split('@');
+      return { kind: 'udp', local: hostPort(l, 'udp address'), peer: r ? hostPort(r, 'udp peer') : undefined };
+    }
+    case 'mcast': {
+      const [g, local] = rest.split('@');
+      const group = hostPort(g, 'multicast group');
+      const first = Number(group.host.split('.')[0]);
+      if (!(first >= 224 && first <= 239)) throw new Error(`'${group.host}' is not an IPv4 multicast address (224.0.0.0/4)`);
+      return { kind: 'mcast', group, localAddr: local || undefined };
+    }
+    default:
+      throw new Error(`'${text}': unknown address type '${scheme}'; use unix:PATH, tcp:HOST:PORT, udp:HOST:PORT[@PEER] or mcast:GROUP:PORT`);
+  }
+}
+
+function vid(s: string, what: string): number {
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || n < 1 || n > 4094) throw new Error(`${what} '${s}' is not a VLAN id 1-4094`);
+  return n;
+}
+
+/** Parse `ADDRESS[,flag[=value]]...`. */
+export function parseAttach(text: string): AttachSpec {
+  const parts = text.split(',');
+  const endpoint = parseEndpoint(parts[0]);
+  const port: SwitchPortConfig = {};
+  let trunk: number[] | undefined;
+  let native: number | undefined;
+  for (const p of parts.slice(1)) {
+    const eq = p.indexOf('=');
+    const key = eq < 0 ? p : p.slice(0, eq);
+    const val = eq < 0 ? undefined : p.slice(eq + 1);
+    switch (key) {
+      case 'isolated': port.isolated = val === undefined || val === 'on' || val === 'yes'; break;
+      case 'antispoof': port.antiSpoof = val ? val.split(';') : true; break;
+      case 'vlan': port.vlan = { mode: 'access', vid: vid(val ?? '', 'vlan') }; break;
+      case 'trunk': trunk = (val ?? '').split(';').filter(Boolean).map((v) => vid(v, 'trunk vlan')); break;
+      case 'native': native = vid(val ?? '', 'native vlan'); break;
+      case 'mtu': {
+        const n = Number(val);
+        if (!Number.isInteger(n) || n < 68 || n > 65535) throw new Error(`mtu '${val}' must be an integer 68-65535`);
+        port.mtu = n;
+        break;
+      }
+      default: throw new Error(`'${text}': unknown port option '${key}' (known: isolated, antispoof, vlan, trunk, native, mtu)`);
+    }
+  }
+  if (trunk !== undefined || native !== undefined) {
+    if (port.vlan) throw new Error(`'${text}': vlan= (access) and trunk=/native= exclude each other`);
+    port.vlan = { mode: 'trunk', allowed: trunk && trunk.length ? trunk : undefined, native };
+  }
+  return { endpoint, port, text };
+}
+
+/** The QEMU arguments that attach a NIC to an endpoint qnet listens on. */
+export function qemuNetdevFor(ep: Endpoint, id: string, qemuLocal?: UdpAddr): string {
+  switch (ep.kind) {
+    case 'stream':
+      return ep.addr.kind === 'unix'
+        ? `stream,id=${id},server=off,addr.type=unix,addr.path=${ep.addr.path.replace(/,/g, ',,')}`
+        : `stream,id=${id},server=off,addr.type=inet,addr.host=${ep.addr.host},addr.port=${ep.addr.port}`;
+    case 'udp': {
+      const l = qemuLocal ?? ep.peer ?? { host: ep.local.host, port: 0 };
+      return `dgram,id=${id},local.type=inet,local.host=${l.host},local.port=${l.port || 'PORT'},remote.type=inet,remote.host=${ep.local.host},remote.port=${ep.local.port}`;
+    }
+    case 'mcast':
+      return `socket,id=${id},mcast=${ep.group.host}:${ep.group.port}${ep.localAddr ? `,localaddr=${ep.localAddr}` : ''}`;
+  }
+}

@@ -1,0 +1,131 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import net from 'node:net';
+import { StreamConnector, StreamListener, StreamPort } from '../../src/link/stream.ts';
+import { UdpEndpoint } from '../../src/link/dgram.ts';
+import { MAX_FRAME } from '../../src/link/port.ts';
+import { StreamPeer, UdpPeer, delay, lengthPrefixed, makeFrame, tmpDir } from './peers.ts';
+
+const A = '52:54:00:00:00:0a';
+const B = '52:54:00:00:00:0b';
+
+async function listener() {
+  const sock = path.join(tmpDir(), 's.sock');
+  const l = await StreamListener.listen({ kind: 'unix', path: sock });
+  const ports: StreamPort[] = [];
+  const got: Buffer[] = [];
+  l.onPort = (p) => { ports.push(p); p.onFrame = (f) => got.push(Buffer.from(f)); };
+  return { sock, l, ports, got };
+}
+
+test('stream: frames split at every byte boundary are reassembled', async () => {
+  const { sock, l, got } = await listener();
+  const peer = await StreamPeer.connect(sock);
+  const frames = [makeFrame(B, A, 60, 0x88b5, 1), makeFrame(B, A, 1514, 0x88b5, 2), makeFrame(B, A, 9000, 0x88b5, 3)];
+  const wire = lengthPrefixed(frames);
+  for (let i = 0; i < wire.length; i += 7) { peer.raw(wire.subarray(i, Math.min(wire.length, i + 7))); if (i % 700 === 0) await delay(1); }
+  await delay(100);
+  assert.equal(got.length, 3);
+  frames.forEach((f, i) => assert.deepEqual(got[i], f));
+  peer.close();
+  l.close();
+});
+
+test('stream: runts and empty frames are dropped and counted, the connection stays', async () => {
+  const { sock, l, ports, got } = await listener();
+  const peer = await StreamPeer.connect(sock);
+  peer.send(Buffer.alloc(0), Buffer.alloc(13), makeFrame(B, A));
+  await delay(100);
+  assert.equal(got.length, 1);
+  assert.equal(ports[0].counters.rxDropped, 2);
+  assert.equal(ports[0].closed, false);
+  peer.close();
+  l.close();
+});
+
+test('stream: a bad length prefix disconnects that peer only', async () => {
+  const { sock, l, ports, got } = await listener();
+  const bad = await StreamPeer.connect(sock);
+  const good = await StreamPeer.connect(sock);
+  await delay(50);
+  const h = Buffer.alloc(4);
+  h.writeUInt32BE(MAX_FRAME + 1);
+  bad.raw(h);
+  assert.equal(await bad.waitClosed(), true);
+  good.send(makeFrame(B, A));
+  await delay(100);
+  assert.equal(got.length, 1);
+  assert.equal(ports.filter((p) => !p.closed).length, 1);
+  good.close();
+  l.close();
+});
+
+test('stream: sends are batched and framed; many connections on one listener', async () => {
+  const { sock, l, ports } = await listener();
+  const peers = await Promise.all([1, 2, 3].map(() => StreamPeer.connect(sock)));
+  await delay(50);
+  assert.equal(ports.length, 3);
+  for (const p of ports) for (let i = 0; i < 100; i++) p.send(makeFrame(A, B, 100, 0x88b5, i));
+  for (const peer of peers) {
+    const frames = await peer.waitFrames(100);
+    assert.equal(frames.length, 100);
+    assert.equal(frames[99][20], 99);
+  }
+  peers.forEach((p) => p.close());
+  l.close();
+});
+
+test('stream: refuses to take over a live socket, replaces a stale one', async () => {
+  const { sock, l } = await listener();
+  await assert.rejects(StreamListener.listen({ kind: 'unix', path: sock }), /in use/);
+  l.close();
+  // stale: a socket file nobody listens on
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(sock, () => r()));
+  // close without unlinking is not possible with node; emulate staleness by leaving file after close
+  await new Promise<void>((r) => srv.close(() => r()));
+  const l2 = await StreamListener.listen({ kind: 'unix', path: sock });
+  l2.close();
+});
+
+test('stream connector: reconnects when the QEMU-side server restarts', async () => {
+  const dir = tmpDir();
+  const sock = path.join(dir, 'qemu.sock');
+  const accepted: net.Socket[] = [];
+  const start = () => new Promise<net.Server>((r) => { const s = net.createServer((c) => accepted.push(c)); s.listen(sock, () => r(s)); });
+  let srv = await start();
+  const c = new StreamConnector({ kind: 'unix', path: sock });
+  const ports: StreamPort[] = [];
+  c.onPort = (p) => ports.push(p);
+  c.start();
+  await delay(150);
+  assert.equal(ports.length, 1);
+  accepted.forEach((s) => s.destroy());
+  await new Promise<void>((r) => srv.close(() => r()));
+  srv = await start();
+  await delay(1200);
+  assert.equal(ports.length, 2);
+  assert.equal(ports[1].closed, false);
+  c.close();
+  srv.close();
+});
+
+test('dgram: each source address is a port; oversize and runt datagrams are counted', async () => {
+  const ep = await UdpEndpoint.bind({ host: '127.0.0.1', port: 0 });
+  const got: [number, Buffer][] = [];
+  ep.onPort = (p) => { p.onFrame = (f, port) => got.push([port.id, Buffer.from(f)]); };
+  const a = await UdpPeer.bind(ep.local.port);
+  const b = await UdpPeer.bind(ep.local.port);
+  a.send(makeFrame(B, A));
+  b.send(makeFrame(A, B));
+  a.send(Buffer.alloc(5));
+  await delay(100);
+  assert.equal(got.length, 2);
+  assert.notEqual(got[0][0], got[1][0]);
+  assert.equal(ep.badDatagrams, 1);
+  const [pa] = ep.ports();
+  pa.send(makeFrame(A, B, 70));
+  assert.equal((await a.waitFrames(1)).length, 1);
+  a.close(); b.close(); ep.close();
+});

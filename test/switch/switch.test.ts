@@ -1,0 +1,155 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { Port } from '../../src/link/port.ts';
+import { Switch } from '../../src/switch/switch.ts';
+import { makeFrame, tmpDir } from '../link/peers.ts';
+
+/** An in-memory port: what the switch sends lands in `sent`; inject() plays a received frame. */
+class MemPort extends Port {
+  sent: Buffer[] = [];
+  constructor(name: string) { super('mem', name); }
+  send(frame: Buffer): void { this.counters.txFrames++; this.sent.push(Buffer.from(frame)); }
+  inject(frame: Buffer): void { this.deliver(frame); }
+  protected closeTransport(): void {}
+}
+
+const M = (n: number) => `52:54:00:00:00:${n.toString(16).padStart(2, '0')}`;
+const BCAST = 'ff:ff:ff:ff:ff:ff';
+
+function setup(n: number, cfg: Parameters<Switch['attach']>[1][] = []) {
+  const sw = new Switch();
+  const ports = Array.from({ length: n }, (_, i) => new MemPort(`p${i}`));
+  const sps = ports.map((p, i) => sw.attach(p, cfg[i] ?? {}));
+  return { sw, ports, sps };
+}
+
+test('switch: floods unknown and broadcast, then forwards learned unicast to one port', () => {
+  const { sw, ports } = setup(3);
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [0, 1, 1]);
+  ports[1].inject(makeFrame(M(1), M(2)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [1, 1, 1]);
+  ports[0].inject(makeFrame(M(2), M(1)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [1, 2, 1]);
+  assert.equal(sw.stats.forwarded, 2);
+  ports[2].inject(makeFrame(M(9), M(3)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [2, 3, 1]);
+  sw.close();
+});
+
+test('switch: a frame to a MAC on its own ingress port is filtered', () => {
+  const { sw, ports, sps } = setup(2);
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  ports[0].inject(makeFrame(M(1), M(5)));
+  assert.equal(ports[1].sent.length, 1);
+  assert.equal(sps[0].drops.filtered, 1);
+  sw.close();
+});
+
+test('switch: isolated ports reach non-isolated ones only', () => {
+  const { sw, ports, sps } = setup(3, [{}, { isolated: true }, { isolated: true }]);
+  ports[1].inject(makeFrame(BCAST, M(2)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [1, 0, 0]);
+  ports[2].inject(makeFrame(M(2), M(3)));
+  assert.equal(ports[1].sent.length, 0);
+  assert.equal(sps[2].drops.isolation, 1);
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  assert.deepEqual(ports.map((p) => p.sent.length), [1, 1, 1]);
+  ports[2].inject(makeFrame(M(1), M(3)));
+  assert.equal(ports[0].sent.length, 2);
+  sw.close();
+});
+
+test('switch: anti-spoofing drops and counts foreign source MACs', () => {
+  const { sw, ports, sps } = setup(3, [{ antiSpoof: [M(1)] }, { antiSpoof: true }, {}]);
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  ports[0].inject(makeFrame(BCAST, M(7)));
+  assert.equal(sps[0].drops.spoof, 1);
+  ports[1].inject(makeFrame(BCAST, M(2))); // locks to M(2)
+  ports[1].inject(makeFrame(BCAST, M(8)));
+  assert.equal(sps[1].drops.spoof, 1);
+  assert.equal(ports[2].sent.length, 2);
+  sw.close();
+});
+
+test('switch: 802.1Q access and trunk ports tag and untag', () => {
+  const { sw, ports, sps } = setup(4, [
+    { vlan: { mode: 'access', vid: 10 } },
+    { vlan: { mode: 'access', vid: 20 } },
+    { vlan: { mode: 'trunk', allowed: [10, 20], native: 30 } },
+    { vlan: { mode: 'access', vid: 30 } },
+  ]);
+  ports[0].inject(makeFrame(BCAST, M(1), 64, 0x0800));
+  assert.deepEqual(ports.map((p) => p.sent.length), [0, 0, 1, 0]);
+  const tagged = ports[2].sent[0];
+  assert.equal(tagged.readUInt16BE(12), 0x8100);
+  assert.equal(tagged.readUInt16BE(14) & 0xfff, 10);
+  assert.equal(tagged.readUInt16BE(16), 0x0800);
+  assert.equal(tagged.length, 68);
+  // tagged VLAN 20 from the trunk reaches the VLAN 20 access port untagged
+  const t20 = Buffer.concat([tagged.subarray(0, 14), Buffer.from([0, 20]), tagged.subarray(16)]);
+  ports[2].inject(t20);
+  assert.equal(ports[1].sent.length, 1);
+  assert.equal(ports[1].sent[0].readUInt16BE(12), 0x0800);
+  assert.equal(ports[1].sent[0].length, 64);
+  // untagged on the trunk is the native VLAN 30
+  ports[2].inject(makeFrame(BCAST, M(3)));
+  assert.equal(ports[3].sent.length, 1);
+  // a tagged frame arriving on an access port is dropped
+  ports[0].inject(t20);
+  assert.equal(sps[0].drops.vlan, 1);
+  // a VLAN the trunk does not carry
+  ports[2].inject(Buffer.concat([tagged.subarray(0, 14), Buffer.from([0, 99]), tagged.subarray(16)]));
+  assert.equal(sps[2].drops.vlan, 1);
+  // a priority-tagged frame (VID 0) on an access port belongs to its VLAN
+  ports[1].inject(Buffer.concat([tagged.subarray(0, 14), Buffer.from([0xa0, 0]), tagged.subarray(16)]));
+  assert.equal(ports[2].sent.at(-1)!.readUInt16BE(14) & 0xfff, 20);
+  sw.close();
+});
+
+test('switch: MTU enforcement and malformed source MACs', () => {
+  const sw = new Switch({ mtu: 1500 });
+  const a = new MemPort('a');
+  const b = new MemPort('b');
+  const sa = sw.attach(a);
+  sw.attach(b);
+  a.inject(makeFrame(BCAST, M(1), 1514));
+  a.inject(makeFrame(BCAST, M(1), 1515));
+  a.inject(makeFrame(BCAST, '01:00:5e:00:00:01'));
+  assert.equal(b.sent.length, 1);
+  assert.equal(sa.drops.mtu, 1);
+  assert.equal(sa.drops.malformed, 1);
+  sw.close();
+});
+
+test('switch: MAC aging forgets silent hosts; detaching a port forgets its MACs', async () => {
+  const sw = new Switch({ agingMs: 200 });
+  const ports = [new MemPort('a'), new MemPort('b'), new MemPort('c')];
+  ports.forEach((p) => sw.attach(p));
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  assert.equal(sw.lookup(M(1)), ports[0]);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(sw.lookup(M(1)), undefined);
+  ports[1].inject(makeFrame(BCAST, M(2)));
+  ports[1].close();
+  assert.equal(sw.lookup(M(2)), undefined);
+  assert.equal(sw.ports.size, 2);
+  sw.close();
+});
+
+test('switch: pcap capture is readable by tshark', { skip: !hasTshark() }, () => {
+  const file = path.join(tmpDir(), 'cap.pcap');
+  const { sw, ports } = setup(2);
+  sw.startCapture(file);
+  for (let i = 0; i < 5; i++) ports[0].inject(makeFrame(BCAST, M(1), 100, 0x88b5, i));
+  sw.stopCapture();
+  const out = execFileSync('tshark', ['-r', file, '-T', 'fields', '-e', 'eth.src'], { encoding: 'utf8' });
+  assert.deepEqual(out.trim().split('\n'), Array(5).fill(M(1)));
+  sw.close();
+});
+
+function hasTshark(): boolean {
+  try { execFileSync('tshark', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
+}
