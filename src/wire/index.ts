@@ -8,3 +8,5 @@ export * from './ipv4.ts';
 export * from './udp.ts';
 export * from './icmpv4.ts';
 export * from './tcp.ts';
+export * from './ipv6.ts';
+export * from './icmpv6.ts';
