@@ -12,7 +12,8 @@
 // seen (frames of a read batch share their chunk's ArrayBuffer) and use it only from 128 bytes up;
 // below that the unrolled byte loop wins. Adding whole 32-bit words gives the same ones' complement
 // sum as adding their two halves, because 2^16 ≡ 1 (mod 2^16 - 1); the double accumulator stays
-// exact up to 2^53, i.e. inputs up to ~8 MiB per chain, far beyond any IP packet.
+// exact up to 2^53, i.e. inputs up to ~8 MiB per chain, far beyond any IP packet. The cache pins
+// one ArrayBuffer until the next call with another one, an acceptable cost for a read chunk.
 
 let cachedAb: ArrayBufferLike | null = null;
 let cachedDv: DataView = new DataView(new ArrayBuffer(0));
@@ -79,7 +80,9 @@ export function pseudoSumV6(buf: Buffer, srcOff: number, dstOff: number, proto: 
   return s;
 }
 
-/** RFC 1624 eqn. 3: new checksum field after one 16-bit word changes from oldWord to newWord. */
+/** RFC 1624 eqn. 3: new checksum field after one 16-bit word changes from oldWord to newWord.
+ *  Exact except when all covered data is zero (it yields 0, not 0xffff), which no IP, UDP or TCP
+ *  checksum can hit since their headers or pseudo-headers always contain non-zero words. */
 export function csumAdjust16(csum: number, oldWord: number, newWord: number): number {
   let s = (~csum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff);
   s = (s & 0xffff) + (s >>> 16);

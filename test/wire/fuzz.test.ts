@@ -92,6 +92,21 @@ test('fuzz: random buffers through every parser', (tc) => {
       const r = run(t, b, off, end, pseudo, () => `seed ${seed} iter ${i} len ${len} off ${off} end ${end}`);
       if (r === null) accepted.set(t.name, (accepted.get(t.name) ?? 0) + 1);
     }
+    // Bytes outside [off, end) must not influence the result: re-randomize them and compare.
+    if ((i & 15) === 0) {
+      const before = TARGETS.map((t) => {
+        const r = run(t, b, off, end, pseudo, () => `seed ${seed} iter ${i}`);
+        return JSON.stringify([r, t.out]);
+      });
+      rng.fill(b, 0, off);
+      rng.fill(b, end, len);
+      TARGETS.forEach((t, k) => {
+        const r = run(t, b, off, end, pseudo, () => `seed ${seed} iter ${i}`);
+        if (JSON.stringify([r, t.out]) !== before[k]) {
+          assert.fail(`${t.name} depends on bytes outside [off, end) (seed ${seed} iter ${i} len ${len} off ${off} end ${end})`);
+        }
+      });
+    }
     // Out-of-range arguments must be refused, not read.
     if ((i & 1023) === 0) {
       for (const t of TARGETS) {
