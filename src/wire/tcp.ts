@@ -212,7 +212,7 @@ export function writeTcp(buf: Buffer, off: number, srcPort: number, dstPort: num
       p += 4;
     }
     const room = TCP_MAX_OPTIONS - (p - off - TCP_HEADER_LEN);
-    let n = Math.min(opts.sackCount, 4, (room - 4) >> 3);
+    const n = Math.min(opts.sackCount, 4, (room - 4) >> 3);
     if (n > 0) {
       buf[p] = TCPOPT_NOP;
       buf[p + 1] = TCPOPT_NOP;
