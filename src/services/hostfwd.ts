@@ -1,0 +1,129 @@
+// hostfwd: a host-side listener whose connections (TCP) or datagrams (UDP) are carried
+// into a guest, appearing there to come from the gateway's host address, as with QEMU's
+// `hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`. Rules can be added and
+// removed while the network runs.
+import net from 'node:net';
+import dgram from 'node:dgram';
+import type { Gateway, UdpDatagram } from '../stack/gateway.ts';
+import type { TcpStack } from '../stack/tcp.ts';
+import { Timer } from '../stack/timers.ts';
+import { ip4ToString, parseIp4 } from '../wire/addr.ts';
+import { logger } from '../util/log.ts';
+
+const log = logger('hostfwd');
+
+export interface HostFwdRule {
+  proto: 'tcp' | 'udp';
+  hostAddr: string; // '' = any
+  hostPort: number; // 0 = pick
+  guestAddr: string; // '' = the default guest address
+  guestPort: number;
+}
+
+export interface ActiveHostFwd extends HostFwdRule {
+  /** the port actually bound (differs from hostPort when hostPort was 0) */
+  boundPort: number;
+  guestIp: number;
+  connections: number;
+  close(): void;
+}
+
+export function ruleText(r: HostFwdRule): string {
+  return `${r.proto}:${r.hostAddr}:${r.hostPort}-${r.guestAddr}:${r.guestPort}`;
+}
+
+export class HostForwarder {
+  readonly rules: ActiveHostFwd[] = [];
+
+  constructor(private readonly gw: Gateway, private readonly tcp: TcpStack, private readonly hostAddr: number,
+    private readonly defaultGuest: () => number) {}
+
+  async add(rule: HostFwdRule): Promise<ActiveHostFwd> {
+    const guestIp = rule.guestAddr ? parseIp4(rule.guestAddr) : this.defaultGuest();
+    if (guestIp === null) throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guestAddr}' is not an IPv4 address`);
+    if (!this.gw.isLocal(guestIp)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${ip4ToString(guestIp)} is outside the network`);
+    const clash = this.rules.find((r) => r.proto === rule.proto && r.boundPort === rule.hostPort && rule.hostPort !== 0 && (r.hostAddr === rule.hostAddr || !r.hostAddr || !rule.hostAddr));
+    if (clash) throw new Error(`hostfwd ${ruleText(rule)}: host port ${rule.hostPort} is already forwarded by ${ruleText(clash)}`);
+    const fwd = rule.proto === 'tcp' ? await this.addTcp(rule, guestIp) : await this.addUdp(rule, guestIp);
+    this.rules.push(fwd);
+    log.info('forward added', { rule: ruleText(rule), bound: fwd.boundPort, guest: ip4ToString(guestIp) });
+    return fwd;
+  }
+
+  /** Remove by host port (and protocol/address when given). Returns the removed rules. */
+  remove(proto: 'tcp' | 'udp', hostPort: number, hostAddr?: string): ActiveHostFwd[] {
+    const gone = this.rules.filter((r) => r.proto === proto && r.boundPort === hostPort && (hostAddr === undefined || r.hostAddr === hostAddr));
+    for (const r of gone) {
+      r.close();
+      this.rules.splice(this.rules.indexOf(r), 1);
+      log.info('forward removed', { rule: ruleText(r) });
+    }
+    return gone;
+  }
+
+  private async addTcp(rule: HostFwdRule, guestIp: number): Promise<ActiveHostFwd> {
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true });
+    const fwd: ActiveHostFwd = { ...rule, boundPort: 0, guestIp, connections: 0, close: () => server.close() };
+    server.on('connection', (sock) => {
+      const c = this.tcp.connect(guestIp, rule.guestPort, this.hostAddr);
+      if (!c) { sock.destroy(); return; }
+      fwd.connections++;
+      c.attach(sock);
+      sock.resume();
+    });
+    await listen(server, rule);
+    fwd.boundPort = (server.address() as net.AddressInfo).port;
+    return fwd;
+  }
+
+  private async addUdp(rule: HostFwdRule, guestIp: number): Promise<ActiveHostFwd> {
+    const sock = dgram.createSocket(rule.hostAddr.includes(':') ? 'udp6' : 'udp4');
+    // each host peer gets its own gateway-side port, so guest replies find their way back
+    const byPeer = new Map<string, { gwPort: number; timer: Timer }>();
+    const fwd: ActiveHostFwd = {
+      ...rule, boundPort: 0, guestIp, connections: 0,
+      close: () => {
+        for (const m of byPeer.values()) { this.gw.unbindUdp(this.hostAddr, m.gwPort); this.gw.timers.cancel(m.timer); }
+        byPeer.clear();
+        sock.close();
+      },
+    };
+    let nextPort = 40000 + Math.floor(Math.random() * 10000);
+    sock.on('message', (msg, rinfo) => {
+      const key = `${rinfo.address}:${rinfo.port}`;
+      let m = byPeer.get(key);
+      if (!m) {
+        if (byPeer.size >= 1024) return;
+        const gwPort = nextPort = nextPort >= 65000 ? 40000 : nextPort + 1;
+        const entry = { gwPort, timer: new Timer(() => { byPeer.delete(key); this.gw.unbindUdp(this.hostAddr, gwPort); }) };
+        m = entry;
+        byPeer.set(key, m);
+        fwd.connections++;
+        this.gw.bindUdp(this.hostAddr, gwPort, (d: UdpDatagram) => {
+          if (d.srcIp !== guestIp || d.srcPort !== rule.guestPort) return;
+          this.gw.timers.arm(entry.timer, 120_000);
+          sock.send(Buffer.from(d.payload), rinfo.port, rinfo.address);
+        });
+      }
+      this.gw.timers.arm(m.timer, 120_000);
+      this.gw.sendUdp(this.hostAddr, m.gwPort, guestIp, rule.guestPort, msg);
+    });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', (err) => reject(new Error(`hostfwd ${ruleText(rule)}: cannot bind: ${err.message}`)));
+      sock.bind(rule.hostPort, rule.hostAddr || '0.0.0.0', () => resolve());
+    });
+    fwd.boundPort = sock.address().port;
+    return fwd;
+  }
+
+  closeAll(): void { for (const r of this.rules.splice(0)) r.close(); }
+}
+
+function listen(server: net.Server, rule: HostFwdRule): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new Error(`hostfwd ${ruleText(rule)}: cannot listen on ${rule.hostAddr || '*'}:${rule.hostPort}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`));
+    });
+    server.listen(rule.hostPort, rule.hostAddr || undefined, () => resolve());
+  });
+}
