@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "qnet_sys",
+      "sources": ["native/qnet_sys.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2", "-std=gnu11"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
