@@ -27,6 +27,7 @@ export interface RxUdp {
 
 export class Bed {
   private cursor = 0;
+  private readonly queue: RxUdp[] = [];
   private constructor(readonly sw: Switch, readonly gw: Gateway, readonly listener: StreamListener,
     readonly peer: StreamPeer, readonly dir: string) {}
 
@@ -65,15 +66,16 @@ export class Bed {
   /** Raw frame from the guest. */
   sendFrame(f: Buffer): void { this.peer.send(f); }
 
-  /** Next UDP datagram (after the ones already consumed) matching `pred`, or null on timeout. */
+  /** First not yet consumed UDP datagram matching `pred` (others stay queued), or null on timeout. */
   async recvUdp(pred: (d: RxUdp) => boolean = () => true, ms = 2000): Promise<RxUdp | null> {
     const end = Date.now() + ms;
     for (;;) {
       while (this.cursor < this.peer.frames.length) {
-        const f = this.peer.frames[this.cursor++];
-        const d = decodeUdp(f);
-        if (d && pred(d)) return d;
+        const d = decodeUdp(this.peer.frames[this.cursor++]);
+        if (d) this.queue.push(d);
       }
+      const i = this.queue.findIndex(pred);
+      if (i >= 0) return this.queue.splice(i, 1)[0];
       const left = end - Date.now();
       if (left <= 0) return null;
       await this.peer.waitFrames(this.cursor + 1, left);
