@@ -396,6 +396,8 @@ function checkSocketAddressBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
     }
     return true;
   }
+  // A multicast remote makes local= optional (QEMU joins the group itself).
+  if (!addrs.local && addrs.remote?.type === 'inet' && ((inetAton(addrs.remote.host ?? '') ?? 0) >>> 28) === 0xe) return checkAddr('remote');
   if (!addrs.local) { diag(ctx, 'error', 'missing-option', opt, 'dgram requires local= parameter', 'add local.type=inet,local.host=127.0.0.1,local.port=PORT (or local.type=unix,local.path=PATH)'); return false; }
   if (!checkAddr('local')) return false;
   if (addrs.local.type === 'fd') {

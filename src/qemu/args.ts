@@ -103,7 +103,7 @@ export function shellSplit(line: string): string[] {
 
 /** Quote a word for a POSIX shell only when needed. */
 export function shellQuote(w: string): string {
-  if (w !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(w)) return w;
+  if (w !== '' && /^[A-Za-z0-9_@%+=:,./~-]+$/.test(w)) return w;
   return `'${w.replace(/'/g, `'\\''`)}'`;
 }
 

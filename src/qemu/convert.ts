@@ -14,6 +14,8 @@ export interface NetdevOut {
   raw?: string;
   /** hubport's netdev= (must be emitted first). */
   link?: string;
+  /** The id was made up by convert (the original had none), so -nic may leave it out. */
+  generated?: boolean;
 }
 
 /** A NIC in modern form. */
@@ -75,7 +77,7 @@ export function toModern(a: Analysis): ModernNet {
     }
     return { model: n.model, netdev, entries };
   };
-  const backendOut = (nd: Analysis['netdevs'][number], id: string): NetdevOut => ({ type: nd.type, id, entries: nd.entries.map((e) => [e.key, e.value]) });
+  const backendOut = (nd: Analysis['netdevs'][number], id: string): NetdevOut => ({ type: nd.type, id, entries: nd.entries.map((e) => [e.key, e.value]), ...(nd.autoId ? { generated: true } : {}) });
 
   // Legacy hubs (old vlans): one NIC plus one backend becomes a direct pair; anything else keeps a hub.
   const legacyHubs = new Set<number>();
@@ -234,7 +236,7 @@ function nicBlock(m: ModernNet): string[] {
     const nd = m.netdevs.find((n) => n.id === d.netdev)!;
     const dev = parseDevice(d);
     const entries: Array<[string, string]> = [['type', nd.type]];
-    if (!/^(nic|net)\d+$/.test(nd.id) && !nd.id.startsWith('__')) entries.push(['id', nd.id]);
+    if (!nd.generated) entries.push(['id', nd.id]);
     entries.push(...nd.entries, ['model', dev.model]);
     const mac = dev.entries.find(([k]) => k === 'mac');
     if (mac) entries.push(mac);
@@ -261,6 +263,8 @@ function nicBlocker(m: ModernNet, d: DeviceOut): string | undefined {
   if (nd.raw?.trimStart().startsWith('{')) return 'its -netdev is JSON';
   if (d.raw?.trimStart().startsWith('{')) return 'its -device is JSON';
   if (!legacyModelName(d.model)) return `-nic can't create ${d.model}`;
+  const mac = parseDevice(d).entries.find(([k]) => k === 'mac')?.[1];
+  if (mac && parseInt(mac.slice(0, 2), 16) & 1) return '-nic refuses multicast MACs';
   const lost = parseDevice(d).entries.filter(([k]) => k !== 'mac').map(([k]) => k);
   if (lost.length) return `-nic has no place for ${lost.map((k) => k + '=').join(', ')}`;
   return undefined;
