@@ -39,6 +39,9 @@ const RTO_INIT = 1000;
 const SYN_RETRIES = 5;
 const DATA_RETRIES = 12;
 const TIME_WAIT_MS = 2000;
+/** Most out-of-order bytes kept per connection. */
+const OOO_MAX = 2 * 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 const CONNECT_TIMEOUT_MS = 20_000;
 
 export const enum State {
@@ -95,6 +98,13 @@ export class TcpConn {
   rcvNxt = 0;
   rcvWscale = 0;
   private lastAdvertised = 0;
+  // out-of-order segments from the guest, sorted by sequence number
+  private ooo: { seq: number; data: Buffer }[] = [];
+  private oooBytes = 0;
+  private oooFin = -1;
+  private lastOoo = 0;
+  /** the guest offered SACK-permitted: our duplicate ACKs carry SACK blocks */
+  sackOk = false;
   private ackPending = false;
   // retransmission
   rto = RTO_INIT;
@@ -226,24 +236,60 @@ export class TcpConn {
 
     // data and FIN
     const len = h.payloadEnd - h.payloadOffset;
-    if (len > 0 || (flags & TCP_FIN)) {
-      if (h.seq !== this.rcvNxt) {
-        if (seqLt(h.seq, this.rcvNxt) && seqLt(this.rcvNxt, seqAdd(h.seq, len))) {
-          // overlaps: take the new part
-          const skip = seqDiff(this.rcvNxt, h.seq);
-          this.deliverData(buf, h.payloadOffset + skip, h.payloadEnd, flags);
-        } else {
-          this.stack.stats.outOfOrder++;
-          this.scheduleAck();
-        }
-        return;
+    const fin = (flags & TCP_FIN) !== 0;
+    if (len > 0 || fin) {
+      let from = h.payloadOffset;
+      let seq = h.seq;
+      if (seqLt(seq, this.rcvNxt)) {
+        const skip = seqDiff(this.rcvNxt, seq);
+        if (skip >= len + (fin ? 1 : 0)) { this.scheduleAck(); return; } // all old: retransmit or keepalive
+        from += Math.min(skip, len);
+        seq = this.rcvNxt;
       }
-      this.deliverData(buf, h.payloadOffset, h.payloadEnd, flags);
+      if (seq !== this.rcvNxt) { this.stash(buf, from, h.payloadEnd, seq, fin); return; }
+      this.deliverData(buf, from, h.payloadEnd, fin);
+      if (this.ooo.length > 0) this.drainOoo();
     }
     this.output();
   }
 
-  private deliverData(buf: Buffer, from: number, to: number, flags: number): void {
+  /** Keep an out-of-order segment (bounded) and answer with an immediate duplicate ACK + SACK. */
+  private stash(buf: Buffer, from: number, to: number, seq: number, fin: boolean): void {
+    const len = to - from;
+    this.stack.stats.outOfOrder++;
+    const beyond = seqDiff(seqAdd(seq, len), this.rcvNxt);
+    if (beyond <= this.window() && this.oooBytes + len <= OOO_MAX && this.ooo.length < 1024) {
+      const data = Buffer.allocUnsafe(len);
+      buf.copy(data, 0, from, to);
+      let i = this.ooo.length;
+      while (i > 0 && seqLt(seq, this.ooo[i - 1].seq)) i--;
+      this.ooo.splice(i, 0, { seq, data });
+      this.oooBytes += len;
+      this.lastOoo = seq;
+      if (fin) this.oooFin = seqAdd(seq, len);
+    }
+    this.sendFlags(TCP_ACK, this.sndNxt);
+  }
+
+  /** Deliver stashed segments that the hole-filling segment made contiguous. */
+  private drainOoo(): void {
+    const q = this.ooo;
+    let i = 0;
+    while (i < q.length && seqLe(q[i].seq, this.rcvNxt)) {
+      const e = q[i++];
+      this.oooBytes -= e.data.length;
+      const skip = seqDiff(this.rcvNxt, e.seq);
+      if (skip < e.data.length) this.deliverData(e.data, skip, e.data.length, false, true);
+    }
+    if (i > 0) q.splice(0, i);
+    if (this.oooFin >= 0 && this.oooFin === this.rcvNxt) {
+      this.oooFin = -1;
+      this.deliverData(EMPTY, 0, 0, true);
+    }
+    if (q.length === 0) this.oooBytes = 0;
+  }
+
+  private deliverData(buf: Buffer, from: number, to: number, fin: boolean, owned = false): void {
     const len = to - from;
     if (len > 0) {
       const state = this.state;
@@ -251,14 +297,15 @@ export class TcpConn {
         const room = this.window();
         if (len > room + 1) { this.scheduleAck(); return; } // beyond our window: drop
         // The frame is borrowed: the host stream gets its own copy.
-        const data = Buffer.allocUnsafe(len);
-        buf.copy(data, 0, from, to);
+        let data: Buffer;
+        if (owned) data = buf.subarray(from, to);
+        else { data = Buffer.allocUnsafe(len); buf.copy(data, 0, from, to); }
         this.host?.write(data);
         this.bytesOut += len;
       }
       this.rcvNxt = seqAdd(this.rcvNxt, len);
     }
-    if (flags & TCP_FIN) {
+    if (fin) {
       this.rcvNxt = seqAdd(this.rcvNxt, 1);
       switch (this.state) {
         case State.SynReceived:
@@ -282,7 +329,39 @@ export class TcpConn {
     this.output();
   }
 
+  /** SACK blocks describing the stash (the most recently received block first, RFC 2018). */
+  private sackOptions(): TcpOptions | null {
+    if (!this.sackOk || this.ooo.length === 0) return null;
+    const o = this.stack.ackOpts;
+    o.clear();
+    const blocks: number[] = [];
+    let s0 = this.ooo[0].seq;
+    let e0 = seqAdd(s0, this.ooo[0].data.length);
+    for (let i = 1; i <= this.ooo.length; i++) {
+      const e = this.ooo[i];
+      if (e && seqLe(e.seq, e0)) {
+        const end = seqAdd(e.seq, e.data.length);
+        if (seqLt(e0, end)) e0 = end;
+        continue;
+      }
+      blocks.push(s0, e0);
+      if (e) { s0 = e.seq; e0 = seqAdd(e.seq, e.data.length); }
+    }
+    // move the block holding the latest arrival to the front
+    for (let b = 0; b < blocks.length; b += 2) {
+      if (seqLe(blocks[b], this.lastOoo) && seqLt(this.lastOoo, blocks[b + 1])) {
+        if (b > 0) blocks.unshift(...blocks.splice(b, 2));
+        break;
+      }
+    }
+    const n = Math.min(3, blocks.length / 2);
+    for (let i = 0; i < 2 * n; i++) o.sackBlocks[i] = blocks[i];
+    o.sackCount = n;
+    return o;
+  }
+
   private takeSynOptions(h: TcpHeader): void {
+    this.sackOk = h.sackPermitted;
     this.mss = h.mss > 0 ? Math.min(h.mss, this.stack.gw.mtu - 40) : 536;
     if (h.wscale >= 0) {
       this.sndWscale = Math.min(h.wscale, 14);
@@ -375,9 +454,11 @@ export class TcpConn {
     const wnd = Math.min(this.sndWnd, this.cwnd);
     let sent = seqDiff(this.sndNxt, this.sndUna);
     if (this.finSent) sent--; // the FIN is not data
+    // SACK blocks on our segments take room from the payload
+    const seg = this.sackOk && this.ooo.length > 0 ? this.mss - 40 : this.mss;
     while (sent < this.queued) {
       const room = wnd - sent;
-      const n = Math.min(this.mss, this.queued - sent, room);
+      const n = Math.min(seg, this.queued - sent, room);
       if (n <= 0) break;
       this.sendData(this.sndNxt, sent, n);
       this.sndNxt = seqAdd(this.sndNxt, n);
@@ -399,11 +480,13 @@ export class TcpConn {
   /** One data segment: n bytes starting `at` bytes after snd.una, sequence number seq. */
   private sendData(seq: number, at: number, n: number): void {
     const gw = this.stack.gw;
-    const o = gw.txReserve(20 + n);
+    const o = gw.txReserve(60 + n);
     const b = gw.txBuf;
+    const flags = TCP_ACK | (at + n === this.queued ? TCP_PSH : 0);
+    const p = this.writeHeader(o, seq, flags, null);
     // copy n bytes from the chunk queue at offset `at`
     let skip = at + this.headOff;
-    let w = o + 20;
+    let w = p;
     let left = n;
     for (let i = 0; i < this.chunks.length && left > 0; i++) {
       const c = this.chunks[i];
@@ -414,10 +497,9 @@ export class TcpConn {
       left -= take;
       skip = 0;
     }
-    const flags = TCP_ACK | (at + n === this.queued ? TCP_PSH : 0);
-    this.writeHeader(o, seq, flags, null);
-    finishTcpV4(b, o, 20 + n, this.remoteIp, this.guestIp);
-    gw.txIpv4(o, this.remoteIp, this.guestIp, IPPROTO_TCP, 20 + n);
+    const hl = p - o;
+    finishTcpV4(b, o, hl + n, this.remoteIp, this.guestIp);
+    gw.txIpv4(o, this.remoteIp, this.guestIp, IPPROTO_TCP, hl + n);
     this.stack.stats.segmentsOut++;
     this.ackPending = false;
     if (this.rttSeq < 0 && this.retries === 0) { this.rttSeq = seqAdd(seq, n); this.rttAt = performance.now(); }
@@ -428,12 +510,13 @@ export class TcpConn {
     const win = this.window();
     const scaled = Math.min(0xffff, (flags & TCP_SYN) ? win : win >>> this.rcvWscale);
     this.lastAdvertised = (flags & TCP_SYN) ? scaled : scaled << this.rcvWscale;
+    if (opts === null && (flags & (TCP_SYN | TCP_RST)) === 0) opts = this.sackOptions();
     return writeTcp(this.stack.gw.txBuf, o, this.remotePort, this.guestPort, seq, (flags & TCP_ACK) ? this.rcvNxt : 0, flags, scaled, opts);
   }
 
   private sendFlags(flags: number, seq: number): void {
     const gw = this.stack.gw;
-    const o = gw.txReserve(20);
+    const o = gw.txReserve(60);
     const end = this.writeHeader(o, seq, flags, null);
     finishTcpV4(gw.txBuf, o, end - o, this.remoteIp, this.guestIp);
     gw.txIpv4(o, this.remoteIp, this.guestIp, IPPROTO_TCP, end - o);
@@ -450,6 +533,7 @@ export class TcpConn {
     opts.clear();
     opts.mss = gw.mtu - 40;
     if (this.state === State.SynSent || this.rcvWscale > 0) opts.wscale = RCV_WSCALE;
+    if (this.state === State.SynSent || this.sackOk) opts.sackPermitted = true;
     const o = gw.txReserve(40);
     const flags = this.state === State.SynSent ? TCP_SYN : TCP_SYN | TCP_ACK;
     const end = this.writeHeader(o, this.iss, flags, opts);
@@ -591,6 +675,7 @@ export class TcpStack {
     a.length = 0;
   };
   readonly synOpts = new TcpOptions();
+  readonly ackOpts = new TcpOptions();
   private readonly hdr = new TcpHeader();
   private nextPort = 49152 + Math.floor(Math.random() * 8192);
   /** Decides what a new guest connection reaches (NAT, guestfwd, a service); null = RST. */
