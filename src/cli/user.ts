@@ -1,4 +1,95 @@
-export async function main(_argv: string[]): Promise<number> {
-  process.stderr.write('qnet user: not implemented yet\n');
-  return 1;
+// `qnet user [OPTIONS] [--listen ADDR]...`: one user-mode network, configured with QEMU's
+// own `-netdev user` option string (plus qnet's dnsupstream=IP[:PORT], repeatable).
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import path from 'node:path';
+import fs from 'node:fs';
+import { parseQemuOpts, formatQemuOpts } from '../qemu/opts.ts';
+import { parseUserNetdev, type UserNetdevConfig } from '../qemu/user-options.ts';
+import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
+import { UserNetwork } from '../network/user.ts';
+import { setLogLevel } from '../util/log.ts';
+import { parseIp4 } from '../wire/addr.ts';
+
+const USAGE = `usage: qnet user [OPTIONS] [--listen ADDR]... [--connect ADDR]... [--pcap FILE]
+
+Runs a user-mode network (what QEMU's -netdev user gives a guest) in its own process.
+OPTIONS is QEMU's -netdev user option string, e.g.
+  'net=10.0.2.0/24,hostname=vm1,hostfwd=tcp:127.0.0.1:2222-:22'
+plus qnet's own:
+  dnsupstream=IP[:PORT]   DNS resolver to forward to (repeatable; default: /etc/resolv.conf)
+  mtu=N                   link MTU offered by DHCP (default 1500)
+ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@PEER] | mcast:GROUP:PORT (default: a new unix socket)
+SIGUSR1 prints the network's counters, leases and forwards as one JSON line on stdout.`;
+
+export interface UserCliOptions { config: UserNetdevConfig; dnsUpstreams?: { host: string; port: number }[]; mtu?: number }
+
+/** Split qnet's extra keys out of a -netdev user option string and validate the rest as QEMU would. */
+export function parseUserCliOptions(optstr: string): UserCliOptions {
+  const parsed = parseQemuOpts(optstr);
+  if (parsed.error) throw new Error(parsed.error);
+  const rest: [string, string][] = [];
+  const dnsUpstreams: { host: string; port: number }[] = [];
+  let mtu: number | undefined;
+  for (const e of parsed.entries) {
+    if (e.key === 'dnsupstream') {
+      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(e.value);
+      if (!m || parseIp4(m[1]) === null || (m[2] !== undefined && !(Number(m[2]) > 0 && Number(m[2]) < 65536))) {
+        throw new Error(`Parameter 'dnsupstream' expects IPv4 address[:port], got '${e.value}'`);
+      }
+      dnsUpstreams.push({ host: m[1], port: m[2] ? Number(m[2]) : 53 });
+    } else if (e.key === 'mtu') {
+      mtu = Number(e.value);
+      if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65521) throw new Error(`Parameter 'mtu' expects an integer 576-65521, got '${e.value}'`);
+    } else if (e.shortBool) {
+      rest.push([e.key, e.value === 'on' ? 'on' : 'off']);
+    } else {
+      rest.push([e.key, e.value]);
+    }
+  }
+  const r = parseUserNetdev(formatQemuOpts(rest));
+  if (!r.ok) throw new Error(r.error);
+  return { config: r.config, dnsUpstreams: dnsUpstreams.length ? dnsUpstreams : undefined, mtu };
+}
+
+export function defaultSocketPath(name = 'user'): string {
+  const dir = path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'qnet');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return path.join(dir, `${name}-${process.pid}.sock`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      listen: { type: 'string', multiple: true },
+      connect: { type: 'string', multiple: true },
+      pcap: { type: 'string' },
+      verbose: { type: 'boolean', short: 'v' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) { process.stdout.write(USAGE + '\n'); return 0; }
+  if (values.verbose) setLogLevel('debug');
+  if (positionals.length > 1) throw new Error(`give the options as one string (got ${positionals.length} arguments); join them with commas`);
+  const opts = parseUserCliOptions(positionals[0] ?? '');
+  for (const w of opts.config.warnings) process.stderr.write(`qnet user: warning: ${w}\n`);
+  let listen: AttachSpec[] = (values.listen ?? []).map(parseAttach);
+  const connect = (values.connect ?? []).map(parseAttach);
+  if (listen.length + connect.length === 0) listen = [parseAttach(`unix:${defaultSocketPath()}`)];
+  const net = await UserNetwork.start({ config: opts.config, dnsUpstreams: opts.dnsUpstreams, mtu: opts.mtu, listen, connect, pcap: values.pcap });
+  const c = opts.config;
+  process.stdout.write(`qnet user: network ${c.net}/${c.prefixLength}, gateway ${c.host}, DNS ${c.dns}, DHCP from ${c.dhcpstart}${c.restrict ? ', restricted' : ''}\n`);
+  for (const r of net.hostfwd.rules) process.stdout.write(`  hostfwd ${r.proto} ${r.hostAddr || '*'}:${r.boundPort} -> guest ${r.guestAddr || c.dhcpstart}:${r.guestPort}\n`);
+  listen.forEach((spec, i) => {
+    process.stdout.write(`  attach QEMU with: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i}\n`);
+  });
+  process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(net.stats()) + '\n'));
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  net.close();
+  return 0;
 }
