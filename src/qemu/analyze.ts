@@ -601,11 +601,21 @@ function parseNicOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: strin
   if (macv !== undefined) { mac = checkMacFor(ctx, opt, 'mac', macv, true, true); if (!mac) return; }
   const m = checkLegacyModel(ctx, opt, model);
   if (m === undefined) return;
+  if (!legacyNicRoom(ctx, opt)) return;
   const ndId = id ?? nextId(ctx, '__nic');
   const nd: Netdev = { id: ndId, type: type!, entries: backendEntries, origin: '-nic', source: opt, pos: t.index, ...(id ? {} : { autoId: true }) };
   if (!checkBackend(ctx, opt, nd)) return;
   if (!addNetdev(ctx, opt, nd)) return;
   ctx.nics.push({ name: `${m}.${ctx.nics.filter((n) => n.model === m).length}`, model: m, ...(model && model !== m ? { writtenModel: model } : {}), ...(mac ? { mac } : {}), props: [], netdev: ndId, origin: '-nic', source: opt, pos: t.index });
+}
+
+/** QEMU keeps -nic and -net nic NICs in a fixed table (MAX_NICS). */
+export const MAX_LEGACY_NICS = 8;
+
+function legacyNicRoom(ctx: Ctx, opt: string): boolean {
+  if (ctx.nics.filter((n) => n.origin !== '-device').length < MAX_LEGACY_NICS) return true;
+  diag(ctx, 'error', 'too-many-nics', opt, `no more on-board/default NIC slots available: -nic and -net nic can create at most ${MAX_LEGACY_NICS} NICs`, 'add the others with -netdev TYPE,id=ID plus -device MODEL,netdev=ID');
+  return false;
 }
 
 function checkLegacyModel(ctx: Ctx, opt: string, model: string | undefined): string | undefined {
@@ -661,6 +671,7 @@ function parseNetOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: strin
         return;
       }
     }
+    if (!legacyNicRoom(ctx, opt)) return;
     const model0 = findNicModel(m)!;
     if (vectors !== undefined && !model0.virtio) {
       diag(ctx, 'warning', 'vectors-ignored', opt, `vectors=${vectors} only applies to virtio NICs; ${m} ignores it`, 'drop vectors= or use model=virtio-net-pci');

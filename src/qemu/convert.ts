@@ -1,7 +1,7 @@
 // Rewrites a command line's network into modern -netdev/-device pairs, the
 // -nic shorthand, or libvirt <interface>/<hostdev> XML. Everything that is not
 // about networking passes through untouched and in order.
-import { analyze, errorCount, hubMembers, parsePciAddr, type Analysis, type AnalyzeOptions, type Diagnostic, type Nic } from './analyze.ts';
+import { MAX_LEGACY_NICS, analyze, hubMembers, parsePciAddr, type Analysis, type AnalyzeOptions, type Diagnostic, type Nic } from './analyze.ts';
 import { BACKENDS, findNicModel, legacyModelName } from './model.ts';
 import { formatQemuOpts, parseBool, parseQemuOpts } from './opts.ts';
 
@@ -225,7 +225,7 @@ function nicBlock(m: ModernNet): string[] {
   if (m.none) return ['-nic', 'none'];
   const asNic = new Set<DeviceOut>();
   for (const d of m.devices) {
-    const why = nicBlocker(m, d);
+    const why = asNic.size >= MAX_LEGACY_NICS ? `-nic can create at most ${MAX_LEGACY_NICS} NICs` : nicBlocker(m, d);
     if (why) m.notes.push(`kept ${d.model}${d.netdev ? ` (netdev ${d.netdev})` : ''} as -netdev/-device: ${why}`);
     else asNic.add(d);
   }

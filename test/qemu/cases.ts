@@ -290,4 +290,6 @@ export const CASES: Case[] = [
   { name: 'common: -netdev missing its argument', src: 'common', args: '-m 512 -netdev', ok: false, codes: ['missing-argument'] },
   { name: 'common: -nodefaults without network', src: 'common', args: '-nodefaults -m 512', ok: true },
   { name: 'common: -net none', src: 'common', args: '-net none', ok: true, convert: '-nic none' },
+  { name: 'common: nine -nic NICs (QEMU has room for eight)', src: 'common', args: '-M q35 ' + Array.from({ length: 9 }, (_, i) => `-nic user,mac=52:54:00:00:09:0${i}`).join(' '), ok: false, codes: ['too-many-nics'] },
+  { name: 'common: nine NICs with -netdev/-device', src: 'common', args: '-M q35 ' + Array.from({ length: 9 }, (_, i) => `-netdev user,id=u${i} -device e1000e,netdev=u${i},mac=52:54:00:00:0a:0${i}`).join(' '), ok: true },
 ];
