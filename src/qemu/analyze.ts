@@ -602,7 +602,7 @@ function parseNicOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: strin
   const m = checkLegacyModel(ctx, opt, model);
   if (m === undefined) return;
   if (!legacyNicRoom(ctx, opt)) return;
-  const ndId = id ?? nextId(ctx, '__nic');
+  const ndId = id ?? nextId(ctx, '__org.qemu.nic');
   const nd: Netdev = { id: ndId, type: type!, entries: backendEntries, origin: '-nic', source: opt, pos: t.index, ...(id ? {} : { autoId: true }) };
   if (!checkBackend(ctx, opt, nd)) return;
   if (!addNetdev(ctx, opt, nd)) return;
@@ -699,7 +699,7 @@ function parseNetOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: strin
     if (!checkEntries({ ...ctx, diags: [] }, opt, spec, backendEntries, '')) return;
   } else if (!vlanOk) return;
   if (!checkId(ctx, opt, id, false, 'netdev')) return;
-  const nd: Netdev = { id: id ?? nextId(ctx, `__${type}`), type: type!, entries: backendEntries, origin: '-net', source: opt, hub, pos: t.index, ...(id ? {} : { autoId: true }) };
+  const nd: Netdev = { id: id ?? nextId(ctx, `${type}.`), type: type!, entries: backendEntries, origin: '-net', source: opt, hub, pos: t.index, ...(id ? {} : { autoId: true }) };
   if (!checkBackend(ctx, opt, nd)) return;
   addNetdev(ctx, opt, nd);
 }

@@ -111,13 +111,12 @@ export function shellJoin(argv: string[]): string {
   return argv.map(shellQuote).join(' ');
 }
 
-/** Drop a leading program name (qemu-system-x86_64, qemu-kvm, kvm, sudo...) and a shell prompt. */
+/** Drop a leading shell prompt and program name (qemu-system-x86_64, qemu-kvm, kvm, possibly after sudo). */
 export function stripProgram(argv: string[]): { program?: string; args: string[] } {
-  let i = 0;
-  while (i < argv.length && /^(\[.*\][#$]|[#$]|sudo|echo|\|)$/.test(argv[i])) i++;
-  const first = argv[i];
-  if (first !== undefined && !first.startsWith('-') && /(^|\/)(qemu-system-[\w-]+|qemu-kvm|kvm|qemu)$/.test(first)) {
-    return { program: first, args: argv.slice(i + 1) };
+  const PROGRAM = /(^|\/)(qemu-system-[\w-]+|qemu-kvm|kvm|qemu)$/;
+  for (let i = 0; i < Math.min(argv.length, 6); i++) {
+    if (argv[i].startsWith('-')) break;
+    if (PROGRAM.test(argv[i])) return { program: argv[i], args: argv.slice(i + 1) };
   }
-  return { args: i ? argv.slice(i) : argv };
+  return { args: argv };
 }
