@@ -4,6 +4,7 @@ import { Switch } from '../switch/switch.ts';
 import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
 import { StreamConnector, StreamListener } from '../link/stream.ts';
 import { McastPort, UdpEndpoint } from '../link/dgram.ts';
+import { UnixDgramEndpoint } from '../link/unixgram.ts';
 import type { Port } from '../link/port.ts';
 import { logger, setLogLevel } from '../util/log.ts';
 
@@ -12,7 +13,7 @@ const log = logger('switch');
 const USAGE = `usage: qnet switch --listen ADDR[,OPTS] [--listen ...] [--connect ADDR[,OPTS]] [--pcap FILE]
 
 Runs a learning Ethernet switch that QEMU guests join over socket netdevs.
-ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@QEMU_HOST:QEMU_PORT] | mcast:GROUP:PORT[@LOCALADDR]
+ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@QEMU_HOST:QEMU_PORT] | unixgram:PATH[@QEMU_PATH] | mcast:GROUP:PORT[@LOCALADDR]
 OPTS (for every port on that address): isolated, antispoof[=MAC;MAC], vlan=N, trunk=N;N, native=N, mtu=N
   --connect ADDR  connect to a QEMU stream server (-netdev stream,server=on), reconnecting when it restarts
   --pcap FILE     record every frame entering the switch (Wireshark format)
@@ -43,6 +44,11 @@ export async function startSwitch(opts: { listen: AttachSpec[]; connect?: Attach
       closers.push(() => l.close());
     } else if (ep.kind === 'udp') {
       const e = await UdpEndpoint.bind(ep.local);
+      e.onPort = attach(spec);
+      if (ep.peer) e.addPeer(ep.peer);
+      closers.push(() => e.close());
+    } else if (ep.kind === 'unixgram') {
+      const e = await UnixDgramEndpoint.bind(ep.path);
       e.onPort = attach(spec);
       if (ep.peer) e.addPeer(ep.peer);
       closers.push(() => e.close());

@@ -3,6 +3,7 @@
 //   tcp:HOST:PORT             stream socket over TCP
 //   udp:HOST:PORT[@RHOST:RPORT]   dgram endpoint; @ names a QEMU peer to send to up front
 //   mcast:GROUP:PORT[@LOCALADDR]  a multicast segment (QEMU -netdev socket,mcast=)
+//   unixgram:PATH[@QEMU_PATH]     unix datagram endpoint (QEMU -netdev dgram with unix addresses)
 // followed by optional port flags: ,isolated ,antispoof[=MAC[;MAC]] ,vlan=N ,trunk=N;N ,native=N ,mtu=N
 import type { SwitchPortConfig } from '../switch/switch.ts';
 import type { StreamAddress } from './stream.ts';
@@ -11,7 +12,8 @@ import type { UdpAddr } from './dgram.ts';
 export type Endpoint =
   | { kind: 'stream'; addr: StreamAddress }
   | { kind: 'udp'; local: UdpAddr; peer?: UdpAddr }
-  | { kind: 'mcast'; group: UdpAddr; localAddr?: string };
+  | { kind: 'mcast'; group: UdpAddr; localAddr?: string }
+  | { kind: 'unixgram'; path: string; peer?: string };
 
 export interface AttachSpec { endpoint: Endpoint; port: SwitchPortConfig; text: string }
 
@@ -46,8 +48,13 @@ export function parseEndpoint(text: string): Endpoint {
       if (!(first >= 224 && first <= 239)) throw new Error(`'${group.host}' is not an IPv4 multicast address (224.0.0.0/4)`);
       return { kind: 'mcast', group, localAddr: local || undefined };
     }
+    case 'unixgram': {
+      const [p, peer] = rest.split('@');
+      if (!p) throw new Error(`'${text}': unixgram: needs a socket path`);
+      return { kind: 'unixgram', path: p, peer: peer || undefined };
+    }
     default:
-      throw new Error(`'${text}': unknown address type '${scheme}'; use unix:PATH, tcp:HOST:PORT, udp:HOST:PORT[@PEER] or mcast:GROUP:PORT`);
+      throw new Error(`'${text}': unknown address type '${scheme}'; use unix:PATH, tcp:HOST:PORT, udp:HOST:PORT[@PEER], unixgram:PATH[@PEER] or mcast:GROUP:PORT`);
   }
 }
 
@@ -101,6 +108,8 @@ export function qemuNetdevFor(ep: Endpoint, id: string, qemuLocal?: UdpAddr): st
       const l = qemuLocal ?? ep.peer ?? { host: ep.local.host, port: 0 };
       return `dgram,id=${id},local.type=inet,local.host=${l.host},local.port=${l.port || 'PORT'},remote.type=inet,remote.host=${ep.local.host},remote.port=${ep.local.port}`;
     }
+    case 'unixgram':
+      return `dgram,id=${id},local.type=unix,local.path=${(ep.peer ?? `${ep.path}.${id}`).replace(/,/g, ',,')},remote.type=unix,remote.path=${ep.path.replace(/,/g, ',,')}`;
     case 'mcast':
       return `socket,id=${id},mcast=${ep.group.host}:${ep.group.port}${ep.localAddr ? `,localaddr=${ep.localAddr}` : ''}`;
   }

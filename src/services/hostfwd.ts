@@ -16,13 +16,15 @@ export interface HostFwdRule {
   proto: 'tcp' | 'udp';
   hostAddr: string; // '' = any
   hostPort: number; // 0 = pick
-  guestAddr: string; // '' = the default guest address
+  /** '' = the default guest address; an IPv4 address; or a VM name when a name resolver is set */
+  guestAddr: string;
   guestPort: number;
 }
 
 export interface ActiveHostFwd extends HostFwdRule {
   /** the port actually bound (differs from hostPort when hostPort was 0) */
   boundPort: number;
+  /** the guest address when the rule was added (names are resolved again per connection) */
   guestIp: number;
   connections: number;
   close(): void;
@@ -36,15 +38,31 @@ export class HostForwarder {
   readonly rules: ActiveHostFwd[] = [];
 
   constructor(private readonly gw: Gateway, private readonly tcp: TcpStack, private readonly hostAddr: number,
-    private readonly defaultGuest: () => number) {}
+    private readonly defaultGuest: () => number,
+    /** VM name -> current address (leases, static hosts); enables forwards by name */
+    private readonly resolveName?: (name: string) => number | null) {}
+
+  /** A function giving the rule's guest address now (null: a named VM without an address). */
+  private resolver(rule: HostFwdRule): () => number | null {
+    if (!rule.guestAddr) return this.defaultGuest;
+    const ip = parseIp4(rule.guestAddr);
+    if (ip !== null) {
+      if (!this.gw.isLocal(ip)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${ip4ToString(ip)} is outside the network`);
+      return () => ip;
+    }
+    const byName = this.resolveName;
+    if (!byName || !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(rule.guestAddr)) {
+      throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guestAddr}' is not an IPv4 address${byName ? ' or a VM name' : ''}`);
+    }
+    return () => byName(rule.guestAddr);
+  }
 
   async add(rule: HostFwdRule): Promise<ActiveHostFwd> {
-    const guestIp = rule.guestAddr ? parseIp4(rule.guestAddr) : this.defaultGuest();
-    if (guestIp === null) throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guestAddr}' is not an IPv4 address`);
-    if (!this.gw.isLocal(guestIp)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${ip4ToString(guestIp)} is outside the network`);
+    const resolve = this.resolver(rule);
+    const guestIp = resolve() ?? 0;
     const clash = this.rules.find((r) => r.proto === rule.proto && r.boundPort === rule.hostPort && rule.hostPort !== 0 && (r.hostAddr === rule.hostAddr || !r.hostAddr || !rule.hostAddr));
     if (clash) throw new Error(`hostfwd ${ruleText(rule)}: host port ${rule.hostPort} is already forwarded by ${ruleText(clash)}`);
-    const fwd = rule.proto === 'tcp' ? await this.addTcp(rule, guestIp) : await this.addUdp(rule, guestIp);
+    const fwd = rule.proto === 'tcp' ? await this.addTcp(rule, guestIp, resolve) : await this.addUdp(rule, guestIp, resolve);
     this.rules.push(fwd);
     log.info('forward added', { rule: ruleText(rule), bound: fwd.boundPort, guest: ip4ToString(guestIp) });
     return fwd;
@@ -61,11 +79,13 @@ export class HostForwarder {
     return gone;
   }
 
-  private async addTcp(rule: HostFwdRule, guestIp: number): Promise<ActiveHostFwd> {
+  private async addTcp(rule: HostFwdRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
     const server = net.createServer({ noDelay: true, pauseOnConnect: true });
     const fwd: ActiveHostFwd = { ...rule, boundPort: 0, guestIp, connections: 0, close: () => server.close() };
     server.on('connection', (sock) => {
-      const c = this.tcp.connect(guestIp, rule.guestPort, this.hostAddr);
+      const ip = resolve();
+      if (ip === null) { log.warn('forward target has no address yet', { rule: ruleText(rule) }); sock.destroy(); return; }
+      const c = this.tcp.connect(ip, rule.guestPort, this.hostAddr);
       if (!c) { sock.destroy(); return; }
       fwd.connections++;
       c.attach(sock);
@@ -76,10 +96,10 @@ export class HostForwarder {
     return fwd;
   }
 
-  private async addUdp(rule: HostFwdRule, guestIp: number): Promise<ActiveHostFwd> {
+  private async addUdp(rule: HostFwdRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
     const sock = dgram.createSocket(rule.hostAddr.includes(':') ? 'udp6' : 'udp4');
     // each host peer gets its own gateway-side port, so guest replies find their way back
-    const byPeer = new Map<string, { gwPort: number; timer: Timer }>();
+    const byPeer = new Map<string, { gwPort: number; timer: Timer; target: number }>();
     const fwd: ActiveHostFwd = {
       ...rule, boundPort: 0, guestIp, connections: 0,
       close: () => {
@@ -93,20 +113,21 @@ export class HostForwarder {
       const key = `${rinfo.address}:${rinfo.port}`;
       let m = byPeer.get(key);
       if (!m) {
-        if (byPeer.size >= 1024) return;
+        const target = resolve();
+        if (byPeer.size >= 1024 || target === null) return;
         const gwPort = nextPort = nextPort >= 65000 ? 40000 : nextPort + 1;
-        const entry = { gwPort, timer: new Timer(() => { byPeer.delete(key); this.gw.unbindUdp(this.hostAddr, gwPort); }) };
+        const entry = { gwPort, target, timer: new Timer(() => { byPeer.delete(key); this.gw.unbindUdp(this.hostAddr, gwPort); }) };
         m = entry;
         byPeer.set(key, m);
         fwd.connections++;
         this.gw.bindUdp(this.hostAddr, gwPort, (d: UdpDatagram) => {
-          if (d.srcIp !== guestIp || d.srcPort !== rule.guestPort) return;
+          if (d.srcIp !== target || d.srcPort !== rule.guestPort) return;
           this.gw.timers.arm(entry.timer, 120_000);
           sock.send(Buffer.from(d.payload), rinfo.port, rinfo.address);
         });
       }
       this.gw.timers.arm(m.timer, 120_000);
-      this.gw.sendUdp(this.hostAddr, m.gwPort, guestIp, rule.guestPort, msg);
+      this.gw.sendUdp(this.hostAddr, m.gwPort, m.target, rule.guestPort, msg);
     });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (err) => reject(new Error(`hostfwd ${ruleText(rule)}: cannot bind: ${err.message}`)));

@@ -1,0 +1,331 @@
+// A network of a given mode: switch + gateway + services, composed.
+//   user      QEMU's -netdev user semantics (slirp addressing, NAT unless restrict=on)
+//   nat       a shared segment for many VMs with DHCP, DNS by hostname, NAT to the outside
+//             and the host reachable at the gateway address (like libvirt's NAT network)
+//   isolated  guests, DHCP and DNS, and no way out (libvirt's isolated network)
+// Attach points (where QEMU connects) are part of the network; the daemon and the CLI only
+// build the options and read the state.
+import { Switch, type SwitchPort } from '../switch/switch.ts';
+import { Gateway } from '../stack/gateway.ts';
+import { TcpStack, type TcpConn } from '../stack/tcp.ts';
+import { DhcpServer, type StaticHost, type Lease, type LeaseEvent } from '../services/dhcp.ts';
+import { TcpNat } from '../services/tcp-nat.ts';
+import { UdpNat } from '../services/udp-nat.ts';
+import { HostForwarder, type HostFwdRule, type ActiveHostFwd } from '../services/hostfwd.ts';
+import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
+import { DnsForwarder, serveDnsStream, TYPE_A } from '../services/dns.ts';
+import { TftpServer } from '../services/tftp.ts';
+import { IcmpNat } from '../services/icmp-nat.ts';
+import { readResolvConf, type Upstream } from '../services/upstreams.ts';
+import { ip4ToString } from '../wire/addr.ts';
+import { macKeyString } from '../switch/switch.ts';
+import type { AttachSpec } from '../link/address.ts';
+import { StreamConnector, StreamListener, type StreamAddress } from '../link/stream.ts';
+import { McastPort, UdpEndpoint } from '../link/dgram.ts';
+import { UnixDgramEndpoint } from '../link/unixgram.ts';
+import type { Port } from '../link/port.ts';
+import { logger } from '../util/log.ts';
+
+export type Mode = 'user' | 'nat' | 'isolated';
+
+export interface DnsRecord { name: string; ip: number }
+
+export interface NetworkOptions {
+  name: string;
+  mode: Mode;
+  net: number;
+  prefix: number;
+  /** the router address (and, in user/nat mode, the host's loopback as the guest sees it) */
+  gateway: number;
+  /** DNS server address (slirp: .3; shared networks: the gateway) */
+  dns: number;
+  /** first DHCP address and pool size (undefined size: to the end of the subnet) */
+  dhcpStart: number;
+  dhcpSize?: number;
+  leaseTime?: number;
+  staticHosts?: StaticHost[];
+  domain?: string;
+  dnsSearch?: string[];
+  /** DHCP hostname option for every guest (QEMU hostname=) */
+  hostname?: string;
+  records?: DnsRecord[];
+  /** DNS upstreams; undefined: the host's /etc/resolv.conf */
+  upstreams?: Upstream[];
+  mtu?: number;
+  tftp?: string;
+  tftpServerName?: string;
+  bootfile?: string;
+  /** user mode restrict=on: no NAT at all */
+  restrict?: boolean;
+  forwards?: HostFwdRule[];
+  guestfwd?: GuestFwdRule[];
+  listen?: AttachSpec[];
+  connect?: AttachSpec[];
+  pcap?: string;
+  maxConnsPerGuest?: number;
+  onLease?: (lease: Lease, event: LeaseEvent) => void;
+}
+
+/** slirp-style gateway MAC: 52:55 followed by the gateway address. */
+function gatewayMac(addr: number): Buffer {
+  const m = Buffer.alloc(6);
+  m[0] = 0x52; m[1] = 0x55;
+  m.writeUInt32BE(addr >>> 0, 2);
+  return m;
+}
+
+export class Network {
+  readonly log;
+  readonly sw: Switch;
+  readonly gw: Gateway;
+  readonly tcp: TcpStack;
+  readonly dhcp: DhcpServer;
+  readonly dns: DnsForwarder;
+  readonly tftp: TftpServer | null;
+  readonly tcpNat: TcpNat | null;
+  readonly udpNat: UdpNat | null;
+  readonly icmpNat: IcmpNat | null;
+  readonly hostfwd: HostForwarder;
+  readonly guestfwd: GuestForwarder;
+  /** NAT to the outside and the gateway address reaching host loopback */
+  readonly nat: boolean;
+  /** MACs seen on two live ports at once */
+  readonly duplicateMacs = new Map<string, { ports: string[]; at: number }>();
+  private readonly closers: (() => void)[] = [];
+  private readonly connectors = new Map<string, StreamConnector>();
+  /** port -> VM name, for ports qnet knows the owner of */
+  readonly portOwners = new Map<Port, string>();
+
+  private constructor(readonly opts: NetworkOptions) {
+    this.log = logger(`net/${opts.name}`);
+    const guestfwdRules = opts.guestfwd ?? [];
+    const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
+    this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);
+    this.sw = new Switch();
+    this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
+    this.sw.attach(this.gw);
+    this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
+    this.tcp = new TcpStack(this.gw, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.dhcp = new DhcpServer(this.gw, {
+      serverIp: opts.gateway,
+      router: opts.gateway,
+      poolStart: opts.dhcpStart,
+      poolSize: opts.dhcpSize,
+      leaseTime: opts.leaseTime,
+      dns: [opts.dns],
+      domainName: opts.domain,
+      dnsSearch: opts.dnsSearch?.length ? opts.dnsSearch : undefined,
+      hostname: opts.hostname,
+      mtu: opts.mtu && opts.mtu !== 1500 ? opts.mtu : undefined,
+      tftpServerName: opts.tftpServerName,
+      bootfile: opts.bootfile,
+      staticHosts: opts.staticHosts,
+      onLease: opts.onLease,
+    });
+    const shared = opts.mode !== 'user';
+    this.dns = new DnsForwarder(this.gw, {
+      listenIp: opts.dns,
+      // an isolated network has no way out, not even for DNS
+      upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
+      resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
+    });
+    this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway }) : null;
+    this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, opts.gateway) : null;
+    this.udpNat = this.nat ? new UdpNat(this.gw, opts.gateway) : null;
+    this.icmpNat = this.nat ? new IcmpNat(this.gw, opts.gateway) : null;
+    this.guestfwd = new GuestForwarder(guestfwdRules);
+    this.hostfwd = new HostForwarder(this.gw, this.tcp, opts.gateway, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
+    if (this.nat) {
+      this.gw.natAddrs.add(opts.gateway);
+      const udp = this.udpNat!;
+      const icmp = this.icmpNat!;
+      this.gw.onUdp = (p, u) => udp.input(p, u);
+      this.gw.onIcmp = (p, h) => icmp.input(p, h);
+    }
+    this.tcp.opener = (conn) => this.openTcp(conn);
+  }
+
+  get name(): string { return this.opts.name; }
+
+  /** What a new guest TCP connection reaches. false = refused (RST). */
+  private openTcp(conn: TcpConn): boolean {
+    const g = this.guestfwd.match(conn.remoteIp, conn.remotePort);
+    if (g) { this.guestfwd.open(conn, g); return true; }
+    if (conn.remoteIp === this.opts.dns && conn.remotePort === 53) {
+      conn.attach(serveDnsStream(this.dns));
+      return true;
+    }
+    if (!this.tcpNat) return false;
+    if (this.gw.addrs.has(conn.remoteIp) && conn.remoteIp !== this.opts.gateway) return false;
+    this.tcpNat.open(conn);
+    return true;
+  }
+
+  // ---- names ----
+
+  private shortName(name: string): string {
+    let n = name.toLowerCase().replace(/\.$/, '');
+    const d = this.opts.domain?.toLowerCase();
+    if (d && n.endsWith(`.${d}`)) n = n.slice(0, -d.length - 1);
+    return n;
+  }
+
+  /** A VM's current address by hostname (static hosts first, then leases). */
+  addressOf(name: string): number | null {
+    const n = this.shortName(name);
+    for (const h of this.opts.staticHosts ?? []) {
+      if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : this.gwParse(h.ip);
+    }
+    let best: Lease | null = null;
+    for (const l of this.dhcp.leases()) {
+      if (l.hostname?.toLowerCase() === n && (!best || l.expiresAt > best.expiresAt)) best = l;
+    }
+    return best ? best.ip : null;
+  }
+
+  private gwParse(s: string): number | null {
+    const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
+    return m ? ((+m[1] << 24) | (+m[2] << 16) | (+m[3] << 8) | +m[4]) >>> 0 : null;
+  }
+
+  /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */
+  private resolveLocal(name: string, type: number): number[] | null | undefined {
+    const full = name.toLowerCase().replace(/\.$/, '');
+    const n = this.shortName(full);
+    const inDomain = !this.opts.domain || full !== n || !full.includes('.');
+    let ip: number | null = null;
+    for (const r of this.opts.records ?? []) {
+      const rn = r.name.toLowerCase().replace(/\.$/, '');
+      if (rn === full || rn === n) { ip = r.ip; break; }
+    }
+    if (ip === null && inDomain) {
+      if (n === 'gateway' || n === 'host') ip = this.opts.gateway;
+      else ip = this.addressOf(n);
+    }
+    if (ip === null) {
+      // a name in our own domain that nobody has: authoritative NXDOMAIN, don't leak it upstream
+      return this.opts.domain && full !== n ? null : undefined;
+    }
+    return type === TYPE_A ? [ip] : [];
+  }
+
+  // ---- ports ----
+
+  private macMoved(mac: number, from: SwitchPort, to: SwitchPort): void {
+    if (from.port.closed || from.port === this.gw) return;
+    const m = macKeyString(mac);
+    const entry = { ports: [from.port.name, to.port.name], at: Date.now() };
+    const first = !this.duplicateMacs.has(m);
+    this.duplicateMacs.set(m, entry);
+    if (first) this.log.warn('duplicate MAC on two ports: guests will lose traffic; give each NIC its own MAC', { mac: m, ports: entry.ports.join(' ') });
+  }
+
+  /** Duplicate MACs seen in the last 5 minutes. */
+  duplicates(): string[] {
+    const now = Date.now();
+    for (const [m, e] of this.duplicateMacs) if (now - e.at > 300_000) this.duplicateMacs.delete(m);
+    return [...this.duplicateMacs.keys()];
+  }
+
+  attachPort(p: Port, spec?: AttachSpec, owner?: string): void {
+    this.sw.attach(p, spec?.port ?? {});
+    if (owner) {
+      this.portOwners.set(p, owner);
+      p.onClosed(() => this.portOwners.delete(p));
+    }
+    this.log.info('guest port attached', { port: p.name, on: spec?.text ?? owner });
+  }
+
+  /** Connect to a QEMU stream server (qnet run) and keep reconnecting while it lives. */
+  connectVm(name: string, addr: StreamAddress): void {
+    this.connectors.get(name)?.close();
+    const c = new StreamConnector(addr);
+    c.onPort = (p) => this.attachPort(p, undefined, name);
+    c.start();
+    this.connectors.set(name, c);
+  }
+
+  disconnectVm(name: string): void {
+    this.connectors.get(name)?.close();
+    this.connectors.delete(name);
+  }
+
+  static async start(opts: NetworkOptions): Promise<Network> {
+    const n = new Network(opts);
+    try {
+      for (const f of opts.forwards ?? []) await n.hostfwd.add(f);
+      for (const spec of opts.listen ?? []) await n.listen(spec);
+      for (const spec of opts.connect ?? []) {
+        if (spec.endpoint.kind !== 'stream') throw new Error(`connect ${spec.text}: only unix: and tcp: addresses can be connected to`);
+        const c = new StreamConnector(spec.endpoint.addr);
+        c.onPort = (p) => n.attachPort(p, spec);
+        c.start();
+        n.closers.push(() => c.close());
+      }
+      if (opts.pcap) n.sw.startCapture(opts.pcap);
+    } catch (err) {
+      n.close();
+      throw err;
+    }
+    return n;
+  }
+
+  private async listen(spec: AttachSpec): Promise<void> {
+    const ep = spec.endpoint;
+    const onPort = (p: Port) => this.attachPort(p, spec);
+    if (ep.kind === 'stream') {
+      const l = await StreamListener.listen(ep.addr);
+      l.onPort = onPort;
+      this.closers.push(() => l.close());
+    } else if (ep.kind === 'udp') {
+      const e = await UdpEndpoint.bind(ep.local);
+      e.onPort = onPort;
+      if (ep.peer) e.addPeer(ep.peer);
+      this.closers.push(() => e.close());
+    } else if (ep.kind === 'unixgram') {
+      const e = await UnixDgramEndpoint.bind(ep.path);
+      e.onPort = onPort;
+      if (ep.peer) e.addPeer(ep.peer);
+      this.closers.push(() => e.close());
+    } else {
+      const m = await McastPort.join(ep.group, ep.localAddr);
+      onPort(m);
+      this.closers.push(() => m.close());
+    }
+  }
+
+  /** Forwards currently active. */
+  forwards(): ActiveHostFwd[] { return this.hostfwd.rules; }
+
+  stats(): Record<string, unknown> {
+    return {
+      switch: this.sw.stats,
+      gateway: this.gw.counters2,
+      tcp: { ...this.tcp.stats, connections: this.tcp.size },
+      tcpNat: this.tcpNat?.stats ?? null,
+      udpNat: this.udpNat ? { ...this.udpNat.stats, active: this.udpNat.size } : null,
+      icmpNat: this.icmpNat?.stats ?? null,
+      dhcp: this.dhcp.stats,
+      dns: this.dns.stats,
+      tftp: this.tftp?.stats ?? null,
+      leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
+      hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guestAddr, guestPort: r.guestPort, connections: r.connections })),
+      ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
+      duplicateMacs: this.duplicates(),
+    };
+  }
+
+  close(): void {
+    for (const c of this.closers.splice(0)) c();
+    for (const c of this.connectors.values()) c.close();
+    this.connectors.clear();
+    this.hostfwd.closeAll();
+    this.tcp.close();
+    this.udpNat?.closeAll();
+    this.icmpNat?.closeAll();
+    this.dns.close();
+    this.tftp?.close();
+    this.dhcp.close();
+    this.sw.close();
+  }
+}
