@@ -138,6 +138,7 @@ interface Ctx {
   deviceIds: Set<string>;
   machine: MachineInfo;
   usb: boolean;
+  binds: Array<{ proto: 'tcp' | 'udp'; host: string; port: number; what: string; opt: string }>;
 }
 
 function diag(ctx: Ctx, severity: Severity, code: string, option: string | undefined, message: string, hint?: string): void {
@@ -190,6 +191,21 @@ function checkHostPort(ctx: Ctx, opt: string, key: string, v: string): { host: s
     }
   }
   return { host, port };
+}
+
+/**
+ * Two things in one command line binding the same host port: the second fails
+ * with EADDRINUSE at start-up. A wildcard address overlaps every address for TCP.
+ */
+function bindHost(ctx: Ctx, opt: string, proto: 'tcp' | 'udp', host: string, port: number, what: string): void {
+  if (port <= 0) return;
+  const any = (h: string) => h === '' || h === '0.0.0.0' || h === '0';
+  const prev = ctx.binds.find((b) => b.proto === proto && b.port === port && (b.host === host || (proto === 'tcp' && (any(b.host) || any(host)))));
+  if (prev) {
+    diag(ctx, 'error', 'port-conflict', opt, `${what}: host ${proto.toUpperCase()} port ${port}${host ? ` on ${host}` : ''} is already taken by ${prev.what} in ${prev.opt}; QEMU fails with 'Address already in use'`, 'use a different port');
+    return;
+  }
+  ctx.binds.push({ proto, host, port, what, opt });
 }
 
 /** Generic per-option checks: unknown keys, short-form booleans, typed values. Returns false on error. */
@@ -246,6 +262,8 @@ function checkBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
       const r = parseUserNetdev(formatQemuOpts(e.map((x) => [x.key, x.value])));
       if (!r.ok) return err('user', r.error);
       nd.user = r.config;
+      for (const w of r.config.warnings) if (!w.startsWith('short-form')) diag(ctx, 'warning', 'user', opt, w);
+      for (const f of r.config.hostfwd) bindHost(ctx, opt, f.proto, f.hostAddr, f.hostPort, `hostfwd=${f.raw}`);
       if (r.config.smb !== undefined) diag(ctx, 'note', 'smb', opt, `smb=${r.config.smb} needs smbd (Samba) installed on the host; QEMU refuses to start without it`);
       for (const f of r.config.hostfwd) {
         if (f.hostAddr === '' || f.hostAddr === '0.0.0.0') {
@@ -297,12 +315,15 @@ function checkBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
           if (a === undefined || a >>> 28 !== 0xe) {
             return err('socket-mcast', `specified mcastaddr ${hp.host} does not contain a multicast address`, 'use a group in 224.0.0.0/4, e.g. mcast=230.0.0.1:1234');
           }
-        } else if (mode === 'listen' && (hp.host === '' || hp.host === '0.0.0.0')) {
+        } else if (mode === 'listen') bindHost(ctx, opt, 'tcp', hp.host, hp.port, `listen=${get(e, mode)}`);
+        if (hp && mode === 'listen' && (hp.host === '' || hp.host === '0.0.0.0')) {
           diag(ctx, 'note', 'listen-any', opt, `listen=${get(e, mode)} accepts connections on all host interfaces`, 'bind to 127.0.0.1 when the peers run on this host');
         }
       }
       if (mode === 'udp' && ok) {
-        if (!checkHostPort(ctx, opt, 'localaddr', get(e, 'localaddr')!)) ok = false;
+        const la = checkHostPort(ctx, opt, 'localaddr', get(e, 'localaddr')!);
+        if (!la) ok = false;
+        else bindHost(ctx, opt, 'udp', la.host, la.port, `localaddr=${get(e, 'localaddr')}`);
       }
       if (mode === 'mcast' && has(e, 'localaddr')) {
         const la = get(e, 'localaddr')!;
@@ -391,6 +412,7 @@ function checkSocketAddressBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
     if (!addrs.addr) { diag(ctx, 'error', 'missing-option', opt, "Parameter 'addr' is missing", 'add addr.type=inet,addr.host=127.0.0.1,addr.port=PORT or addr.type=unix,addr.path=PATH'); return false; }
     if (!checkAddr('addr')) return false;
     const server = parseBool(get(nd.entries, 'server') ?? 'off');
+    if (server && addrs.addr.type === 'inet') bindHost(ctx, opt, 'tcp', addrs.addr.host, parseCInt(addrs.addr.port) ?? -1, `addr.port=${addrs.addr.port}`);
     if (server && addrs.addr.type === 'inet' && (addrs.addr.host === '' || addrs.addr.host === '0.0.0.0')) {
       diag(ctx, 'note', 'listen-any', opt, 'the stream server accepts connections on all host interfaces', 'set addr.host=127.0.0.1 when the peers run on this host');
     }
@@ -406,7 +428,8 @@ function checkSocketAddressBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
   }
   if (!addrs.remote) { diag(ctx, 'error', 'missing-option', opt, 'type=inet or type=unix requires remote parameter', `add remote.type=${addrs.local.type} with the peer's address`); return false; }
   if (!checkAddr('remote')) return false;
-  if (addrs.remote.type !== addrs.local.type) { diag(ctx, 'error', 'dgram', opt, `local.type=${addrs.local.type} and remote.type=${addrs.remote.type} differ`, 'use the same type for both ends'); return false; }
+  if (addrs.local.type === 'inet') bindHost(ctx, opt, 'udp', addrs.local.host, parseCInt(addrs.local.port) ?? -1, `local.port=${addrs.local.port}`);
+  if (addrs.remote.type !== addrs.local.type) { diag(ctx, 'error', 'dgram', opt, `remote and local types must be the same (local.type=${addrs.local.type}, remote.type=${addrs.remote.type})`, 'use the same type for both ends'); return false; }
   return true;
 }
 
@@ -427,7 +450,7 @@ function splitTypeId(parsed: OptEntry[], implied: string): { type?: string; id?:
   const rest: OptEntry[] = [];
   for (const e of parsed) {
     if (e.key === implied) type = e.value;
-    else if (e.key === 'id') id = e.value;
+    else if (e.key === 'id') id ??= e.value; // QemuOpts takes the first id= and ignores the rest
     else rest.push(e);
   }
   return { type, id, rest };
@@ -476,12 +499,15 @@ export function analyze(argv: string[], options: AnalyzeOptions = {}): Analysis 
       const p = parseQemuOpts(t.value, { impliedKey: 'driver' }).entries;
       const drv = get(p, 'driver') ?? '';
       if (USB_CONTROLLERS.test(drv)) usb = true;
-      const id = get(p, 'id');
-      if (id) deviceIds.add(id);
+      const id = p.find((e) => e.key === 'id')?.value;
+      if (id) {
+        if (deviceIds.has(id)) diags.push({ severity: 'error', code: 'duplicate-id', option: optionText(t), message: `Duplicate ID '${id}' for device`, hint: 'give each -device its own id=' });
+        deviceIds.add(id);
+      }
     }
   }
   const machine = machineInfo(machineType);
-  const ctx: Ctx = { diags, netdevs: [], nics: [], chardevs, deviceIds, machine, usb };
+  const ctx: Ctx = { diags, netdevs: [], nics: [], chardevs, deviceIds, machine, usb, binds: [] };
   const hostdevs: Hostdev[] = [];
   let noneNet = false;
   let sawNet = false;

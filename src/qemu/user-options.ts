@@ -363,8 +363,9 @@ export function parseUserNetdev(optstr: string): ParseUserResult {
   const tftpServerName = single.get('tftp-server-name');
   if (tftpServerName !== undefined && Buffer.byteLength(tftpServerName) > 255) return { ok: false, error: "'tftp-server-name' parameter cannot exceed 255 bytes" };
   for (const d of lists.dnssearch) {
+    // slirp only warns and drops the list, so this is not fatal.
     if (d === '' || d.length > 255 || d.split('.').some((l, i, a) => l.length > 63 || (l === '' && i !== a.length - 1))) {
-      return { ok: false, error: `dnssearch: '${d}' is not a valid domain name` };
+      warnings.push(`dnssearch: '${d}' is not a valid domain name; QEMU ignores the search list`);
     }
   }
 
@@ -378,6 +379,11 @@ export function parseUserNetdev(optstr: string): ParseUserResult {
   for (const rule of lists.guestfwd) {
     const r = parseGuestFwd(rule);
     if (!r.ok) return { ok: false, error: `guestfwd: ${r.error}; expected [tcp]:server:port-cmd:COMMAND or [tcp]:server:port-CHARDEV` };
+    // slirp puts the virtual server inside the network (default net+.4) and off the host and DNS addresses.
+    const srv = r.fwd.server === '' ? ((net | (0x04 & ~mask)) >>> 0) : inetAton(r.fwd.server)!;
+    if (!inNet(srv) || srv === host || srv === dns) {
+      return { ok: false, error: `guestfwd: Conflicting/invalid host:port in guest forwarding rule '${rule}': the server address must be inside ${ipv4ToString(net)}/${prefixOf(mask) ?? ipv4ToString(mask)} and differ from host ${ipv4ToString(host)} and dns ${ipv4ToString(dns)}` };
+    }
     guestfwd.push(r.fwd);
   }
 
