@@ -76,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
       if (flags.json) json(r);
       else {
         diags(r.diagnostics, true);
-        if (r.help) out(`Supported NIC models:\n${r.help}\n`);
+        if (r.help) out(`${r.help}\n`);
         err(`${r.ok ? 'ok' : 'FAILED'}: ${r.errors} error(s), ${r.warnings} warning(s)\n`);
       }
       return r.ok ? 0 : 1;

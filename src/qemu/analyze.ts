@@ -139,6 +139,7 @@ interface Ctx {
   machine: MachineInfo;
   usb: boolean;
   binds: Array<{ proto: 'tcp' | 'udp'; host: string; port: number; what: string; opt: string }>;
+  help?: string;
 }
 
 function diag(ctx: Ctx, severity: Severity, code: string, option: string | undefined, message: string, hint?: string): void {
@@ -342,6 +343,8 @@ function checkBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
       if (link !== undefined) {
         const peer = ctx.netdevs.find((n) => n.id === link);
         if (!peer) return err('missing-netdev', `netdev '${link}' not found`, `define -netdev ...,id=${link} before this hubport`);
+        // QEMU aborts (assertion !peer->peer) when a netdev gets a second peer this way.
+        if (ctx.netdevs.some((n) => n.link === link) || peer.type === 'hubport') return err('netdev-in-use', `netdev '${link}' already has a peer; QEMU would abort`, 'wire each backend to exactly one hubport');
         nd.link = link;
       }
       return true;
@@ -401,6 +404,10 @@ function checkSocketAddressBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
     }
     const need = t === 'inet' ? ['host', 'port'] : t === 'unix' ? ['path'] : ['str'];
     for (const k of need) if (a[k] === undefined) { diag(ctx, 'error', 'missing-option', opt, `Parameter '${g}.${k}' is missing`); return false; }
+    if (t === 'inet' && nd.type === 'dgram' && !/^\d+$/.test(a.port)) {
+      diag(ctx, 'error', 'bad-port', opt, `${g}.port: port number '${a.port}' is invalid`, 'use a numeric UDP port');
+      return false;
+    }
     if (t === 'inet') {
       const p = parseCInt(a.port);
       if (p !== undefined && (p < 0 || p > 65535)) { diag(ctx, 'error', 'bad-port', opt, `${g}.port: port ${a.port} is outside 0..65535`); return false; }
@@ -543,15 +550,16 @@ export function analyze(argv: string[], options: AnalyzeOptions = {}): Analysis 
       else if (phase === 'nic') {
         const r = parseNicOption(ctx, t, opt);
         if (r === 'none') noneNet = true;
-        if (r === 'help') help = LEGACY_MODEL_LIST.join('\n');
+        if (r === 'help') help = `Supported NIC models:\n${LEGACY_MODEL_LIST.join('\n')}`;
       } else {
         const r = parseNetOption(ctx, t, opt);
         if (r === 'none') noneNet = true;
-        if (r === 'help') help = LEGACY_MODEL_LIST.join('\n');
+        if (r === 'help') help = `Supported NIC models:\n${LEGACY_MODEL_LIST.join('\n')}`;
       }
     }
   }
   for (const t of netToks.filter((x) => x.name === 'device')) parseDeviceOption(ctx, t, optionText(t), hostdevs);
+  help ??= ctx.help;
 
   const defaultNet = !sawNet && !nodefaults;
   if (defaultNet) {
@@ -578,6 +586,7 @@ function parseNetdevOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: st
   const parsed = keyval && !first.json ? parseQemuOpts(t.value, { impliedKey: 'type', keyval: true }) : first;
   if (parsed.error) { diag(ctx, 'error', 'syntax', opt, parsed.error); return; }
   const { type, id, rest } = splitTypeId(parsed.entries, 'type');
+  if (type === 'help' || type === '?') { ctx.help = `Available netdev backend types:\n${Object.keys(BACKENDS).join('\n')}`; return; }
   const spec = type !== undefined ? BACKENDS[type] : undefined;
   if (!spec) {
     if (type === 'nic') diag(ctx, 'error', 'unknown-backend', opt, "Parameter 'type' does not accept value 'nic'", "NICs are devices: use -device MODEL,netdev=ID (or -net nic with -net backends)");
@@ -681,8 +690,9 @@ function parseNetOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: strin
     if (m === undefined) return;
     const addr = get(rest, 'addr');
     if (addr !== undefined) {
-      const a = parsePciAddr(addr);
-      if (!a || a.fn !== 0) {
+      // -net nic reads addr= with pci_parse_devaddr: [[domain:]bus:]slot in hex, no function.
+      const a = /^(?:(?:[0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:)?(?:0[xX])?[0-9a-fA-F]{1,2}$/.test(addr) ? parsePciAddr(addr.replace(/^.*:/, '')) : undefined;
+      if (!a) {
         diag(ctx, 'error', 'bad-pci-addr', opt, `Invalid PCI device address ${addr} for device ${m}`, 'write the slot in hex, e.g. addr=08 (-net nic takes no function number; use -device for that)');
         return;
       }

@@ -70,7 +70,8 @@ export function toModern(a: Analysis): ModernNet {
     const entries: Array<[string, string]> = [];
     if (n.id) entries.push(['id', n.id]);
     if (n.mac) entries.push(['mac', n.mac]);
-    if (n.addr !== undefined) entries.push(['addr', n.addr]);
+    // -net nic may write bus:slot; -device takes the slot only (bus= is separate).
+    if (n.addr !== undefined) entries.push(['addr', n.addr.replace(/^.*:/, '')]);
     if (n.vectors !== undefined) {
       if (findNicModel(n.model)?.virtio) entries.push(['vectors', n.vectors]);
       else notes.push(`dropped vectors=${n.vectors} from ${n.name}: ${n.model} has no MSI-X vectors (QEMU ignored it too)`);

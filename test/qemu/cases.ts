@@ -301,6 +301,13 @@ export const CASES: Case[] = [
   { name: 'common: first of two ids wins', src: 'common', args: '-netdev user,id=u,id=v -device e1000,netdev=v', ok: false, codes: ['missing-netdev'] },
   { name: 'common: dgram local and remote of different types', src: 'common', args: '-netdev dgram,id=d,local.type=inet,local.host=127.0.0.1,local.port=40310,remote.type=unix,remote.path=/tmp/x -device e1000,netdev=d', ok: false, codes: ['dgram'] },
   { name: 'common: MAC with dashes', src: 'common', args: '-nic user,mac=52-54-00-12-34-99', ok: true, convert: '-netdev user,id=nic0 -device e1000,netdev=nic0,mac=52:54:00:12:34:99' },
+  { name: 'common: -net nic addr with a bus number', src: 'common', args: '-net nic,addr=0:08,macaddr=52:54:00:00:00:15 -net user', ok: true, convert: '-netdev user,id=net0 -device e1000,netdev=net0,mac=52:54:00:00:00:15,addr=08' },
+  { name: 'common: -net nic addr with .0', src: 'common', args: '-net nic,addr=08.0 -net user', ok: false, codes: ['bad-pci-addr'] },
+  { name: 'common: -netdev help lists backends', src: 'common', args: '-netdev help', ok: true },
+  { name: 'common: -nic help is not a type', src: 'common', args: '-nic help', ok: false, codes: ['unknown-backend'] },
+  { name: 'common: two hubports wired to one netdev (QEMU aborts)', src: 'common', args: '-netdev user,id=u -netdev hubport,id=h,hubid=0,netdev=u -netdev hubport,id=h2,hubid=0,netdev=u', ok: false, codes: ['netdev-in-use'] },
+  { name: 'common: dgram port must be numeric', src: 'common', args: '-netdev dgram,id=d,local.type=inet,local.host=127.0.0.1,local.port=40402,remote.type=inet,remote.host=127.0.0.1,remote.port=abc -device e1000,netdev=d', ok: false, codes: ['bad-port'] },
+  { name: 'common: -machine q35,accel=tcg gives e1000e', src: 'common', args: '-machine q35,accel=tcg -nic user,mac=52:54:00:00:00:16', ok: true, convert: '-machine q35,accel=tcg -netdev user,id=nic0 -device e1000e,netdev=nic0,mac=52:54:00:00:00:16' },
   { name: 'common: nine -nic NICs (QEMU has room for eight)', src: 'common', args: '-M q35 ' + Array.from({ length: 9 }, (_, i) => `-nic user,mac=52:54:00:00:09:0${i}`).join(' '), ok: false, codes: ['too-many-nics'] },
   { name: 'common: nine NICs with -netdev/-device', src: 'common', args: '-M q35 ' + Array.from({ length: 9 }, (_, i) => `-netdev user,id=u${i} -device e1000e,netdev=u${i},mac=52:54:00:00:0a:0${i}`).join(' '), ok: true },
 ];
