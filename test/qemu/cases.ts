@@ -135,6 +135,11 @@ export const CASES: Case[] = [
   },
   { name: 'notes: vfio-pci without host=', src: 'seed002', args: '-device vfio-pci', ok: false, codes: ['vfio'] },
 
+  { name: 'blog: -net tap synopsis with vhostforce', src: 'seed001', args: '-net nic,model=virtio -net tap,ifname=tap1,script=no,vhost=on,vhostforce=on', ok: true, codes: ['deprecated'] },
+  { name: 'notes: -net nic synopsis filled in (vlan, name, vectors)', src: 'seed002', args: '-net nic,vlan=0,macaddr=52:54:00:12:34:70,model=virtio,name=nic0,addr=09,vectors=4 -net user,vlan=0', ok: false, codes: ['vlan-removed', 'unknown-option'] },
+  { name: 'notes: -net nic synopsis without the removed options', src: 'seed002', args: '-net nic,macaddr=52:54:00:12:34:70,model=virtio,addr=09,vectors=4 -net user', ok: true, convert: '-netdev user,id=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:70,addr=09,vectors=4' },
+  { name: 'notes: -net user synopsis with smb, smbserver and guestfwd', src: 'seed002', args: '-net nic -net user,smb=/srv/smb,smbserver=10.0.2.4,guestfwd=tcp:10.0.2.100:1234-cmd:cat', ok: true, codes: ['smb'] },
+
   // ---- seed 003 (bridge + NAT with qemu-bridge-helper) ----
   {
     name: 'bridge-helper: macaddr set to avoid duplicates, -net bridge,br=br0', src: 'seed003',
