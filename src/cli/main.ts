@@ -2,18 +2,40 @@
 const USAGE = `usage: qnet <command> [options]
 
 commands:
+  up       run the qnet daemon: every configured network and the control API
   switch   run a bare L2 switch that QEMU guests join over socket netdevs
   user     run a user-mode network (QEMU's -netdev user, served by qnet)
   qemu     lint, explain, convert and adopt QEMU network options
+
+daemon commands (talk to the daemon over its API socket; --api PATH or $QNET_API picks it):
+  status   the daemon's version, uptime, directories, networks and warnings
+  net      list networks (net ls) or show one (net show NAME)
+  leases   DHCP leases of one or all networks
+  forward  add, remove and list host port forwards (forward add|rm|ls)
+  capture  write a network's traffic to a pcap file
+  attach   print the QEMU arguments that put a VM on a network
+  run      run QEMU with a NIC on a network (qnet run NET -- qemu-system-x86_64 ...)
+  vm       list VMs started by qnet run (vm ls), set their link (vm link)
+  info     QEMU's own view of the VMs' NICs (info network)
   help     show this text
 `;
 
 type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
+  up: async () => (await import('./up.ts')).main,
   switch: async () => (await import('./switch.ts')).main,
   user: async () => (await import('./user.ts')).main,
   qemu: async () => (await import('./qemu.ts')).main,
+  status: async () => (await import('./status.ts')).main,
+  net: async () => (await import('./net.ts')).main,
+  leases: async () => (await import('./leases.ts')).main,
+  forward: async () => (await import('./forward.ts')).main,
+  capture: async () => (await import('./capture.ts')).main,
+  attach: async () => (await import('./attach.ts')).main,
+  run: async () => (await import('./run.ts')).main,
+  vm: async () => (await import('./vm.ts')).main,
+  info: async () => (await import('./info.ts')).main,
 };
 
 async function run(argv: string[]): Promise<number> {

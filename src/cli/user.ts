@@ -4,12 +4,9 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
-import { parseQemuOpts, formatQemuOpts } from '../qemu/opts.ts';
-import { parseUserNetdev, type UserNetdevConfig } from '../qemu/user-options.ts';
 import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
-import { UserNetwork } from '../network/user.ts';
+import { UserNetwork, parseUserCliOptions } from '../network/user.ts';
 import { setLogLevel } from '../util/log.ts';
-import { parseIp4 } from '../wire/addr.ts';
 
 const USAGE = `usage: qnet user [OPTIONS] [--listen ADDR]... [--connect ADDR]... [--pcap FILE]
 
@@ -21,36 +18,6 @@ plus qnet's own:
   mtu=N                   link MTU offered by DHCP (default 1500)
 ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@PEER] | mcast:GROUP:PORT (default: a new unix socket)
 SIGUSR1 prints the network's counters, leases and forwards as one JSON line on stdout.`;
-
-export interface UserCliOptions { config: UserNetdevConfig; dnsUpstreams?: { host: string; port: number }[]; mtu?: number }
-
-/** Split qnet's extra keys out of a -netdev user option string and validate the rest as QEMU would. */
-export function parseUserCliOptions(optstr: string): UserCliOptions {
-  const parsed = parseQemuOpts(optstr);
-  if (parsed.error) throw new Error(parsed.error);
-  const rest: [string, string][] = [];
-  const dnsUpstreams: { host: string; port: number }[] = [];
-  let mtu: number | undefined;
-  for (const e of parsed.entries) {
-    if (e.key === 'dnsupstream') {
-      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(e.value);
-      if (!m || parseIp4(m[1]) === null || (m[2] !== undefined && !(Number(m[2]) > 0 && Number(m[2]) < 65536))) {
-        throw new Error(`Parameter 'dnsupstream' expects IPv4 address[:port], got '${e.value}'`);
-      }
-      dnsUpstreams.push({ host: m[1], port: m[2] ? Number(m[2]) : 53 });
-    } else if (e.key === 'mtu') {
-      mtu = Number(e.value);
-      if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65521) throw new Error(`Parameter 'mtu' expects an integer 576-65521, got '${e.value}'`);
-    } else if (e.shortBool) {
-      rest.push([e.key, e.value === 'on' ? 'on' : 'off']);
-    } else {
-      rest.push([e.key, e.value]);
-    }
-  }
-  const r = parseUserNetdev(formatQemuOpts(rest));
-  if (!r.ok) throw new Error(r.error);
-  return { config: r.config, dnsUpstreams: dnsUpstreams.length ? dnsUpstreams : undefined, mtu };
-}
 
 export function defaultSocketPath(name = 'user'): string {
   const dir = path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'qnet');

@@ -1,11 +1,44 @@
 // `-netdev user` (QEMU's option string, validated by src/qemu/user-options.ts) as a qnet
 // network: slirp's addressing and services, served by the generic Network.
-import { Network } from './network.ts';
+import { Network, type NetworkOptions } from './network.ts';
 import type { UserNetdevConfig } from '../qemu/user-options.ts';
 import type { GuestFwdRule } from '../services/guestfwd.ts';
 import type { Upstream } from '../services/upstreams.ts';
 import type { AttachSpec } from '../link/address.ts';
 import { parseIp4 } from '../wire/addr.ts';
+import { parseQemuOpts, formatQemuOpts } from '../qemu/opts.ts';
+import { parseUserNetdev } from '../qemu/user-options.ts';
+
+/** A -netdev user option string plus qnet's own keys (dnsupstream=, mtu=). */
+export interface UserCliOptions { config: UserNetdevConfig; dnsUpstreams?: { host: string; port: number }[]; mtu?: number }
+
+/** Split qnet's extra keys out of a -netdev user option string and validate the rest as QEMU would. */
+export function parseUserCliOptions(optstr: string): UserCliOptions {
+  const parsed = parseQemuOpts(optstr);
+  if (parsed.error) throw new Error(parsed.error);
+  const rest: [string, string][] = [];
+  const dnsUpstreams: { host: string; port: number }[] = [];
+  let mtu: number | undefined;
+  for (const e of parsed.entries) {
+    if (e.key === 'dnsupstream') {
+      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(e.value);
+      if (!m || parseIp4(m[1]) === null || (m[2] !== undefined && !(Number(m[2]) > 0 && Number(m[2]) < 65536))) {
+        throw new Error(`Parameter 'dnsupstream' expects IPv4 address[:port], got '${e.value}'`);
+      }
+      dnsUpstreams.push({ host: m[1], port: m[2] ? Number(m[2]) : 53 });
+    } else if (e.key === 'mtu') {
+      mtu = Number(e.value);
+      if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65521) throw new Error(`Parameter 'mtu' expects an integer 576-65521, got '${e.value}'`);
+    } else if (e.shortBool) {
+      rest.push([e.key, e.value === 'on' ? 'on' : 'off']);
+    } else {
+      rest.push([e.key, e.value]);
+    }
+  }
+  const r = parseUserNetdev(formatQemuOpts(rest));
+  if (!r.ok) throw new Error(r.error);
+  return { config: r.config, dnsUpstreams: dnsUpstreams.length ? dnsUpstreams : undefined, mtu };
+}
 
 export interface UserNetworkOptions {
   config: UserNetdevConfig;
@@ -35,11 +68,11 @@ export function guestfwdRules(c: UserNetdevConfig): GuestFwdRule[] {
   });
 }
 
-export const UserNetwork = {
-  async start(o: UserNetworkOptions): Promise<Network> {
+/** The generic network's options for a -netdev user configuration. */
+export function userNetworkOptions(o: UserNetworkOptions): NetworkOptions {
     const c = o.config;
     if (c.prefixLength === null) throw new Error(`net=${c.net}/${c.netmask}: the netmask must be contiguous`);
-    return Network.start({
+    return {
       name: o.name ?? 'user',
       mode: 'user',
       net: ip(c.net, 'net'),
@@ -62,6 +95,9 @@ export const UserNetwork = {
       connect: o.connect,
       pcap: o.pcap,
       maxConnsPerGuest: o.maxConnsPerGuest,
-    });
-  },
+    };
+}
+
+export const UserNetwork = {
+  start(o: UserNetworkOptions): Promise<Network> { return Network.start(userNetworkOptions(o)); },
 };

@@ -1,0 +1,331 @@
+// qnet.yaml: the daemon's configuration. Validated by hand against the same shape as
+// schema/qnet.schema.json (for editors); every error names the file, line and key.
+//
+//   stateDir: ~/.local/state/qnet        # leases, runtime forwards, MAC assignments
+//   runtimeDir: /run/user/1000/qnet      # sockets (API, default attach points, VMs)
+//   api: { tcp: 127.0.0.1:7070, token: SECRET }   # optional; the unix socket is always on
+//   networks:
+//     - name: default
+//       mode: nat                        # nat | isolated | user
+//       subnet: 192.168.122.0/24
+//       gateway: 192.168.122.1
+//       dhcp: 192.168.122.2-192.168.122.254
+//       domain: qnet
+//       hosts: [{ mac: 52:54:00:00:00:10, ip: 192.168.122.10, name: db }]
+//       forwards: [{ proto: tcp, hostPort: 8080, guest: web, guestPort: 80 }]
+//       attach: [unix:/run/user/1000/qnet/default.sock]
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import YAML from 'yaml';
+import { parseAttach, type AttachSpec } from '../link/address.ts';
+import { inSubnet, ip4ToString, maskOf, parseIp4 } from '../wire/addr.ts';
+import type { NetworkMode, ForwardSpec } from '../daemon/types.ts';
+import { defaultRuntimeDir, defaultStateDir } from '../daemon/paths.ts';
+import { parseUserCliOptions, type UserCliOptions } from '../network/user.ts';
+
+export interface HostEntry { mac: string; ip: number; name?: string }
+export interface RecordEntry { name: string; ip: number }
+
+export interface NetworkConfig {
+  name: string;
+  mode: NetworkMode;
+  net: number;
+  prefix: number;
+  gateway: number;
+  dhcpStart: number;
+  dhcpEnd: number;
+  leaseTime?: number;
+  domain?: string;
+  hosts: HostEntry[];
+  records: RecordEntry[];
+  upstreams?: { host: string; port: number }[];
+  forwards: ForwardSpec[];
+  mtu: number;
+  attach: AttachSpec[];
+  /** mode user: the -netdev user option string, parsed */
+  user?: UserCliOptions;
+  /** where each key came from, for messages at run time */
+  where: Record<string, string>;
+}
+
+export interface Config {
+  path: string | null;
+  stateDir: string;
+  runtimeDir: string;
+  api: { tcp?: { host: string; port: number; token: string } };
+  networks: NetworkConfig[];
+  warnings: string[];
+}
+
+export class ConfigError extends Error {}
+
+/** The embedded default: one NAT network named `default`, like libvirt's. */
+export function defaultConfigText(): string {
+  return `networks:
+  - name: default
+    mode: nat
+    subnet: 192.168.122.0/24
+    gateway: 192.168.122.1
+    dhcp: 192.168.122.2-192.168.122.254
+    domain: qnet
+`;
+}
+
+type Node = unknown;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+class Reader {
+  readonly lc = new YAML.LineCounter();
+  readonly doc: YAML.Document;
+  constructor(readonly file: string, text: string) {
+    this.doc = YAML.parseDocument(text, { lineCounter: this.lc, prettyErrors: false });
+    if (this.doc.errors.length) {
+      const e = this.doc.errors[0];
+      const pos = this.lc.linePos(e.pos[0]);
+      throw new ConfigError(`${file}:${pos.line}:${pos.col}: YAML syntax error: ${e.message.split('\n')[0]}`);
+    }
+  }
+  at(p: (string | number)[]): string {
+    for (let n = p.length; n >= 0; n--) {
+      const node = this.doc.getIn(p.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+      if (node && typeof node === 'object' && node.range) {
+        const pos = this.lc.linePos(node.range[0]);
+        return `${this.file}:${pos.line}:${pos.col}`;
+      }
+    }
+    return this.file;
+  }
+  fail(p: (string | number)[], msg: string): never {
+    throw new ConfigError(`${this.at(p)}: ${keyPath(p)}: ${msg}`);
+  }
+}
+
+function keyPath(p: (string | number)[]): string {
+  return p.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('') || '(top)';
+}
+
+function isMap(v: Node): v is Record<string, Node> { return typeof v === 'object' && v !== null && !Array.isArray(v); }
+
+function checkKeys(r: Reader, p: (string | number)[], v: Record<string, Node>, allowed: string[]): void {
+  for (const k of Object.keys(v)) {
+    if (!allowed.includes(k)) r.fail([...p, k], `unknown key '${k}' (known: ${allowed.join(', ')})`);
+  }
+}
+
+function str(r: Reader, p: (string | number)[], v: Node): string {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number') return String(v);
+  return r.fail(p, `expected a string, got ${JSON.stringify(v)}`);
+}
+
+function ipv4(r: Reader, p: (string | number)[], v: Node): number {
+  const s = str(r, p, v);
+  const ip = parseIp4(s);
+  if (ip === null) r.fail(p, `'${s}' is not an IPv4 address`);
+  return ip;
+}
+
+function int(r: Reader, p: (string | number)[], v: Node, min: number, max: number): number {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) r.fail(p, `expected an integer ${min}-${max}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function list(r: Reader, p: (string | number)[], v: Node): Node[] {
+  if (v === undefined || v === null) return [];
+  if (Array.isArray(v)) return v;
+  if (typeof v === 'string') return [v];
+  return r.fail(p, 'expected a list');
+}
+
+function hostPortOf(r: Reader, p: (string | number)[], s: string, defPort: number): { host: string; port: number } {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(s);
+  if (!m || parseIp4(m[1]) === null) r.fail(p, `'${s}' is not IPv4[:PORT]`);
+  const port = m[2] ? Number(m[2]) : defPort;
+  if (port < 1 || port > 65535) r.fail(p, `port ${port} is out of range 1-65535`);
+  return { host: m[1], port };
+}
+
+export function parseConfig(text: string, file = '(embedded default)', opts: { runtimeDir?: string; stateDir?: string } = {}): Config {
+  const r: Reader = new Reader(file, text);
+  const top: Node = r.doc.toJS() ?? {};
+  if (!isMap(top)) r.fail([], 'the file must be a mapping with a `networks` list');
+  checkKeys(r, [], top, ['stateDir', 'runtimeDir', 'api', 'networks']);
+  const expand = (s: string) => s.replace(/^~(?=\/|$)/, os.homedir());
+  const stateDir = top.stateDir !== undefined ? expand(str(r, ['stateDir'], top.stateDir)) : opts.stateDir ?? defaultStateDir();
+  const runtimeDir = top.runtimeDir !== undefined ? expand(str(r, ['runtimeDir'], top.runtimeDir)) : opts.runtimeDir ?? defaultRuntimeDir();
+  const warnings: string[] = [];
+  const api: Config['api'] = {};
+  if (top.api !== undefined) {
+    if (!isMap(top.api)) r.fail(['api'], 'expected a mapping');
+    checkKeys(r, ['api'], top.api, ['tcp', 'token', 'tokenFile']);
+    if (top.api.tcp !== undefined) {
+      const hp = hostPortOf(r, ['api', 'tcp'], str(r, ['api', 'tcp'], top.api.tcp), 7070);
+      if (!hp.host.startsWith('127.')) r.fail(['api', 'tcp'], `the TCP API listens on loopback only (127.0.0.0/8), not ${hp.host}`);
+      let token = top.api.token !== undefined ? str(r, ['api', 'token'], top.api.token) : '';
+      if (top.api.tokenFile !== undefined) {
+        const f = expand(str(r, ['api', 'tokenFile'], top.api.tokenFile));
+        try { token = fs.readFileSync(f, 'utf8').trim(); } catch (e) { r.fail(['api', 'tokenFile'], `cannot read ${f}: ${(e as Error).message}`); }
+      }
+      if (token.length < 16) r.fail(['api', 'token'], 'the TCP API needs a token of at least 16 characters (api.token or api.tokenFile)');
+      api.tcp = { ...hp, token };
+    }
+  }
+  const nets = top.networks;
+  if (!Array.isArray(nets) || nets.length === 0) r.fail(['networks'], 'expected a non-empty list of networks');
+  const networks = nets.map((n, i) => parseNetwork(r, ['networks', i], n, runtimeDir));
+  // cross-network checks
+  const names = new Set<string>();
+  const attachSeen = new Map<string, { net: NetworkConfig; idx: number }>();
+  networks.forEach((n, i) => {
+    if (names.has(n.name)) r.fail(['networks', i, 'name'], `network '${n.name}' is defined twice`);
+    names.add(n.name);
+    n.attach.forEach((a, j) => {
+      const key = attachKey(a);
+      const prev = attachSeen.get(key);
+      if (prev) {
+        const overlap = subnetsOverlap(prev.net, n);
+        r.fail(['networks', i, 'attach', j], `attach point ${a.text} is already used by network '${prev.net.name}'${overlap ? ` (and the subnets ${cidr(prev.net)} and ${cidr(n)} overlap: a guest could not tell them apart)` : ''}; give each network its own socket`);
+      }
+      attachSeen.set(key, { net: n, idx: j });
+    });
+  });
+  for (let i = 0; i < networks.length; i++) {
+    for (let j = i + 1; j < networks.length; j++) {
+      if (subnetsOverlap(networks[i], networks[j]) && networks[i].mode !== 'user' && networks[j].mode !== 'user') {
+        warnings.push(`${r.at(['networks', j, 'subnet'])}: networks '${networks[i].name}' and '${networks[j].name}' have overlapping subnets ${cidr(networks[i])} and ${cidr(networks[j])}; forwards by address may be ambiguous`);
+      }
+    }
+  }
+  return { path: file, stateDir, runtimeDir, api, networks, warnings };
+}
+
+function attachKey(a: AttachSpec): string {
+  const e = a.endpoint;
+  switch (e.kind) {
+    case 'stream': return e.addr.kind === 'unix' ? `unix:${path.resolve(e.addr.path)}` : `tcp:${e.addr.host}:${e.addr.port}`;
+    case 'udp': return `udp:${e.local.host}:${e.local.port}`;
+    case 'unixgram': return `unixgram:${path.resolve(e.path)}`;
+    case 'mcast': return `mcast:${e.group.host}:${e.group.port}`;
+  }
+}
+
+export function cidr(n: { net: number; prefix: number }): string { return `${ip4ToString(n.net)}/${n.prefix}`; }
+
+function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
+  const p = Math.min(a.prefix, b.prefix);
+  return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
+}
+
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options'];
+
+function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: string): NetworkConfig {
+  if (!isMap(v)) r.fail(p, 'expected a mapping with name, mode, subnet, ...');
+  checkKeys(r, p, v, NET_KEYS);
+  const name = str(r, [...p, 'name'], v.name);
+  if (!NAME_RE.test(name)) r.fail([...p, 'name'], `'${name}' is not a valid network name (letters, digits, _ . -; up to 64)`);
+  const mode = (v.mode ?? 'nat') as string;
+  if (mode !== 'nat' && mode !== 'isolated' && mode !== 'user') r.fail([...p, 'mode'], `unknown mode '${mode}' (nat, isolated or user)`);
+  const where: Record<string, string> = {};
+  const attach = list(r, [...p, 'attach'], v.attach).map((a, j) => {
+    where[`attach.${j}`] = r.at([...p, 'attach', j]);
+    try { return parseAttach(str(r, [...p, 'attach', j], a)); } catch (e) { return r.fail([...p, 'attach', j], (e as Error).message); }
+  });
+  if (attach.length === 0) attach.push(parseAttach(`unix:${path.join(runtimeDir, `${name}.sock`)}`));
+  where.attach = r.at([...p, 'attach']);
+  const mtu = v.mtu === undefined ? 1500 : int(r, [...p, 'mtu'], v.mtu, 576, 65521);
+
+  if (mode === 'user') {
+    for (const k of ['subnet', 'gateway', 'dhcp', 'hosts', 'records', 'domain', 'leaseTime']) {
+      if (v[k] !== undefined) r.fail([...p, k], `mode user takes QEMU's -netdev user options in 'options' (e.g. net=, host=, dhcpstart=), not '${k}'`);
+    }
+    let user: UserCliOptions;
+    try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
+    const c = user.config;
+    const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53)) : user.dnsUpstreams;
+    return {
+      name, mode, net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
+      hosts: [], records: [], upstreams, forwards: parseForwards(r, p, v.forwards), mtu: user.mtu ?? mtu, attach, user: { ...user, dnsUpstreams: upstreams }, where,
+    };
+  }
+  if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
+  const sub = str(r, [...p, 'subnet'], v.subnet ?? r.fail([...p], 'a nat or isolated network needs a subnet, e.g. subnet: 192.168.122.0/24'));
+  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(sub);
+  const addr = m ? parseIp4(m[1]) : null;
+  const prefix = m ? Number(m[2]) : -1;
+  if (addr === null || prefix < 8 || prefix > 30) r.fail([...p, 'subnet'], `'${sub}' is not an IPv4 subnet with a prefix of 8-30 (e.g. 192.168.122.0/24)`);
+  const net = (addr & maskOf(prefix)) >>> 0;
+  if (net !== addr) r.fail([...p, 'subnet'], `'${sub}' has host bits set; did you mean ${ip4ToString(net)}/${prefix}?`);
+  const bcast = (net | ~maskOf(prefix)) >>> 0;
+  const inNet = (q: (string | number)[], ip: number, what: string) => {
+    if (!inSubnet(ip, net, prefix) || ip === net || ip === bcast) r.fail(q, `${what} ${ip4ToString(ip)} is not a host address in ${sub}`);
+    return ip;
+  };
+  const gateway = v.gateway === undefined ? net + 1 : inNet([...p, 'gateway'], ipv4(r, [...p, 'gateway'], v.gateway), 'gateway');
+  let dhcpStart = gateway + 1 < bcast ? gateway + 1 : net + 1;
+  let dhcpEnd = bcast - 1;
+  if (v.dhcp !== undefined) {
+    const ranges = list(r, [...p, 'dhcp'], v.dhcp);
+    if (ranges.length !== 1) r.fail([...p, 'dhcp'], 'give exactly one DHCP range START-END');
+    const q = [...p, 'dhcp', 0];
+    const rv = ranges[0];
+    let s: string, e: string;
+    if (isMap(rv)) { checkKeys(r, q, rv, ['start', 'end']); s = str(r, [...q, 'start'], rv.start); e = str(r, [...q, 'end'], rv.end); }
+    else { [s, e] = str(r, q, rv).split('-').map((x) => x.trim()); }
+    dhcpStart = inNet(q, ipv4(r, q, s), 'DHCP range start');
+    dhcpEnd = inNet(q, ipv4(r, q, e ?? ''), 'DHCP range end');
+    if (dhcpEnd < dhcpStart) r.fail(q, `DHCP range ${s}-${e} ends before it starts`);
+    if (gateway >= dhcpStart && gateway <= dhcpEnd) r.fail(q, `DHCP range ${s}-${e} contains the gateway ${ip4ToString(gateway)}`);
+  }
+  const hosts = list(r, [...p, 'hosts'], v.hosts).map((h, j): HostEntry => {
+    const q = [...p, 'hosts', j];
+    if (!isMap(h)) r.fail(q, 'expected { mac, ip, name }');
+    checkKeys(r, q, h, ['mac', 'ip', 'name']);
+    const mac = str(r, [...q, 'mac'], h.mac).toLowerCase();
+    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) r.fail([...q, 'mac'], `'${mac}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+    if (parseInt(mac.slice(0, 2), 16) & 1) r.fail([...q, 'mac'], `'${mac}' is a multicast MAC; a NIC needs a unicast one`);
+    const name = h.name === undefined ? undefined : str(r, [...q, 'name'], h.name);
+    if (name !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(name)) r.fail([...q, 'name'], `'${name}' is not a valid host name`);
+    return { mac, ip: inNet([...q, 'ip'], ipv4(r, [...q, 'ip'], h.ip), 'host address'), name };
+  });
+  const records = list(r, [...p, 'records'], v.records).map((h, j): RecordEntry => {
+    const q = [...p, 'records', j];
+    if (!isMap(h)) r.fail(q, 'expected { name, ip }');
+    checkKeys(r, q, h, ['name', 'ip']);
+    return { name: str(r, [...q, 'name'], h.name), ip: ipv4(r, [...q, 'ip'], h.ip) };
+  });
+  const upstreams = v.upstreams === undefined ? undefined : list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53));
+  if (mode === 'isolated' && upstreams?.length) r.fail([...p, 'upstreams'], 'an isolated network has no way out, so no DNS upstreams');
+  const domain = v.domain === undefined ? undefined : str(r, [...p, 'domain'], v.domain);
+  if (domain !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(domain)) r.fail([...p, 'domain'], `'${domain}' is not a DNS domain`);
+  return {
+    name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
+    leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
+    domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach, where,
+  };
+}
+
+function parseForwards(r: Reader, p: (string | number)[], v: Node): ForwardSpec[] {
+  return list(r, [...p, 'forwards'], v).map((f, j): ForwardSpec => {
+    const q = [...p, 'forwards', j];
+    if (!isMap(f)) r.fail(q, 'expected { proto, hostPort, guest, guestPort }');
+    checkKeys(r, q, f, ['proto', 'hostAddr', 'hostPort', 'guest', 'guestPort']);
+    const proto = (f.proto ?? 'tcp') as string;
+    if (proto !== 'tcp' && proto !== 'udp') r.fail([...q, 'proto'], `'${proto}' is not tcp or udp`);
+    const hostAddr = f.hostAddr === undefined ? '127.0.0.1' : str(r, [...q, 'hostAddr'], f.hostAddr);
+    if (hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) r.fail([...q, 'hostAddr'], `'${hostAddr}' is not an IPv4 address`);
+    return {
+      proto: proto as 'tcp' | 'udp', hostAddr, hostPort: int(r, [...q, 'hostPort'], f.hostPort, 0, 65535),
+      guest: str(r, [...q, 'guest'], f.guest), guestPort: int(r, [...q, 'guestPort'], f.guestPort, 1, 65535),
+    };
+  });
+}
+
+/** Read and validate a config file (or the embedded default when file is null). */
+export function loadConfig(file: string | null, opts: { runtimeDir?: string; stateDir?: string } = {}): Config {
+  if (file === null) return { ...parseConfig(defaultConfigText(), '(embedded default)', opts), path: null };
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new ConfigError(`${file}: cannot read: ${(e as Error).message}`); }
+  return parseConfig(text, file, opts);
+}

@@ -1,0 +1,71 @@
+// The daemon's persistent state: leases, runtime forwards, MAC assignments per network, and
+// the VMs it joined. Written atomically (temp file, fsync, rename) after changes, debounced,
+// so a crash leaves either the old or the new file, never half of one.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { LeaseRecord } from '../services/dhcp.ts';
+import type { ForwardSpec, VmRecord } from './types.ts';
+import { logger } from '../util/log.ts';
+
+const log = logger('state');
+
+export interface NetworkState {
+  leases: LeaseRecord[];
+  forwards: ForwardSpec[];
+  /** VM name -> MAC */
+  macs: Record<string, string>;
+}
+
+export interface State {
+  version: 1;
+  networks: Record<string, NetworkState>;
+  vms: VmRecord[];
+}
+
+export function emptyNetworkState(): NetworkState { return { leases: [], forwards: [], macs: {} }; }
+
+export class StateStore {
+  state: State = { version: 1, networks: {}, vms: [] };
+  private timer: NodeJS.Timeout | null = null;
+  readonly file: string;
+
+  constructor(readonly dir: string) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.file = path.join(dir, 'state.json');
+  }
+
+  load(): State {
+    try {
+      const s = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Partial<State>;
+      if (s && s.version === 1 && typeof s.networks === 'object' && Array.isArray(s.vms)) this.state = s as State;
+      else log.warn('state file has an unknown format; starting fresh', { file: this.file });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn('state file unreadable; starting fresh', { file: this.file, error: (e as Error).message });
+    }
+    return this.state;
+  }
+
+  net(name: string): NetworkState {
+    return (this.state.networks[name] ??= emptyNetworkState());
+  }
+
+  /** Save soon (changes come in bursts, e.g. several leases at start-up). */
+  changed(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => { this.timer = null; this.save(); }, 100);
+  }
+
+  save(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    try {
+      const fd = fs.openSync(tmp, 'w', 0o600);
+      fs.writeSync(fd, JSON.stringify(this.state, null, 1));
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.renameSync(tmp, this.file);
+    } catch (e) {
+      log.error('cannot save state', { file: this.file, error: (e as Error).message });
+    }
+  }
+}
