@@ -539,7 +539,7 @@ export function analyze(argv: string[], options: AnalyzeOptions = {}): Analysis 
   const netToks = tokens.filter((t): t is Extract<Token, { kind: 'net' }> => t.kind === 'net');
   for (const t of netToks) {
     if (t.dash) {
-      diag(ctx, 'error', 'fancy-dash', optionText(t), `'${t.written}' begins with '${t.dash}' (U+${t.dash.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}), not '-'; QEMU reads it and '${t.value}' as disk image names`, `type it as -${t.name}`);
+      diag(ctx, 'error', 'fancy-dash', `${t.written} ${t.value}`, `'${t.written}' begins with '${t.dash}' (U+${t.dash.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}), not '-'; QEMU reads it and '${t.value}' as disk image names`, `type it as -${t.name}`);
     }
   }
   for (const phase of order) {
