@@ -96,8 +96,21 @@ class Reader {
     }
     return this.file;
   }
-  fail(p: (string | number)[], msg: string): never {
-    throw new ConfigError(`${this.at(p)}: ${keyPath(p)}: ${msg}`);
+  /** Position of the key itself (for unknown keys). */
+  atKey(p: (string | number)[]): string {
+    const parent = this.doc.getIn(p.slice(0, -1), true);
+    if (YAML.isMap(parent)) {
+      const pair = parent.items.find((it) => YAML.isScalar(it.key) && it.key.value === p[p.length - 1]);
+      const range = pair && YAML.isScalar(pair.key) ? pair.key.range : undefined;
+      if (range) {
+        const pos = this.lc.linePos(range[0]);
+        return `${this.file}:${pos.line}:${pos.col}`;
+      }
+    }
+    return this.at(p);
+  }
+  fail(p: (string | number)[], msg: string, key = false): never {
+    throw new ConfigError(`${key ? this.atKey(p) : this.at(p)}: ${keyPath(p)}: ${msg}`);
   }
 }
 
@@ -109,7 +122,7 @@ function isMap(v: Node): v is Record<string, Node> { return typeof v === 'object
 
 function checkKeys(r: Reader, p: (string | number)[], v: Record<string, Node>, allowed: string[]): void {
   for (const k of Object.keys(v)) {
-    if (!allowed.includes(k)) r.fail([...p, k], `unknown key '${k}' (known: ${allowed.join(', ')})`);
+    if (!allowed.includes(k)) r.fail([...p, k], `unknown key '${k}' (known: ${allowed.join(', ')})`, true);
   }
 }
 
@@ -266,9 +279,9 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   let dhcpStart = gateway + 1 < bcast ? gateway + 1 : net + 1;
   let dhcpEnd = bcast - 1;
   if (v.dhcp !== undefined) {
-    const ranges = list(r, [...p, 'dhcp'], v.dhcp);
+    const ranges = isMap(v.dhcp) ? [v.dhcp] : list(r, [...p, 'dhcp'], v.dhcp);
     if (ranges.length !== 1) r.fail([...p, 'dhcp'], 'give exactly one DHCP range START-END');
-    const q = [...p, 'dhcp', 0];
+    const q = isMap(v.dhcp) ? [...p, 'dhcp'] : [...p, 'dhcp', 0];
     const rv = ranges[0];
     let s: string, e: string;
     if (isMap(rv)) { checkKeys(r, q, rv, ['start', 'end']); s = str(r, [...q, 'start'], rv.start); e = str(r, [...q, 'end'], rv.end); }
