@@ -32,6 +32,8 @@ export interface RunningSwitch {
 export async function startSwitch(opts: { listen: AttachSpec[]; connect?: AttachSpec[]; pcap?: string; mtu?: number; agingMs?: number }): Promise<RunningSwitch> {
   const sw = new Switch({ mtu: opts.mtu, agingMs: opts.agingMs });
   const closers: (() => void)[] = [];
+  // transport-level drops that happen before a frame reaches any port
+  const endpointStats: (() => Record<string, unknown>)[] = [];
   const attach = (spec: AttachSpec) => (p: Port) => {
     sw.attach(p, spec.port);
     log.info('port attached', { port: p.name, on: spec.text });
@@ -47,15 +49,18 @@ export async function startSwitch(opts: { listen: AttachSpec[]; connect?: Attach
       e.onPort = attach(spec);
       if (ep.peer) e.addPeer(ep.peer);
       closers.push(() => e.close());
+      endpointStats.push(() => ({ listen: spec.text, badDatagrams: e.badDatagrams, refusedPeers: e.refusedPeers }));
     } else if (ep.kind === 'unixgram') {
       const e = await UnixDgramEndpoint.bind(ep.path);
       e.onPort = attach(spec);
       if (ep.peer) e.addPeer(ep.peer);
       closers.push(() => e.close());
+      endpointStats.push(() => ({ listen: spec.text, badDatagrams: e.badDatagrams, refusedPeers: e.refusedPeers, unnamedDatagrams: e.unnamedDatagrams }));
     } else {
       const m = await McastPort.join(ep.group, ep.localAddr);
       attach(spec)(m);
       closers.push(() => m.close());
+      endpointStats.push(() => ({ listen: spec.text, echoesDropped: m.echoesDropped }));
     }
   }
   for (const spec of opts.connect ?? []) {
@@ -72,6 +77,7 @@ export async function startSwitch(opts: { listen: AttachSpec[]; connect?: Attach
     stats() {
       return {
         switch: sw.stats,
+        endpoints: endpointStats.map((f) => f()),
         ports: [...sw.ports.values()].map((sp) => ({
           id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer,
           isolated: sp.isolated, macs: sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops,
@@ -106,10 +112,10 @@ export async function main(argv: string[]): Promise<number> {
   if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < 68)) throw new Error(`--mtu ${values.mtu}: want an integer >= 68`);
   const agingMs = values.aging ? Number(values.aging) * 1000 : undefined;
   const running = await startSwitch({ listen, connect, pcap: values.pcap, mtu, agingMs });
+  process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(running.stats()) + '\n'));
   listen.forEach((spec, i) => {
     process.stdout.write(`qnet switch: listening on ${spec.text}\n  QEMU: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i},mac=52:54:00:XX:XX:XX\n`);
   });
-  process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(running.stats()) + '\n'));
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
