@@ -3,7 +3,8 @@
 // connection, talking over its stdin/stdout), `tcp:HOST:PORT` or `unix:PATH`. The virtual
 // address need not exist anywhere: the gateway answers ARP for it.
 import net from 'node:net';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { Duplex } from 'node:stream';
 import type { TcpConn } from '../stack/tcp.ts';
 import { logger } from '../util/log.ts';
@@ -31,10 +32,8 @@ export class GuestForwarder {
     const t = rule.target;
     if (t.kind === 'cmd') {
       const child = spawn('/bin/sh', ['-c', t.command], { stdio: ['pipe', 'pipe', 'inherit'] });
-      const duplex = Duplex.from({ readable: child.stdout, writable: child.stdin });
       child.on('error', (err) => { this.stats.failures++; log.warn('command failed', { rule: rule.text, error: err.message }); });
-      duplex.on('close', () => { if (child.exitCode === null) child.kill(); });
-      c.attach(duplex);
+      c.attach(commandStream(child));
       return;
     }
     const sock = t.kind === 'tcp' ? net.connect({ host: t.host, port: t.port, noDelay: true }) : net.connect(t.path);
@@ -47,4 +46,34 @@ export class GuestForwarder {
       c.refuse();
     });
   }
+}
+
+/**
+ * The command's stdout and stdin as one stream for the TCP connection: stdout's end is the
+ * FIN towards the guest, the guest's FIN ends stdin.
+ *
+ * Not Duplex.from({ readable, writable }): Node destroys a child's stdin as soon as the child
+ * exits, and Duplex.from turns that into a premature-close error on the pair. A command that
+ * prints and exits at once (`cmd:echo hello`) then raced its own output: the error (and a
+ * RST to the guest) could come before stdout's data and EOF were read, so the guest saw
+ * "connection reset" instead of `hello` and a FIN. Here the stdin side never fails the
+ * connection: what the guest sends after the command stopped reading is dropped, as a
+ * closed pipe would (slirp gives the command a socket, whose reads simply stop).
+ */
+function commandStream(child: ChildProcessByStdio<Writable, Readable, null> | ChildProcessWithoutNullStreams): Duplex {
+  const { stdin, stdout } = child;
+  stdin.on('error', () => { /* EPIPE: the command exited without reading its input */ });
+  const d = new Duplex({
+    read() { stdout.resume(); },
+    write(chunk: Buffer, _enc, cb) {
+      if (stdin.destroyed || !stdin.writable) { cb(); return; }
+      stdin.write(chunk, () => cb());
+    },
+    final(cb) { if (!stdin.destroyed) stdin.end(); cb(); },
+    destroy(err, cb) { if (child.exitCode === null && child.signalCode === null) child.kill(); cb(err); },
+  });
+  stdout.on('data', (b: Buffer) => { if (!d.push(b)) stdout.pause(); });
+  stdout.on('end', () => d.push(null));
+  stdout.on('error', (err) => d.destroy(err));
+  return d;
 }
