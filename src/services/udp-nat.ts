@@ -54,7 +54,22 @@ export class UdpNat {
     this.gw.timers.arm(f.timer, udp.dstPort === 53 ? Math.min(this.idleMs, 10_000) : this.idleMs);
     this.stats.datagramsOut++;
     if (!f.ready) { if (f.backlog.length < 64) f.backlog.push(payload); return; }
-    f.sock.send(payload, (err) => { if (err) this.stats.sendErrors++; });
+    this.send(f, payload);
+  }
+
+  /**
+   * Send on the flow's connected socket. A pending ICMP port unreachable is reported by the
+   * kernel to whichever call comes next: to recv (the socket's 'error' event) or to this
+   * send. When the guest sends two datagrams back to back (nslookup's A and AAAA queries),
+   * the second send usually collects it, so ECONNREFUSED here must also become ICMP port
+   * unreachable for the guest, or the guest never learns the port is closed.
+   */
+  private send(f: Flow, payload: Buffer): void {
+    f.sock.send(payload, (err) => {
+      if (!err) return;
+      if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED') { this.stats.refused++; this.portUnreachable(f); }
+      else this.stats.sendErrors++;
+    });
   }
 
   private open(key: string, guestIp: number, guestPort: number, dstIp: number, dstPort: number): Flow {
@@ -77,7 +92,7 @@ export class UdpNat {
     });
     sock.connect(dstPort, hostTarget(dstIp, this.hostAddr), () => {
       f.ready = true;
-      for (const b of f.backlog) sock.send(b, (err) => { if (err) this.stats.sendErrors++; });
+      for (const b of f.backlog) this.send(f, b);
       f.backlog = [];
     });
     return f;
