@@ -110,6 +110,7 @@ export class Daemon implements DaemonControl {
     const r: Running = { cfg, key: JSON.stringify({ ...cfg, where: undefined }), net };
     this.running.set(cfg.name, r);
     net.dhcp.importLeases(st.leases);
+    for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
     for (const f of st.forwards) {
       try { await net.hostfwd.add(toRule(f)); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
     }
@@ -346,6 +347,7 @@ export class Daemon implements DaemonControl {
       st.macs[name] = mac;
       this.store.changed();
     }
+    r.net.vmMacs.set(name.toLowerCase(), mac);
     const att = r.cfg.attach[0];
     const args = ['-netdev', qemuNetdevFor(att.endpoint, 'qnet0'), '-device', `${model},netdev=qnet0,mac=${mac}`];
     return { network, name, mac, model, args };

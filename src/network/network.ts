@@ -95,6 +95,8 @@ export class Network {
   private readonly connectors = new Map<string, StreamConnector>();
   /** port -> VM name, for ports qnet knows the owner of */
   readonly portOwners = new Map<Port, string>();
+  /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
+  readonly vmMacs = new Map<string, string>();
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
@@ -176,9 +178,10 @@ export class Network {
     for (const h of this.opts.staticHosts ?? []) {
       if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : this.gwParse(h.ip);
     }
+    const vmMac = this.vmMacs.get(n);
     let best: Lease | null = null;
     for (const l of this.dhcp.leases()) {
-      if (l.hostname?.toLowerCase() === n && (!best || l.expiresAt > best.expiresAt)) best = l;
+      if ((l.hostname?.toLowerCase() === n || l.mac === vmMac) && (!best || l.expiresAt > best.expiresAt)) best = l;
     }
     return best ? best.ip : null;
   }
