@@ -163,6 +163,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
   });
 
   after(async () => {
+    if (process.env.QNET_E2E_VERBOSE) console.log(`${gMain?.output}\n${gRestr?.output}`);
     killAllGuests();
     qMain?.kill();
     qRestr?.kill();

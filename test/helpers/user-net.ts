@@ -209,7 +209,7 @@ export interface ServicesSpec {
   dns?: { addr: string; port: number; table: Record<string, string> };
   /** HTTP: every GET answers body */
   http?: { addr: string; port: number; body: string };
-  /** TCP: replies `${prefix} <first chunk>` and closes */
+  /** TCP: replies `${prefix} from=<peer address> <first chunk>` and closes */
   tcp?: { addr: string; port: number; prefix: string };
   /** UDP echo */
   udp?: { addr: string; port: number };
@@ -236,7 +236,7 @@ if (spec.http) {
 }
 if (spec.tcp) {
   pending++;
-  net.createServer((c) => { c.on('error', () => {}); c.once('data', (d) => c.end(spec.tcp.prefix + ' ' + d.toString().trim() + '\\n')); }).listen(spec.tcp.port, spec.tcp.addr, ready);
+  net.createServer((c) => { c.on('error', () => {}); c.once('data', (d) => c.end(spec.tcp.prefix + ' from=' + c.remoteAddress + ' ' + d.toString().trim() + '\\n')); }).listen(spec.tcp.port, spec.tcp.addr, ready);
 }
 if (spec.udp) {
   pending++;
