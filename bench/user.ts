@@ -24,7 +24,7 @@
 //   BENCH_TESTS=mem,up,down,conns,rr   subset of the measurements
 //   BENCH_PROFILE=DIR      run qnet with --cpu-prof into DIR and print its top functions
 //   BENCH_QNET=PATH        qnet entry point to run (default: this checkout's src/cli/main.ts)
-//   BENCH_REPEAT=N         bulk transfers per direction and case; the median is reported (default 2)
+//   BENCH_REPEAT=N         bulk transfers per direction and case; the median is reported (default 3)
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -37,7 +37,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PEER = path.join(root, 'bench', 'user-peer.ts');
 const MEMPROBE = pathToFileURL(path.join(root, 'bench', 'user-memprobe.ts')).href;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 2));
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
 const PROFILE = process.env.BENCH_PROFILE ? path.resolve(process.env.BENCH_PROFILE) : '';
 const TESTS = new Set((process.env.BENCH_TESTS ?? 'mem,up,down,conns,rr').split(','));
 const CASES = (process.env.BENCH_ONLY ? [process.env.BENCH_ONLY] : ['qnet', 'slirp']) as Kind[];
@@ -50,7 +50,7 @@ type Kind = 'qnet' | 'slirp';
 
 interface Mem { rss: number; heapUsed?: number }
 /** CPU seconds used during one bulk transfer, per process, and the transfer's size. */
-interface Bulk { gbps: number; bytes: number; seconds: number; cpu: Record<string, number> }
+interface Bulk { gbps: number; bytes: number; seconds: number; cpu: Record<string, number>; idle: number }
 interface CaseResult {
   up?: number;
   down?: number;
@@ -135,12 +135,20 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, in clock ticks (USER_HZ = 100)
 }
 
+/** Jiffies of the whole machine: [idle (incl. iowait), total]. */
+function machineTicks(): [number, number] {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return [f[3] + f[4], f.reduce((a, b) => a + b, 0)];
+}
+
 /** Run one bulk transfer and account the CPU time the relay processes used meanwhile. */
 async function bulk(env: Env, args: string[]): Promise<Bulk> {
   const before = Object.fromEntries(Object.entries(env.cpuPids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+  const [idle0, total0] = machineTicks();
   const r = await client<{ gbps: number; bytes: number; seconds: number }>(env.ns, args);
+  const [idle1, total1] = machineTicks();
   const cpu = Object.fromEntries(Object.entries(env.cpuPids).map(([k, pid]) => [k, cpuSeconds(pid) - before[k]]));
-  return { ...r, cpu };
+  return { ...r, cpu, idle: (idle1 - idle0) / Math.max(1, total1 - total0) };
 }
 
 function comm(pid: number): string {
@@ -406,7 +414,7 @@ async function main(): Promise<number> {
   for (const r of rows) out.push(line(r));
   // Each bulk run: Gbit/s, and the CPU each process used per second of transfer (1.00 = one core).
   const runs = (b: Bulk[] | undefined): string => (b ?? []).map((x) =>
-    `${x.gbps.toFixed(2)} (${Object.entries(x.cpu).map(([k, v]) => `${k} ${(v / x.seconds).toFixed(2)}`).join(', ')})`).join('; ');
+    `${x.gbps.toFixed(2)} (${Object.entries(x.cpu).map(([k, v]) => `${k} ${(v / x.seconds).toFixed(2)}`).join(', ')}; machine ${(100 * x.idle).toFixed(0)}% idle)`).join('; ');
   for (const [k, r] of Object.entries(results)) {
     if (r?.upRuns) out.push(`${k} guest->host runs, Gbit/s (CPU cores used): ${runs(r.upRuns)}`);
     if (r?.downRuns) out.push(`${k} host->guest runs, Gbit/s (CPU cores used): ${runs(r.downRuns)}`);
