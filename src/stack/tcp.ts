@@ -117,6 +117,9 @@ export class TcpConn {
   // the host side
   host: Duplex | null = null;
   private hostPaused = false;
+  private corked = false;
+  /** still counted against the guest's connection limit */
+  counted = true;
   createdAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
@@ -300,7 +303,12 @@ export class TcpConn {
         let data: Buffer;
         if (owned) data = buf.subarray(from, to);
         else { data = Buffer.allocUnsafe(len); buf.copy(data, 0, from, to); }
-        this.host?.write(data);
+        const h = this.host;
+        if (h) {
+          // One writev per input batch instead of a syscall per segment (uncorked from a microtask).
+          if (!this.corked) { this.corked = true; h.cork(); this.stack.queueUncork(this); }
+          h.write(data);
+        }
         this.bytesOut += len;
       }
       this.rcvNxt = seqAdd(this.rcvNxt, len);
@@ -614,6 +622,7 @@ export class TcpConn {
 
   private enterTimeWait(): void {
     this.state = State.TimeWait;
+    this.stack.uncount(this); // a closed connection waiting out stray segments is no longer the guest's
     this.stack.timers.arm(this.rtxTimer, TIME_WAIT_MS);
     this.releaseHost();
   }
@@ -631,6 +640,12 @@ export class TcpConn {
       if (s.resetAndDestroy) s.resetAndDestroy(); else h.destroy();
     }
     this.close();
+  }
+
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.host?.uncork();
   }
 
   private releaseHost(): void {
@@ -668,8 +683,12 @@ export class TcpStack {
   private readonly maxPerGuest: number;
   private readonly acks: TcpConn[] = [];
   private acksQueued = false;
+  private readonly uncorks: TcpConn[] = [];
   private readonly flushAcks = (): void => {
     this.acksQueued = false;
+    const u = this.uncorks;
+    for (let i = 0; i < u.length; i++) u[i].uncork();
+    u.length = 0;
     const a = this.acks;
     for (let i = 0; i < a.length; i++) a[i].flushAck();
     a.length = 0;
@@ -696,6 +715,21 @@ export class TcpStack {
     return out;
   }
 
+  queueUncork(c: TcpConn): void {
+    this.uncorks.push(c);
+    if (!this.acksQueued) {
+      this.acksQueued = true;
+      queueMicrotask(this.flushAcks);
+    }
+  }
+
+  uncount(c: TcpConn): void {
+    if (!c.counted) return;
+    c.counted = false;
+    const n = (this.perGuest.get(c.guestIp) ?? 1) - 1;
+    if (n <= 0) this.perGuest.delete(c.guestIp); else this.perGuest.set(c.guestIp, n);
+  }
+
   queueAck(c: TcpConn): void {
     this.acks.push(c);
     if (!this.acksQueued) {
@@ -714,7 +748,11 @@ export class TcpStack {
     const gk = ip.src * 65536 + h.srcPort;
     const rk = ip.dst * 65536 + h.dstPort;
     const c = this.conns.get(gk)?.get(rk);
-    if (c) { c.input(h, p.buf); return; }
+    if (c) {
+      // A new SYN on a 4-tuple still in TIME_WAIT: the guest reuses the port, so start afresh.
+      if (c.state === State.TimeWait && (h.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) c.close();
+      else { c.input(h, p.buf); return; }
+    }
     if ((h.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) !== TCP_SYN) {
       if (!(h.flags & TCP_RST)) this.resetFor(ip.src, ip.dst, h, p.buf);
       return;
@@ -792,10 +830,10 @@ export class TcpStack {
   remove(c: TcpConn): void {
     const gk = c.guestIp * 65536 + c.guestPort;
     const m = this.conns.get(gk);
-    if (m?.delete(c.remoteIp * 65536 + c.remotePort)) {
+    if (m?.get(c.remoteIp * 65536 + c.remotePort) === c) {
+      m.delete(c.remoteIp * 65536 + c.remotePort);
       if (m.size === 0) this.conns.delete(gk);
-      const n = (this.perGuest.get(c.guestIp) ?? 1) - 1;
-      if (n <= 0) this.perGuest.delete(c.guestIp); else this.perGuest.set(c.guestIp, n);
+      this.uncount(c);
     }
   }
 
