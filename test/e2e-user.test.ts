@@ -11,7 +11,8 @@
 // Main guest: DHCP lease fields; ping 10.0.2.2; wget of a loopback HTTP page through 10.0.2.2;
 // nslookup through 10.0.2.3 (forwarded to the test's DNS server) incl. NXDOMAIN, and a DNS
 // query sent straight to 10.0.2.2:<test DNS port> (UDP NAT to loopback); TFTP download (two
-// block sizes) checked by md5; guestfwd tcp: and cmd:; a TCP connect to a closed loopback
+// block sizes) checked by md5; guestfwd tcp: and cmd: (output only, and input echoed by the
+// command); a TCP connect to a closed loopback
 // port fails at once with "Connection refused" (RST, not a hang); a UDP query to a closed
 // loopback port is answered by ICMP port unreachable (the guest socket sees ECONNREFUSED and
 // its Icmp InDestUnreachs counter rises); the test fetches the guest's httpd through hostfwd.
@@ -71,6 +72,7 @@ timeout 20 tftp -b 1024 -g -r boot/blob.bin -l /tmp/blob2 10.0.2.2; echo QNET tf
 timeout 10 tftp -g -r ../etc/passwd -l /tmp/escape 10.0.2.2 >/dev/null 2>&1; echo QNET tftp-escape $?
 echo QNET gfwd-tcp $(echo hello-gfwd | timeout 10 nc 10.0.2.100 4444 2>&1 | oneline)
 echo QNET gfwd-cmd $(timeout 10 nc 10.0.2.101 5555 </dev/null 2>&1 | oneline)
+echo QNET gfwd-cmd-io $(echo line-to-cmd | timeout 10 nc 10.0.2.102 6666 2>&1 | oneline)
 t0=$(now); out=$(timeout 20 nc 10.0.2.2 ${p.closedTcp} </dev/null 2>&1); rc=$?; t1=$(now)
 echo QNET refused $rc $((t1 - t0)) $(echo "$out" | oneline)
 t0=$(now); out=$(timeout 20 wget -q -O - http://10.0.2.2:${p.closedTcp}/ 2>&1); rc=$?; t1=$(now)
@@ -150,6 +152,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
       `hostfwd=tcp:127.0.0.1:${ports.hfMain}-:80`,
       `guestfwd=tcp:10.0.2.100:4444-tcp:127.0.0.1:${echo.port}`,
       `guestfwd=tcp:10.0.2.101:5555-cmd:echo ${CMD_TOKEN}`,
+      'guestfwd=tcp:10.0.2.102:6666-cmd:head -n 1',
       `dnsupstream=127.0.0.1:${dns.port}`,
     ].join(','), sMain);
     qRestr = await QnetUser.start(`restrict=on,hostname=qnet-r,hostfwd=tcp:127.0.0.1:${ports.hfRestr}-:80,dnsupstream=127.0.0.1:${dns.port}`, sRestr);
@@ -220,6 +223,8 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
   test('guestfwd to a host TCP service and to a command', () => {
     assert.deepEqual(rMain.get('gfwd-tcp'), ['echo-svc', 'hello-gfwd'], gMain.output);
     assert.deepEqual(rMain.get('gfwd-cmd'), [CMD_TOKEN]);
+    // guest -> command stdin -> command stdout -> guest; the command's exit ends the connection
+    assert.deepEqual(rMain.get('gfwd-cmd-io'), ['line-to-cmd']);
   });
 
   test('a refused TCP port fails at once in the guest (RST), not after a timeout', () => {
