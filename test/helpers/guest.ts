@@ -286,6 +286,78 @@ function tail(s: string, n = 2048): string {
   return s.length > n ? '…' + s.slice(s.length - n) : s;
 }
 
+/**
+ * The per-test initrd (base initramfs + a cpio with /test.sh and `files`) in `dir`, and QEMU's
+ * arguments (without the program name) booting it.
+ */
+async function buildQemuArgs(
+  opts: Omit<BootOptions, 'netArgs'>, dir: string, img: GuestImage, accel: Accel, name: string, netArgs: string[], extraArgs: string[],
+): Promise<string[]> {
+  // Per-test cpio appended to the base initramfs (padded to 512 bytes; the kernel
+  // needs uncompressed cpio members to start 4-byte aligned and skips zero padding).
+  const rootDir = join(dir, 'root');
+  await mkdir(rootDir);
+  const cpioPath = join(dir, 'test.cpio');
+  await writeCpio(rootDir, { ...(opts.files ?? {}), 'test.sh': opts.script.endsWith('\n') ? opts.script : opts.script + '\n' }, cpioPath);
+  const initrd = join(dir, 'initrd.img');
+  await copyFile(img.initrd, initrd);
+  const size = (await stat(initrd)).size;
+  const pad = (512 - (size % 512)) % 512;
+  if (pad) await appendFile(initrd, Buffer.alloc(pad));
+  {
+    const fh = await open(initrd, 'a');
+    try {
+      await fh.write(readFileSync(cpioPath));
+    } finally {
+      await fh.close();
+    }
+  }
+  const cmdline = ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', opts.append ?? ''].filter(Boolean).join(' ');
+  return [
+    '-name', name,
+    '-accel', accel,
+    '-nodefaults', '-no-user-config',
+    '-display', 'none',
+    '-serial', 'stdio',
+    '-no-reboot',
+    '-m', String(opts.memoryMb ?? 128),
+    '-smp', '1',
+    '-kernel', img.kernel,
+    '-initrd', initrd,
+    '-append', cmdline,
+    ...netArgs,
+    ...extraArgs,
+  ];
+}
+
+export interface GuestCommand {
+  /** `qemu-system-x86_64 ARGS...`: the guest on the serial console (stdio), with no NIC unless extraArgs add one */
+  argv: string[];
+  /** Remove the per-test initrd (also done at process exit). */
+  cleanup(): void;
+}
+
+/**
+ * The QEMU command line that boots the test guest running `script`, without spawning it and
+ * without network arguments: for wrappers that add their own NIC (e.g. `qnet run NET -- ARGV`).
+ * The console is `-serial stdio`; the guest prints the same markers as with bootGuest.
+ */
+export async function guestQemuCommand(opts: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>): Promise<GuestCommand> {
+  const extraArgs = opts.extraArgs ?? [];
+  checkNetSafety(extraArgs, undefined);
+  const img = await ensureGuestImage();
+  const accel = opts.accel ?? (await detectAccel());
+  const name = opts.name ?? `guest${++guestCounter}`;
+  const tmp = makeTempDir('guestcmd-');
+  try {
+    const args = await buildQemuArgs(opts, tmp.path, img, accel, name, [], extraArgs);
+    return { argv: ['qemu-system-x86_64', ...args], cleanup: tmp.remove };
+  } catch (e) {
+    tmp.remove();
+    throw e;
+  }
+}
+
 /** Boot a guest that runs `script` as /test.sh. Resolves once QEMU has been spawned. */
 export async function bootGuest(opts: BootOptions): Promise<Guest> {
   const netArgs = opts.netArgs ?? [];
@@ -298,42 +370,7 @@ export async function bootGuest(opts: BootOptions): Promise<Guest> {
   const tmp = makeTempDir('guest-');
   let pid = -1;
   try {
-    // Per-test cpio appended to the base initramfs (padded to 512 bytes; the kernel
-    // needs uncompressed cpio members to start 4-byte aligned and skips zero padding).
-    const rootDir = join(tmp.path, 'root');
-    await mkdir(rootDir);
-    const cpioPath = join(tmp.path, 'test.cpio');
-    await writeCpio(rootDir, { ...(opts.files ?? {}), 'test.sh': opts.script.endsWith('\n') ? opts.script : opts.script + '\n' }, cpioPath);
-    const initrd = join(tmp.path, 'initrd.img');
-    await copyFile(img.initrd, initrd);
-    const size = (await stat(initrd)).size;
-    const pad = (512 - (size % 512)) % 512;
-    if (pad) await appendFile(initrd, Buffer.alloc(pad));
-    {
-      const fh = await open(initrd, 'a');
-      try {
-        await fh.write(readFileSync(cpioPath));
-      } finally {
-        await fh.close();
-      }
-    }
-
-    const cmdline = ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', opts.append ?? ''].filter(Boolean).join(' ');
-    const qemuArgs = [
-      '-name', name,
-      '-accel', accel,
-      '-nodefaults', '-no-user-config',
-      '-display', 'none',
-      '-serial', 'stdio',
-      '-no-reboot',
-      '-m', String(opts.memoryMb ?? 128),
-      '-smp', '1',
-      '-kernel', img.kernel,
-      '-initrd', initrd,
-      '-append', cmdline,
-      ...netArgs,
-      ...extraArgs,
-    ];
+    const qemuArgs = await buildQemuArgs(opts, tmp.path, img, accel, name, netArgs, extraArgs);
     let argv = ['qemu-system-x86_64', ...qemuArgs];
     if (await hasPdeathsig()) argv = ['setpriv', '--pdeathsig', 'KILL', ...argv];
     if (opts.netnsName) argv = ['ip', 'netns', 'exec', opts.netnsName, ...argv];

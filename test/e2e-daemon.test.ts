@@ -1,0 +1,427 @@
+// End-to-end acceptance of the daemon (`qnet up`) with real QEMU guests started by `qnet run`.
+//
+// One daemon (a child process, temp runtime/state dirs, a temp qnet.yaml) with two networks:
+//
+//   lab    nat       10.77.0.0/24, DHCP .100-.199, domain lab.test, DNS upstream = this test's
+//                    loopback DNS server; vm3 is a static host (its MAC is learned first with
+//                    `qnet attach lab --name vm3`, then the config gets `hosts:` and SIGHUP)
+//   quiet  isolated  10.78.0.0/24, domain quiet.test
+//   api: { tcp: 127.0.0.1:PORT, token }
+//
+// lab: three guests (vm1 sends its hostname in DHCP, vm2 sends none and is known by its
+// `qnet run --name`, vm3 is named by the config) get distinct addresses (vm3 its reserved one),
+// ping each other by name and fetch each other's busybox httpd as NAME and NAME.lab.test,
+// reach a loopback HTTP server through NAT at the gateway address and resolve an outside name
+// through the test's DNS server. The test checks `qnet leases/net show/vm ls --json`,
+// `qnet info network` and /metrics, and a `qnet forward add` to vm2's httpd that works from the
+// host and is refused again after `qnet forward rm`.
+// quiet: two guests reach each other by name; the gateway answers pings; TCP and UDP to the
+// host's loopback services through the gateway address fail, and outside names do not resolve.
+// API access: the unix socket is refused to another user (EACCES, also with the directory
+// opened up), the TCP API answers only with the bearer token.
+//
+// Safety: every service is on 127.0.0.1, the DNS upstream is the test's own server, and the
+// guests never send anything to addresses outside their networks except the gateway.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { makeTempDir } from './helpers/cleanup.ts';
+import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from './helpers/qnetd.ts';
+import { freeTcpPort, repoRoot, startDns, startHttp, type TestDns } from './helpers/user-net.ts';
+
+const TOKEN = randomBytes(4).toString('hex');
+const API_TOKEN = randomBytes(16).toString('hex');
+const HTTP_BODY = `host-page-${TOKEN}`;
+const OUTSIDE = 'outside.example.test';
+const OUTSIDE_ISO = 'outside-iso.example.test';
+const DNS_TABLE = { [OUTSIDE]: '192.0.2.77', [OUTSIDE_ISO]: '192.0.2.78' };
+const LAB_GW = '10.77.0.1';
+const QUIET_GW = '10.78.0.1';
+const STATIC_IP = '10.77.0.10';
+
+const page = (vm: string): string => `page-${vm}-${TOKEN}`;
+
+const prelude = `
+now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+oneline() { tr '\\n' ' ' | tr -s ' '; }
+pingt() { ping -c 2 -W 2 $2 >/dev/null 2>&1; echo "QNET ping-$1 $?"; }
+`;
+
+/** A lab guest: DHCP, httpd with its page, then (on `go`) the peer and NAT checks. */
+function labScript(vm: string, peers: string[], httpPort: number, sendHostname: boolean): string {
+  return prelude + `
+udhcpc -i eth0 -n -q -t 5 -T 2 ${sendHostname ? `-x hostname:${vm}` : ''}
+echo QNET dhcp-rc $?
+mkdir -p /www && echo ${page(vm)} > /www/index.html && httpd -p 80 -h /www
+echo QNET ready
+read go
+${peers.map((p) => `
+pingt ${p} ${p}
+echo QNET http-${p} $(timeout 10 wget -q -O - http://${p}/ 2>&1 | oneline)
+echo QNET httpfq-${p} $(timeout 10 wget -q -O - http://${p}.lab.test/ 2>&1 | oneline)
+echo QNET nc-${p} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 nc ${p} 80 2>&1 | tail -1 | oneline)`).join('\n')}
+pingt gw ${LAB_GW}
+echo QNET nat $(timeout 10 wget -q -O - http://${LAB_GW}:${httpPort}/${vm} 2>&1 | oneline)
+out=$(nslookup ${OUTSIDE} 2>&1); rc=$?
+echo QNET dns-out $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
+echo QNET checked
+read done
+echo QNET finished
+`;
+}
+
+/** A quiet (isolated) guest. */
+function quietScript(vm: string, peer: string, httpPort: number, dnsPort: number): string {
+  return prelude + `
+udhcpc -i eth0 -n -q -t 5 -T 2 -x hostname:${vm}
+echo QNET dhcp-rc $?
+mkdir -p /www && echo ${page(vm)} > /www/index.html && httpd -p 80 -h /www
+echo QNET ready
+read go
+pingt ${peer} ${peer}
+echo QNET http-${peer} $(timeout 10 wget -q -O - http://${peer}/ 2>&1 | oneline)
+echo QNET httpfq-${peer} $(timeout 10 wget -q -O - http://${peer}.quiet.test/ 2>&1 | oneline)
+pingt gw ${QUIET_GW}
+t0=$(now); out=$(timeout 10 wget -q -O - http://${QUIET_GW}:${httpPort}/${vm} 2>&1); rc=$?; t1=$(now)
+echo QNET out-tcp $rc $((t1 - t0)) $(echo "$out" | oneline)
+out=$(echo x | timeout 10 nc ${QUIET_GW} ${httpPort} 2>&1); echo QNET out-nc $? $(echo "$out" | oneline)
+out=$(timeout 10 nslookup ${OUTSIDE_ISO} 2>&1); rc=$?
+echo QNET dns-out $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
+out=$(timeout 10 nslookup ${OUTSIDE_ISO} ${QUIET_GW}:${dnsPort} 2>&1); rc=$?
+echo QNET udp-out $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
+echo QNET checked
+`;
+}
+
+function configText(o: { dnsPort: number; apiPort: number; hosts?: string }): string {
+  return `# e2e-daemon test config
+api: { tcp: "127.0.0.1:${o.apiPort}", token: "${API_TOKEN}" }
+networks:
+  - name: lab
+    mode: nat
+    subnet: 10.77.0.0/24
+    gateway: ${LAB_GW}
+    dhcp: 10.77.0.100-10.77.0.199
+    domain: lab.test
+    upstreams: [127.0.0.1:${o.dnsPort}]
+${o.hosts ? `    hosts: ${o.hosts}\n` : ''}  - name: quiet
+    mode: isolated
+    subnet: 10.78.0.0/24
+    gateway: ${QUIET_GW}
+    domain: quiet.test
+`;
+}
+
+/** GET over the unix socket or TCP; status and body. */
+function httpGet(o: { socketPath?: string; port?: number; path: string; headers?: http.OutgoingHttpHeaders }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ ...(o.socketPath ? { socketPath: o.socketPath } : { host: '127.0.0.1', port: o.port }), path: o.path, headers: o.headers, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** GET http://127.0.0.1:port/ from the host; the body, or 'ERR <code>'. */
+async function fetchText(port: number): Promise<string> {
+  try {
+    return (await httpGet({ port, path: '/' })).body.trim();
+  } catch (e) {
+    return `ERR ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  }
+}
+
+/** Run `node -e CODE` as nobody:nogroup without supplementary groups; its stdout. */
+function asNobody(code: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', code], { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d));
+    c.stderr.on('data', (d: Buffer) => (err += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), 15_000);
+    c.on('error', reject);
+    c.on('close', (rc) => { clearTimeout(t); rc === 0 ? resolve(out.trim()) : reject(new Error(`as nobody: exit ${rc}: ${err}`)); });
+  });
+}
+
+/** A node one-liner that GETs /v1/status over the socket and prints the status or the error code. */
+const probeSocket = (sock: string): string =>
+  `require('http').get({socketPath:${JSON.stringify(sock)},path:'/v1/status'},r=>{console.log('HTTP '+r.statusCode);r.resume()}).on('error',e=>console.log(e.code))`;
+
+const isRoot = process.getuid?.() === 0;
+
+describe('qnet up with real QEMU guests', { timeout: 150_000 }, () => {
+  const dir = makeTempDir('e2e-daemon-');
+  const runtimeDir = join(dir.path, 'run');
+  const stateDir = join(dir.path, 'state');
+  const cfgFile = join(dir.path, 'qnet.yaml');
+  const api = join(runtimeDir, 'api.sock');
+  let daemon: Daemon;
+  let dns: TestDns;
+  let httpSrv: Awaited<ReturnType<typeof startHttp>>;
+  let apiPort = 0;
+  let vm3Mac = '';
+  const guests: RunGuest[] = [];
+
+  before(async () => {
+    // the temp dir itself is world-traversable, so only the daemon's own modes keep others out
+    chmodSync(dir.path, 0o755);
+    dns = await startDns(DNS_TABLE);
+    httpSrv = await startHttp(HTTP_BODY);
+    apiPort = await freeTcpPort();
+    writeFileSync(cfgFile, configText({ dnsPort: dns.port, apiPort }));
+    daemon = await Daemon.start({ config: cfgFile, runtimeDir, stateDir, api });
+    // vm3's stable MAC, then reserve an address and a name for it (SIGHUP reload)
+    const att = await qnetJson<{ mac: string; args: string[] }>(api, ['attach', 'lab', '--name', 'vm3']);
+    vm3Mac = att.mac;
+    assert.match(vm3Mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+    assert.deepEqual(await qnetJson(api, ['attach', 'lab', '--name', 'vm3']).then((a: { mac: string }) => a.mac), vm3Mac, 'the same name gets the same MAC');
+    const from = daemon.stderr.length;
+    writeFileSync(cfgFile, configText({ dnsPort: dns.port, apiPort, hosts: `[{ mac: "${vm3Mac}", ip: ${STATIC_IP}, name: vm3 }]` }));
+    process.kill(daemon.pid, 'SIGHUP');
+    await daemon.waitLog(/config reloaded/, 10_000, from);
+    assert.match(daemon.stderr.slice(from), /restarted=.*lab/);
+  });
+
+  after(async () => {
+    await Promise.all(guests.map((g) => g.stop('SIGKILL')));
+    await daemon?.stop();
+    dns?.close();
+    httpSrv?.close();
+    dir.remove();
+  });
+
+  test('three guests on a nat network: DHCP, static host, names, NAT, forwards, listings', async () => {
+    const t0 = Date.now();
+    const names = ['vm1', 'vm2', 'vm3'];
+    for (const vm of names) {
+      const peers = names.filter((n) => n !== vm);
+      guests.push(await RunGuest.start(api, 'lab', vm, { script: labScript(vm, peers, httpSrv.port, vm === 'vm1') }));
+    }
+    const [vm1, vm2, vm3] = guests;
+    await Promise.all(guests.map((g) => g.waitFor(/^QNET ready$/m, 60_000)));
+    const readyMs = Date.now() - t0;
+
+    // addresses: distinct, from the range; vm3 its reserved one
+    const ips = guests.map((g) => g.value('dhcp-ip') ?? '');
+    for (const g of guests) assert.equal(g.value('dhcp-rc'), '0', g.diag());
+    assert.equal(ips[2], STATIC_IP, vm3.diag());
+    for (const ip of ips.slice(0, 2)) {
+      const m = /^10\.77\.0\.(\d+)$/.exec(ip);
+      assert.ok(m && +m[1] >= 100 && +m[1] <= 199, `dynamic address ${ip} in 10.77.0.100-199`);
+    }
+    assert.equal(new Set(ips).size, 3, `distinct addresses: ${ips.join(' ')}`);
+    for (const g of guests) {
+      assert.equal(g.value('dhcp-router'), LAB_GW);
+      assert.equal(g.value('dhcp-dns'), LAB_GW);
+      assert.equal(g.value('dhcp-domain'), 'lab.test');
+    }
+    assert.equal(vm3.value('dhcp-hostname'), 'vm3', 'the static host gets its name from the config');
+
+    for (const g of guests) g.write('go\n');
+    await Promise.all(guests.map((g) => g.waitFor(/^QNET checked$/m, 90_000)));
+    const checkedMs = Date.now() - t0;
+
+    for (const g of guests) {
+      const r = g.results();
+      const d = g.diag();
+      for (const p of names.filter((n) => n !== g.name)) {
+        assert.deepEqual(r.get(`ping-${p}`), ['0'], `${g.name} pings ${p} by name\n${d}`);
+        assert.equal(r.get(`http-${p}`)?.join(' '), page(p), `${g.name} fetches http://${p}/\n${d}`);
+        assert.equal(r.get(`httpfq-${p}`)?.join(' '), page(p), `${g.name} fetches http://${p}.lab.test/\n${d}`);
+        assert.equal(r.get(`nc-${p}`)?.join(' '), page(p), `${g.name} nc ${p} 80\n${d}`);
+      }
+      assert.deepEqual(r.get('ping-gw'), ['0'], `${g.name} pings the gateway\n${d}`);
+      assert.equal(r.get('nat')?.join(' '), HTTP_BODY, `${g.name} reaches the loopback HTTP server through NAT\n${d}`);
+      assert.deepEqual(r.get('dns-out'), ['0', DNS_TABLE[OUTSIDE]], `${g.name} resolves an outside name through the upstream\n${d}`);
+    }
+    assert.deepEqual(httpSrv.requests.sort(), ['/vm1', '/vm2', '/vm3']);
+    assert.ok(dns.queries.some((q) => q === OUTSIDE), `the test DNS server saw ${OUTSIDE}: ${dns.queries.join(' ')}`);
+    assert.ok(!dns.queries.some((q) => /^vm\d/.test(q)), `local names never go upstream: ${dns.queries.join(' ')}`);
+
+    // qnet leases --json
+    const leases = await qnetJson<{ network: string; mac: string; ip: string; hostname?: string; static: boolean }[]>(api, ['leases']);
+    const lab = leases.filter((l) => l.network === 'lab');
+    assert.equal(lab.length, 3, JSON.stringify(leases));
+    const byIp = new Map(lab.map((l) => [l.ip, l]));
+    assert.equal(byIp.get(ips[0])?.hostname, 'vm1', JSON.stringify(lab));
+    assert.equal(byIp.get(STATIC_IP)?.mac, vm3Mac);
+    assert.equal(byIp.get(STATIC_IP)?.static, true);
+    assert.equal(byIp.get(ips[0])?.static, false);
+    assert.deepEqual(await qnetJson(api, ['leases', 'lab']).then((l: unknown[]) => l.length), 3);
+
+    // qnet vm ls --json: three running VMs, connected, with their qnet NIC
+    const vms = await qnetJson<{ name: string; network: string; mac: string; state: string; connected: boolean; nics: { mac: string; qnet: boolean }[] }[]>(api, ['vm', 'ls']);
+    assert.deepEqual(vms.map((v) => v.name).sort(), names, JSON.stringify(vms));
+    const macs = new Map(vms.map((v) => [v.name, v.mac]));
+    assert.equal(macs.get('vm3'), vm3Mac);
+    for (const v of vms) {
+      assert.equal(v.network, 'lab');
+      assert.equal(v.state, 'running', JSON.stringify(v));
+      assert.equal(v.connected, true, JSON.stringify(v));
+      assert.ok(v.nics.some((n) => n.qnet && n.mac === v.mac), JSON.stringify(v.nics));
+    }
+
+    // qnet net show lab --json: one port per VM, named, with its MAC and address
+    const net = await qnetJson<{ mode: string; gateway: string; ports: { vm?: string; macs: string[]; addresses: string[]; rxFrames: number; txFrames: number }[] }>(api, ['net', 'show', 'lab']);
+    assert.equal(net.mode, 'nat');
+    assert.equal(net.gateway, LAB_GW);
+    for (const [i, vm] of names.entries()) {
+      const p = net.ports.find((x) => x.vm === vm);
+      assert.ok(p, `a port for ${vm}: ${JSON.stringify(net.ports)}`);
+      assert.ok(p.macs.includes(macs.get(vm)!), JSON.stringify(p));
+      assert.ok(p.addresses.includes(ips[i]), JSON.stringify(p));
+      assert.ok(p.rxFrames > 0 && p.txFrames > 0, JSON.stringify(p));
+    }
+    const text = await qnet(api, ['net', 'show', 'lab']);
+    assert.equal(text.code, 0, text.stderr);
+    for (const vm of names) assert.match(text.stdout, new RegExp(`\\b${vm}\\b`));
+    const ls = await qnet(api, ['net', 'ls']);
+    assert.match(ls.stdout, /^lab\s+nat\s+10\.77\.0\.0\/24\s+10\.77\.0\.1\s+3\s+3\b/m, ls.stdout);
+    assert.match(ls.stdout, /^quiet\s+isolated\s+10\.78\.0\.0\/24/m, ls.stdout);
+
+    // qnet info network: QEMU's own view, per VM, with the qnet netdev and the MAC
+    const info = await qnet(api, ['info', 'network']);
+    assert.equal(info.code, 0, info.stderr);
+    assert.match(info.stdout, /^network lab:/m, info.stdout);
+    for (const vm of names) {
+      assert.match(info.stdout, new RegExp(`^  ${vm} \\(pid \\d+\\):`, 'm'), info.stdout);
+      assert.ok(info.stdout.includes(macs.get(vm)!), `info network shows ${vm}'s MAC:\n${info.stdout}`);
+    }
+    assert.match(info.stdout, /qnet0/, info.stdout);
+
+    // metrics over the unix socket
+    const metrics = await httpGet({ socketPath: api, path: '/metrics' });
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.body, /^qnet_leases\{network="lab"\} 3$/m, metrics.body);
+    for (const vm of names) {
+      const m = new RegExp(`^qnet_port_rx_frames_total\\{network="lab",port="\\d+",vm="${vm}"\\} (\\d+)$`, 'm').exec(metrics.body);
+      assert.ok(m && Number(m[1]) > 0, `rx frames for ${vm}:\n${metrics.body}`);
+    }
+    const q = /^qnet_dns_queries_total\{network="lab"\} (\d+)$/m.exec(metrics.body);
+    assert.ok(q && Number(q[1]) >= 3, metrics.body);
+
+    // a runtime forward to vm2's httpd, then removed
+    const hostPort = await freeTcpPort();
+    const add = await qnet(api, ['forward', 'add', 'lab', `tcp:${hostPort}`, 'vm2:80']);
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(add.stdout, new RegExp(`^tcp:127\\.0\\.0\\.1:${hostPort}: tcp 127\\.0\\.0\\.1:${hostPort} -> vm2:80 on lab$`, 'm'));
+    assert.equal(await fetchText(hostPort), page('vm2'));
+    const fls = await qnetJson<{ id: string; guest: string; guestPort: number; source: string; connections: number }[]>(api, ['forward', 'ls', 'lab']);
+    assert.deepEqual(fls.map((f) => [f.id, f.guest, f.guestPort, f.source]), [[`tcp:127.0.0.1:${hostPort}`, 'vm2', 80, 'runtime']]);
+    const rm = await qnet(api, ['forward', 'rm', 'lab', `tcp:${hostPort}`]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout, /removed tcp:127\.0\.0\.1:\d+ \(-> vm2:80\)/);
+    assert.equal(await fetchText(hostPort), 'ERR ECONNREFUSED');
+    assert.deepEqual(await qnetJson(api, ['forward', 'ls', 'lab']), []);
+
+    // guests power off; qnet run exits with QEMU's status and unregisters the VM
+    for (const g of guests) g.write('done\n');
+    const codes = await Promise.all(guests.map((g) => g.exited));
+    assert.deepEqual(codes, [0, 0, 0], guests.map((g) => g.diag()).join('\n'));
+    for (const g of guests) { g.dump(); assert.match(g.output, /^QNET finished$/m); }
+    assert.deepEqual(await qnetJson(api, ['vm', 'ls']), []);
+    const after = await qnetJson<{ ports: unknown[] }>(api, ['net', 'show', 'lab']);
+    assert.equal(after.ports.length, 0, JSON.stringify(after.ports));
+    console.log(`# lab: 3 guests ready in ${readyMs} ms, checks done at ${checkedMs} ms, whole test ${Date.now() - t0} ms`);
+  });
+
+  test('an isolated network: guests reach each other by name and nothing beyond the gateway', async () => {
+    const t0 = Date.now();
+    const iso = [
+      await RunGuest.start(api, 'quiet', 'iso1', { script: quietScript('iso1', 'iso2', httpSrv.port, dns.port) }),
+      await RunGuest.start(api, 'quiet', 'iso2', { script: quietScript('iso2', 'iso1', httpSrv.port, dns.port) }),
+    ];
+    guests.push(...iso);
+    await Promise.all(iso.map((g) => g.waitFor(/^QNET ready$/m, 60_000)));
+    const ips = iso.map((g) => g.value('dhcp-ip'));
+    for (const ip of ips) assert.match(ip ?? '', /^10\.78\.0\.\d+$/);
+    assert.notEqual(ips[0], ips[1]);
+    const requestsBefore = httpSrv.requests.length;
+    for (const g of iso) g.write('go\n');
+    await Promise.all(iso.map((g) => g.waitFor(/^QNET checked$/m, 90_000)));
+    for (const [i, g] of iso.entries()) {
+      const peer = iso[1 - i].name;
+      const r = g.results();
+      const d = g.diag();
+      assert.deepEqual(r.get(`ping-${peer}`), ['0'], `${g.name} pings ${peer}\n${d}`);
+      assert.equal(r.get(`http-${peer}`)?.join(' '), page(peer), d);
+      assert.equal(r.get(`httpfq-${peer}`)?.join(' '), page(peer), d);
+      assert.deepEqual(r.get('ping-gw'), ['0'], `${g.name} pings the gateway\n${d}`);
+      const tcp = r.get('out-tcp') ?? [];
+      assert.notEqual(tcp[0], '0', `TCP to the host through the gateway fails\n${d}`);
+      assert.ok(Number(tcp[1]) < 5000, `and fails fast (refused, not a hang): ${tcp.join(' ')}`);
+      assert.notEqual(r.get('out-nc')?.[0] ?? '0', '0', d);
+      assert.notEqual(r.get('dns-out')?.[0], '0', `outside names do not resolve\n${d}`);
+      assert.equal(r.get('dns-out')?.[1], undefined, d);
+      assert.notEqual(r.get('udp-out')?.[0], '0', `no UDP to the host through the gateway\n${d}`);
+    }
+    assert.equal(httpSrv.requests.length, requestsBefore, 'the loopback HTTP server saw nothing from the isolated network');
+    assert.ok(!dns.queries.includes(OUTSIDE_ISO), `the test DNS server saw nothing from the isolated network: ${dns.queries.join(' ')}`);
+    for (const g of iso) g.dump();
+    const codes = await Promise.all(iso.map((g) => g.exited));
+    assert.deepEqual(codes, [0, 0]);
+    const leases = await qnetJson<{ network: string; hostname?: string }[]>(api, ['leases', 'quiet']);
+    assert.deepEqual(leases.map((l) => l.hostname).sort(), ['iso1', 'iso2']);
+    console.log(`# quiet: 2 guests done in ${Date.now() - t0} ms`);
+  });
+
+  test('the API socket is its owner\'s only; the TCP API wants the token', async (t) => {
+    assert.equal(statSync(runtimeDir).mode & 0o777, 0o700, 'runtime dir 0700');
+    assert.equal(statSync(api).mode & 0o777, 0o600, 'api.sock 0600');
+    if (!isRoot) {
+      t.diagnostic('not root: cannot switch to nobody; skipped the other-user checks');
+    } else {
+      // through the 0700 directory
+      assert.equal(await asNobody(probeSocket(api)), 'EACCES');
+      // the qnet client as nobody says so too (exit 3)
+      const cli = await new Promise<{ rc: number | null; err: string }>((resolve) => {
+        const c = spawn('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'status', '--api', api],
+          { cwd: '/', env: { ...process.env, HOME: '/nonexistent' }, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d));
+        c.on('close', (rc) => resolve({ rc, err }));
+      });
+      assert.equal(cli.rc, 3, cli.err);
+      assert.match(cli.err, /permission denied/);
+      // with the directory opened up, the socket's own mode still keeps nobody out
+      chmodSync(runtimeDir, 0o711);
+      try {
+        assert.equal(await asNobody(probeSocket(api)), 'EACCES');
+      } finally {
+        chmodSync(runtimeDir, 0o700);
+      }
+    }
+    // the owner gets in
+    assert.equal((await httpGet({ socketPath: api, path: '/v1/status' })).status, 200);
+
+    // TCP API: on because configured, loopback only, token required
+    assert.deepEqual(await tcpListeners(daemon.pid), [`127.0.0.1:${apiPort}`], 'the daemon listens on TCP only for the API (no forwards are left)');
+    const none = await httpGet({ port: apiPort, path: '/v1/status' });
+    assert.equal(none.status, 401);
+    assert.match(none.body, /bearer token/);
+    const wrong = await httpGet({ port: apiPort, path: '/v1/status', headers: { Authorization: `Bearer ${API_TOKEN.replace(/.$/, (c) => (c === '0' ? '1' : '0'))}` } });
+    assert.equal(wrong.status, 401);
+    const metricsNoToken = await httpGet({ port: apiPort, path: '/metrics' });
+    assert.equal(metricsNoToken.status, 401);
+    const ok = await httpGet({ port: apiPort, path: '/v1/status', headers: { Authorization: `Bearer ${API_TOKEN}` } });
+    assert.equal(ok.status, 200);
+    assert.equal(JSON.parse(ok.body).pid, daemon.pid);
+    // the CLI over TCP with QNET_API_TOKEN
+    const st = await qnet(`http://127.0.0.1:${apiPort}`, ['status', '--json'], { env: { QNET_API_TOKEN: API_TOKEN } });
+    assert.equal(st.code, 0, st.stderr);
+    assert.equal(JSON.parse(st.stdout).pid, daemon.pid);
+    const st2 = await qnet(`http://127.0.0.1:${apiPort}`, ['status'], { env: { QNET_API_TOKEN: '' } });
+    assert.notEqual(st2.code, 0);
+  });
+});
