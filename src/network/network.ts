@@ -17,7 +17,7 @@ import { DnsForwarder, serveDnsStream, TYPE_A } from '../services/dns.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString } from '../wire/addr.ts';
+import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { macKeyString } from '../switch/switch.ts';
 import type { AttachSpec } from '../link/address.ts';
 import { StreamConnector, StreamListener, type StreamAddress } from '../link/stream.ts';
@@ -176,7 +176,7 @@ export class Network {
   addressOf(name: string): number | null {
     const n = this.shortName(name);
     for (const h of this.opts.staticHosts ?? []) {
-      if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : this.gwParse(h.ip);
+      if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip);
     }
     const vmMac = this.vmMacs.get(n);
     let best: Lease | null = null;
@@ -184,11 +184,6 @@ export class Network {
       if ((l.hostname?.toLowerCase() === n || l.mac === vmMac) && (!best || l.expiresAt > best.expiresAt)) best = l;
     }
     return best ? best.ip : null;
-  }
-
-  private gwParse(s: string): number | null {
-    const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-    return m ? ((+m[1] << 24) | (+m[2] << 16) | (+m[3] << 8) | +m[4]) >>> 0 : null;
   }
 
   /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */
