@@ -4,7 +4,7 @@
 // booted concurrently:
 //
 //   main        hostname/domainname/dnssearch/tftp/tftp-server-name/bootfile, a hostfwd to the
-//               guest's httpd, two guestfwds (tcp: to a loopback echo service, cmd:), DNS
+//               guest's httpd, three guestfwds (tcp: to a loopback echo service, two cmd:), DNS
 //               upstream = a loopback DNS server of this test
 //   restricted  restrict=on with a hostfwd to the guest's httpd
 //
@@ -12,8 +12,7 @@
 // nslookup through 10.0.2.3 (forwarded to the test's DNS server) incl. NXDOMAIN, and a DNS
 // query sent straight to 10.0.2.2:<test DNS port> (UDP NAT to loopback); TFTP download (two
 // block sizes) checked by md5; guestfwd tcp: and cmd: (output only, and input echoed by the
-// command); a TCP connect to a closed loopback
-// port fails at once with "Connection refused" (RST, not a hang); a UDP query to a closed
+// command); a TCP connect to a closed loopback port fails at once with "Connection refused" (RST, not a hang); a UDP query to a closed
 // loopback port is answered by ICMP port unreachable (the guest socket sees ECONNREFUSED and
 // its Icmp InDestUnreachs counter rises); the test fetches the guest's httpd through hostfwd.
 // Restricted guest: DHCP, ping 10.0.2.2 (answered by the gateway itself), wget/nc to the
