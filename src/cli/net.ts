@@ -1,0 +1,82 @@
+// `qnet net ls` and `qnet net show NAME`: the daemon's networks.
+import type { NetworkInfo } from '../daemon/types.ts';
+import { seg } from '../daemon/client.ts';
+import { bytes, client, json, parse, runCommand, table, until, UsageError } from './common.ts';
+
+const USAGE = `usage: qnet net ls [--json]
+       qnet net show NAME [--json]
+
+  ls          list networks (name, mode, subnet, gateway, ports, leases, forwards)
+  show NAME   one network: attach points, ports with traffic counters, leases, forwards
+  --json      print the daemon's answer as JSON
+  --api PATH  the daemon's API socket (default: $QNET_API or the runtime directory)`;
+
+export function formatNetworks(nets: NetworkInfo[]): string {
+  if (nets.length === 0) return 'no networks (define some in the config file and restart `qnet up`)\n';
+  return table(['NAME', 'MODE', 'SUBNET', 'GATEWAY', 'PORTS', 'LEASES', 'FORWARDS', 'ATTACH'],
+    nets.map((n) => [n.name, n.mode, n.subnet, n.gateway || '-', n.ports.length, n.leases.length, n.forwards.length, n.attach.join(' ') || '-']));
+}
+
+export function formatNetwork(n: NetworkInfo): string {
+  let out = '';
+  const kv: [string, string][] = [
+    ['name', n.name],
+    ['mode', n.mode],
+    ['subnet', n.subnet],
+    ['gateway', n.gateway || '-'],
+    ['domain', n.domain ?? '-'],
+    ['mtu', String(n.mtu)],
+  ];
+  for (const a of n.attach) kv.push(['attach', a]);
+  const w = Math.max(...kv.map(([k]) => k.length)) + 1;
+  for (const [k, v] of kv) out += `${(k + ':').padEnd(w)} ${v}\n`;
+  if (n.duplicateMacs.length) out += `\nWARNING: MACs seen on more than one port: ${n.duplicateMacs.join(', ')} (two VMs with the same MAC?)\n`;
+
+  out += `\nports (${n.ports.length}):\n`;
+  if (n.ports.length) {
+    out += indent(table(['ID', 'NAME', 'KIND', 'VM', 'PEER', 'MACS', 'ADDRESSES', 'RX', 'TX', 'DROPPED'],
+      n.ports.map((p) => [p.id, p.name, p.kind, p.vm ?? '-', p.peer || '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',
+        `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`, p.rxDropped + p.txDropped])));
+  }
+  out += `\nleases (${n.leases.length}):\n`;
+  if (n.leases.length) {
+    out += indent(table(['MAC', 'IP', 'HOSTNAME', 'EXPIRES'],
+      n.leases.map((l) => [l.mac, l.ip, l.hostname ?? '-', l.static ? 'static' : until(l.expiresAt)])));
+  }
+  out += `\nforwards (${n.forwards.length}):\n`;
+  if (n.forwards.length) {
+    out += indent(table(['ID', 'PROTO', 'HOST', 'GUEST', 'CONNECTIONS', 'SOURCE'],
+      n.forwards.map((f) => [f.id, f.proto, `${hostPort(f.hostAddr, f.hostPort)}`, `${f.guest}:${f.guestPort}`, f.connections, f.source])));
+  }
+  return out;
+}
+
+export function hostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+function indent(s: string): string {
+  return s.split('\n').map((l) => (l ? '  ' + l : l)).join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  return runCommand('net', USAGE, async () => {
+    const { values, positionals } = parse(argv, {});
+    if (values.help) { process.stdout.write(USAGE + '\n'); return 0; }
+    const [sub, ...rest] = positionals;
+    const api = client(values.api);
+    if (sub === 'ls' || sub === 'list' || sub === undefined) {
+      if (rest.length) throw new UsageError(`unexpected argument '${rest[0]}'`);
+      const nets = await api.get<NetworkInfo[]>('/v1/networks');
+      process.stdout.write(values.json ? json(nets) : formatNetworks(nets));
+      return 0;
+    }
+    if (sub === 'show' || sub === 'info') {
+      if (rest.length !== 1) throw new UsageError('give exactly one network name: qnet net show NAME');
+      const n = await api.get<NetworkInfo>(`/v1/networks/${seg(rest[0])}`);
+      process.stdout.write(values.json ? json(n) : formatNetwork(n));
+      return 0;
+    }
+    throw new UsageError(`unknown subcommand '${sub}' (expected ls or show)`);
+  });
+}

@@ -1,0 +1,160 @@
+// `qnet run NET [--name VM] [--model M] -- qemu-system-x86_64 ARGS...`: start QEMU with a NIC
+// on a qnet network.
+//
+// QEMU is the stream *server* here (`-netdev stream,server=on`, a unix socket in the daemon's
+// runtime directory) and the daemon connects to it once the VM is registered. That way a
+// daemon restart only drops the connection for a moment: the new daemon reads the VM records
+// and reconnects, and the guest keeps its link and its lease. QEMU also gets a QMP socket next
+// to it, which `qnet vm ls` and `qnet info network` use.
+//
+// qnet run stays in the foreground as QEMU's parent: QEMU inherits the terminal, SIGINT/SIGTERM/
+// SIGHUP are passed on to it, and when it exits the VM is unregistered and qnet run exits with
+// QEMU's status.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import type { AttachResult, StatusInfo, VmRecord } from '../daemon/types.ts';
+import { ApiError, seg, type ApiClient } from '../daemon/client.ts';
+import { parseQemuOpts } from '../qemu/opts.ts';
+import { client, parse, runCommand, UsageError } from './common.ts';
+import { randomVmName } from './attach.ts';
+
+const USAGE = `usage: qnet run NET [--name VM] [--model M] -- qemu-system-x86_64 ARGS...
+
+Runs QEMU with one more NIC, on qnet network NET, and registers the VM with the daemon.
+qnet adds to your arguments:
+  -netdev stream,id=qnet0,server=on,addr.type=unix,addr.path=RUNDIR/vms/VM.sock
+  -device MODEL,netdev=qnet0,mac=MAC  -qmp unix:RUNDIR/vms/VM.qmp,server=on,wait=off
+  --name VM    the VM's name (default: QEMU's -name, else a random one); it keeps its MAC
+  --model M    the NIC model (default: the daemon's, virtio-net-pci)
+  --api PATH   the daemon's API socket (default: $QNET_API or the runtime directory)
+Ctrl-C and SIGTERM go to QEMU; qnet run exits with QEMU's exit status.`;
+
+const SOCKET_WAIT_MS = 60_000;
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** `-name foo` or `-name guest=foo,...` in QEMU's arguments */
+export function qemuName(args: string[]): string | undefined {
+  for (let i = 0; i < args.length - 1; i++) {
+    if (args[i] !== '-name' && args[i] !== '--name') continue;
+    const p = parseQemuOpts(args[i + 1], { impliedKey: 'guest' });
+    const g = p.entries.find((e) => e.key === 'guest');
+    if (g && /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(g.value)) return g.value;
+  }
+  return undefined;
+}
+
+export function qnetQemuArgs(o: { sock: string; qmp: string; model: string; mac: string }): string[] {
+  return [
+    '-netdev', `stream,id=qnet0,server=on,addr.type=unix,addr.path=${o.sock.replace(/,/g, ',,')}`,
+    '-device', `${o.model},netdev=qnet0,mac=${o.mac}`,
+    '-qmp', `unix:${o.qmp.replace(/,/g, ',,')},server=on,wait=off`,
+  ];
+}
+
+function pidAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+function rmQuiet(p: string): void {
+  try { fs.unlinkSync(p); } catch { /* gone */ }
+}
+
+async function unregister(api: ApiClient, name: string): Promise<void> {
+  try {
+    await api.del(`/v1/vms/${seg(name)}`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return;
+    process.stderr.write(`qnet run: could not unregister VM ${name}: ${(e as Error).message}\n`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const dash = argv.indexOf('--');
+  const ours = dash >= 0 ? argv.slice(0, dash) : argv;
+  const qemu = dash >= 0 ? argv.slice(dash + 1) : [];
+  return runCommand('run', USAGE, async () => {
+    const { values, positionals } = parse(ours, { name: { type: 'string' }, model: { type: 'string' } });
+    if (values.help) { process.stdout.write(USAGE + '\n'); return 0; }
+    if (positionals.length !== 1) throw new UsageError('give exactly one network before --: qnet run NET -- qemu-system-x86_64 ...');
+    if (qemu.length === 0) throw new UsageError('give the QEMU command after --: qnet run NET -- qemu-system-x86_64 ARGS...');
+    const netName = positionals[0];
+    const [program, ...userArgs] = qemu;
+    const api = client(values.api);
+
+    const name = values.name ?? qemuName(userArgs) ?? randomVmName();
+    const status = await api.get<StatusInfo>('/v1/status');
+    const vmsDir = path.join(status.runtimeDir, 'vms');
+    fs.mkdirSync(vmsDir, { recursive: true, mode: 0o700 });
+    const sock = path.join(vmsDir, `${name}.sock`);
+    const qmp = path.join(vmsDir, `${name}.qmp`);
+    if (Buffer.byteLength(qmp) > 107) throw new Error(`the VM's socket path ${qmp} is too long for a unix socket (over 107 bytes); use a shorter --name or runtime directory`);
+
+    const existing = (await api.get<VmRecord[]>('/v1/vms')).find((v) => v.name === name);
+    if (existing) {
+      if (pidAlive(existing.pid)) throw new Error(`VM '${name}' is already running (pid ${existing.pid}); pick another --name`);
+      await unregister(api, name); // its qnet run died without cleaning up
+    }
+    rmQuiet(sock);
+    rmQuiet(qmp);
+
+    const body: Record<string, string> = { name };
+    if (values.model) body.model = values.model;
+    const att = await api.post<AttachResult>(`/v1/networks/${seg(netName)}/attach`, body);
+    const args = [...userArgs, ...qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac })];
+
+    const child = spawn(program, args, { stdio: 'inherit' });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    const forward = (sig: NodeJS.Signals): void => { if (child.exitCode === null && child.signalCode === null) child.kill(sig); };
+    for (const s of SIGNALS) process.on(s, forward);
+    let registered = false;
+    try {
+      // wait for QEMU's stream server socket (or QEMU's early exit)
+      const deadline = Date.now() + SOCKET_WAIT_MS;
+      let early: { code: number | null; signal: NodeJS.Signals | null } | Error | undefined;
+      void exited.then((r) => { early ??= r; });
+      void spawnError.then((e) => { early ??= e; });
+      while (!fs.existsSync(sock)) {
+        if (early instanceof Error) throw new Error(`cannot run ${program}: ${early.message}`);
+        if (early) {
+          process.stderr.write(`qnet run: QEMU exited before it opened its network socket${early.code !== null ? ` (status ${early.code})` : ` (${early.signal})`}\n`);
+          return early.code ?? 1;
+        }
+        if (Date.now() > deadline) {
+          child.kill('SIGTERM');
+          throw new Error(`QEMU did not create its network socket ${sock} within ${SOCKET_WAIT_MS / 1000} s; stopped it`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid!, qmp, sock, startedAt: Date.now() };
+      try {
+        await api.post('/v1/vms', rec);
+        registered = true;
+      } catch (e) {
+        child.kill('SIGTERM');
+        await exited;
+        throw new Error(`the daemon refused VM '${name}' (${(e as Error).message}); stopped QEMU`);
+      }
+      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, MAC ${att.mac}; QMP at ${qmp}\n`);
+      const { code, signal } = await exited;
+      if (signal) return 128 + (signalNumber(signal) ?? 0);
+      return code ?? 1;
+    } finally {
+      for (const s of SIGNALS) process.off(s, forward);
+      if (child.exitCode === null && child.signalCode === null && child.pid) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+      if (registered || existing) await unregister(api, name);
+      rmQuiet(sock);
+      rmQuiet(qmp);
+    }
+  });
+}
+
+function signalNumber(sig: NodeJS.Signals): number | undefined {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGTERM: 15, SIGABRT: 6 } as Record<string, number>)[sig];
+}

@@ -1,0 +1,423 @@
+// The daemon's control API: HTTP/1.1 + JSON over a unix socket (node:http, no framework),
+// mapping routes onto a DaemonControl.
+//
+// Access control is the filesystem's: the socket is created 0600 inside a 0700 directory, so
+// only its owner (and root) can connect. There is no other authentication on the socket.
+// Optionally the same API also listens on TCP, for tools that cannot speak to a unix socket;
+// that listener is loopback-only unless `allowNonLoopback` is set, and always requires
+// `Authorization: Bearer TOKEN` (compared in constant time).
+//
+// Responses are JSON (`GET /metrics` is Prometheus text). Errors are `{"error": "message"}`:
+// 404 for NotFoundError and unknown routes (with the list of routes), 405 for a known path with
+// another method, 400/409 for BadRequestError, 413 for bodies over 1 MB, 500 otherwise.
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import {
+  BadRequestError, NotFoundError,
+  type DaemonControl, type ForwardSpec, type VmRecord,
+} from './types.ts';
+
+export interface ApiOptions {
+  /** unix socket path (its parent directory is created 0700; the socket is made 0600) */
+  socketPath: string;
+  /** optional TCP listener (off unless given) */
+  tcp?: { host: string; port: number; token: string; allowNonLoopback?: boolean };
+  /** request body limit in bytes (default 1 MiB) */
+  maxBody?: number;
+}
+
+export interface ApiServer {
+  socketPath: string;
+  tcpPort?: number;
+  close(): Promise<void>;
+}
+
+export const MAX_BODY = 1 << 20;
+/** the longest a timed capture may run (one day) */
+export const MAX_CAPTURE_SECONDS = 86400;
+
+type Params = Record<string, string>;
+interface Ctx { params: Params; body: () => Promise<unknown>; req: http.IncomingMessage; res: http.ServerResponse }
+/** a handler returns a JSON-able value (200), or a Reply for another status/content type */
+type Handler = (ctx: Ctx) => unknown | Promise<unknown>;
+class Reply {
+  constructor(readonly status: number, readonly body: unknown, readonly contentType = 'application/json') {}
+}
+interface Route { method: string; pattern: string; parts: string[]; handler: Handler }
+
+interface Capture { id: string; network: string; path: string; port?: string; startedAt: number; stop(): { frames: number } }
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const h = host.replace(/^\[|\]$/g, '');
+  if (net.isIPv4(h)) return h.startsWith('127.');
+  if (net.isIPv6(h)) return h === '::1' || /^::ffff:127\./i.test(h);
+  return false;
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  // hash both sides so timingSafeEqual compares equal-length buffers whatever was sent
+  const a = crypto.createHash('sha256').update(m ? m[1] : '').digest();
+  const b = crypto.createHash('sha256').update(token).digest();
+  return crypto.timingSafeEqual(a, b) && m !== null;
+}
+
+function str(body: Record<string, unknown>, key: string, required: boolean): string | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) {
+    if (required) throw new BadRequestError(`missing '${key}' (a string) in the request body`);
+    return undefined;
+  }
+  if (typeof v !== 'string' || v === '') throw new BadRequestError(`'${key}' must be a non-empty string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function int(body: Record<string, unknown>, key: string, required: boolean, min: number, max: number): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) {
+    if (required) throw new BadRequestError(`missing '${key}' (an integer ${min}-${max}) in the request body`);
+    return undefined;
+  }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new BadRequestError(`'${key}' must be an integer ${min}-${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function object(v: unknown): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BadRequestError('the request body must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
+export function parseForwardSpec(v: unknown): ForwardSpec {
+  const b = object(v);
+  const proto = b.proto ?? 'tcp';
+  if (proto !== 'tcp' && proto !== 'udp') throw new BadRequestError(`'proto' must be "tcp" or "udp", got ${JSON.stringify(proto)}`);
+  const hostAddr = str(b, 'hostAddr', false);
+  if (hostAddr !== undefined && net.isIP(hostAddr) === 0) throw new BadRequestError(`'hostAddr' must be an IP address, got ${JSON.stringify(hostAddr)}`);
+  const spec: ForwardSpec = {
+    proto,
+    hostPort: int(b, 'hostPort', true, 0, 65535)!,
+    guest: str(b, 'guest', true)!,
+    guestPort: int(b, 'guestPort', true, 1, 65535)!,
+  };
+  if (hostAddr !== undefined) spec.hostAddr = hostAddr;
+  return spec;
+}
+
+export function parseVmRecord(v: unknown): VmRecord {
+  const b = object(v);
+  const name = str(b, 'name', true)!;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new BadRequestError(`VM name '${name}' is not valid: use letters, digits, '_', '.', '-' (at most 63)`);
+  const mac = str(b, 'mac', true)!;
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
+  const qmp = str(b, 'qmp', true)!;
+  const sock = str(b, 'sock', true)!;
+  if (!path.isAbsolute(qmp) || !path.isAbsolute(sock)) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
+  return {
+    name,
+    network: str(b, 'network', true)!,
+    mac: mac.toLowerCase(),
+    model: str(b, 'model', false) ?? 'virtio-net-pci',
+    pid: int(b, 'pid', true, 1, 0x7fffffff)!,
+    qmp,
+    sock,
+    startedAt: int(b, 'startedAt', false, 0, Number.MAX_SAFE_INTEGER) ?? Date.now(),
+  };
+}
+
+function compile(method: string, pattern: string, handler: Handler): Route {
+  return { method, pattern, parts: pattern.split('/').filter(Boolean), handler };
+}
+
+function match(route: Route, segs: string[]): Params | null {
+  if (route.parts.length !== segs.length) return null;
+  const params: Params = {};
+  for (let i = 0; i < segs.length; i++) {
+    const p = route.parts[i];
+    if (p.startsWith(':')) params[p.slice(1)] = segs[i];
+    else if (p !== segs[i]) return null;
+  }
+  return params;
+}
+
+function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Route[] {
+  let nextCapture = 1;
+  const beginCapture = (network: string, file: string, port?: string): Capture => {
+    const handle = control.startCapture(network, file, port);
+    const id = String(nextCapture++);
+    let result: { frames: number } | undefined;
+    const cap: Capture = {
+      id, network, path: file, port, startedAt: Date.now(),
+      stop: () => { captures.delete(id); return (result ??= handle.stop()); },
+    };
+    captures.set(id, cap);
+    return cap;
+  };
+  const captureInfo = (c: Capture) => ({ id: c.id, network: c.network, path: c.path, port: c.port ?? null, startedAt: c.startedAt });
+
+  return [
+    compile('GET', '/v1/status', () => control.status()),
+    compile('GET', '/v1/networks', () => control.networks()),
+    compile('GET', '/v1/networks/:name', ({ params }) => control.network(params.name)),
+    compile('GET', '/v1/networks/:name/leases', ({ params }) => control.leases(params.name)),
+    compile('GET', '/v1/leases', () => control.leases()),
+    compile('GET', '/v1/networks/:name/ports', ({ params }) => control.network(params.name).ports),
+    compile('GET', '/v1/networks/:name/forwards', ({ params }) => control.forwards(params.name)),
+    compile('GET', '/v1/forwards', () => control.forwards()),
+    compile('POST', '/v1/networks/:name/forwards', async ({ params, body }) => {
+      const spec = parseForwardSpec(await body());
+      control.network(params.name); // 404 before anything else for a missing network
+      return new Reply(201, await control.addForward(params.name, spec));
+    }),
+    compile('DELETE', '/v1/networks/:name/forwards/:id', ({ params }) => {
+      const removed = control.removeForward(params.name, params.id);
+      if (removed.length === 0) throw new NotFoundError(`no forward '${params.id}' on network '${params.name}' (see GET /v1/networks/${params.name}/forwards)`);
+      return { removed };
+    }),
+    compile('POST', '/v1/networks/:name/capture', async ({ params, body, res }) => {
+      const b = object(await body());
+      const file = str(b, 'path', true)!;
+      if (!path.isAbsolute(file)) throw new BadRequestError(`'path' must be absolute (the daemon writes the file), got '${file}'`);
+      let port: string | undefined;
+      if (typeof b.port === 'number') port = String(b.port);
+      else port = str(b, 'port', false);
+      const seconds = b.seconds === undefined || b.seconds === null ? undefined : b.seconds;
+      if (seconds !== undefined && (typeof seconds !== 'number' || !(seconds > 0) || seconds > MAX_CAPTURE_SECONDS)) {
+        throw new BadRequestError(`'seconds' must be a number in (0, ${MAX_CAPTURE_SECONDS}], got ${JSON.stringify(seconds)}`);
+      }
+      const cap = beginCapture(params.name, file, port);
+      if (seconds === undefined) return new Reply(201, captureInfo(cap));
+      // timed: answer when the time is up; a client that goes away stops the capture early
+      return await new Promise<Reply>((resolve, reject) => {
+        let done = false;
+        const finish = (early: boolean): void => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          res.off('close', onClose);
+          try {
+            const { frames } = cap.stop();
+            resolve(new Reply(200, { ...captureInfo(cap), frames, seconds: (Date.now() - cap.startedAt) / 1000, stoppedEarly: early }));
+          } catch (e) { reject(e); }
+        };
+        const onClose = (): void => finish(true);
+        const timer = setTimeout(() => finish(false), seconds * 1000);
+        res.on('close', onClose);
+      });
+    }),
+    compile('GET', '/v1/captures', () => [...captures.values()].map(captureInfo)),
+    compile('POST', '/v1/captures/:id/stop', ({ params }) => {
+      const cap = captures.get(params.id);
+      if (!cap) throw new NotFoundError(`no running capture '${params.id}' (see GET /v1/captures)`);
+      const { frames } = cap.stop();
+      return { ...captureInfo(cap), frames, seconds: (Date.now() - cap.startedAt) / 1000 };
+    }),
+    compile('GET', '/metrics', () => new Reply(200, control.metrics(), 'text/plain; version=0.0.4; charset=utf-8')),
+    compile('POST', '/v1/networks/:name/attach', async ({ params, body }) => {
+      const b = object(await body());
+      const name = str(b, 'name', true)!;
+      return control.attach(params.name, name, str(b, 'model', false));
+    }),
+    compile('GET', '/v1/vms', () => control.vms()),
+    compile('POST', '/v1/vms', async ({ body }) => {
+      const vm = parseVmRecord(await body());
+      control.connectVm(vm);
+      return new Reply(201, vm);
+    }),
+    compile('DELETE', '/v1/vms/:name', ({ params }) => {
+      control.disconnectVm(params.name);
+      return { removed: params.name };
+    }),
+  ];
+}
+
+function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) { reject(new HttpError(413, `request body too large (${declared} bytes; the limit is ${limit})`)); return; }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > limit) { failed = true; reject(new HttpError(413, `request body too large (over ${limit} bytes)`)); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (failed) return;
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') { resolve({}); return; }
+      try { resolve(JSON.parse(text)); } catch (e) { reject(new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`)); }
+    });
+    req.on('error', reject);
+  });
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown, contentType = 'application/json', extra: http.OutgoingHttpHeaders = {}): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = contentType.startsWith('application/json') ? JSON.stringify(body, null, 2) + '\n' : String(body);
+  res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store', ...extra });
+  res.end(text);
+}
+
+function makeHandler(routes: Route[], maxBody: number, token?: string): http.RequestListener {
+  const routeList = routes.map((r) => `${r.method} ${r.pattern}`);
+  return (req, res) => {
+    void (async () => {
+      try {
+        if (token !== undefined && !tokenMatches(req.headers.authorization, token)) {
+          send(res, 401, { error: 'missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token the daemon was configured with' }, 'application/json', { 'WWW-Authenticate': 'Bearer realm="qnet"' });
+          req.resume();
+          return;
+        }
+        const url = new URL(req.url ?? '/', 'http://qnet');
+        let segs: string[];
+        try {
+          segs = url.pathname.split('/').filter(Boolean).map((s) => decodeURIComponent(s));
+        } catch {
+          throw new HttpError(400, `malformed percent-encoding in ${url.pathname}`);
+        }
+        const method = req.method ?? 'GET';
+        let allowed: string[] = [];
+        for (const r of routes) {
+          const params = match(r, segs);
+          if (!params) continue;
+          if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) { allowed.push(r.method); continue; }
+          let bodyPromise: Promise<unknown> | undefined;
+          const out = await r.handler({ params, req, res, body: () => (bodyPromise ??= readBody(req, maxBody)) });
+          if (!bodyPromise) req.resume();
+          if (out instanceof Reply) send(res, out.status, out.body, out.contentType);
+          else send(res, 200, out);
+          return;
+        }
+        req.resume();
+        allowed = [...new Set(allowed)];
+        if (allowed.length) {
+          send(res, 405, { error: `${method} is not allowed on ${url.pathname}; use ${allowed.join(' or ')}`, routes: routeList }, 'application/json', { Allow: allowed.join(', ') });
+        } else {
+          send(res, 404, { error: `no route ${method} ${url.pathname}`, routes: routeList });
+        }
+      } catch (e) {
+        let status = 500;
+        if (e instanceof NotFoundError) status = 404;
+        else if (e instanceof BadRequestError) status = e.status;
+        else if (e instanceof HttpError) status = e.status;
+        const message = e instanceof Error ? e.message : String(e);
+        send(res, status, { error: status === 500 ? `internal error: ${message}` : message });
+        if (status === 413) req.destroy(); else req.resume();
+      }
+    })();
+  };
+}
+
+/** Is something accepting connections on this unix socket? */
+function socketLive(p: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(p);
+    const t = setTimeout(() => { s.destroy(); resolve(true); }, 1000); // connected-but-silent counts as live
+    s.once('connect', () => { clearTimeout(t); s.destroy(); resolve(true); });
+    s.once('error', () => { clearTimeout(t); resolve(false); });
+  });
+}
+
+async function prepareSocketPath(socketPath: string): Promise<void> {
+  const dir = path.dirname(socketPath);
+  const created = fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(dir);
+  if (!st.isDirectory()) throw new Error(`cannot create the API socket: ${dir} is not a directory`);
+  const uid = process.getuid?.();
+  if (created !== undefined) {
+    fs.chmodSync(dir, 0o700); // umask may have narrowed it, never widened; be explicit
+  } else if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+    throw new Error(`refusing to put the API socket in ${dir}: it belongs to uid ${st.uid}, not to you (uid ${uid}); pick another path with --api`);
+  }
+  let lst: fs.Stats | undefined;
+  try { lst = fs.lstatSync(socketPath); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
+  if (!lst) return;
+  if (!lst.isSocket()) throw new Error(`refusing to replace ${socketPath}: it exists and is not a socket; remove it or pick another path`);
+  if (await socketLive(socketPath)) {
+    throw new Error(`another qnet daemon is already listening on ${socketPath}; stop it first (or use another --api path)`);
+  }
+  fs.unlinkSync(socketPath); // stale: left by a daemon that died
+}
+
+function listen(server: http.Server, arg: { path: string } | { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    server.once('error', onError);
+    server.listen(arg, () => { server.off('error', onError); resolve(); });
+  });
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) { resolve(); return; }
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+export async function startApi(control: DaemonControl, opts: ApiOptions): Promise<ApiServer> {
+  const maxBody = opts.maxBody ?? MAX_BODY;
+  const socketPath = path.resolve(opts.socketPath);
+  const tcp = opts.tcp;
+  if (tcp) {
+    if (!tcp.token) throw new Error('the TCP API needs a token (tcp.token); refusing to start it without one');
+    if (!isLoopback(tcp.host) && !tcp.allowNonLoopback) {
+      throw new Error(`refusing to serve the TCP API on non-loopback address ${tcp.host}: use 127.0.0.1 or ::1, or set allowNonLoopback if you really mean it`);
+    }
+  }
+  const captures = new Map<string, Capture>();
+  const routes = buildRoutes(control, captures);
+
+  await prepareSocketPath(socketPath);
+  const unixServer = http.createServer(makeHandler(routes, maxBody));
+  // bind with a umask that leaves the socket 0600 from the first instant, then chmod to be sure
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      unixServer.once('error', reject);
+      unixServer.listen(socketPath, () => { unixServer.off('error', reject); resolve(); });
+      process.umask(oldMask); // listen() binds synchronously; restore at once
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  fs.chmodSync(socketPath, 0o600);
+
+  let tcpServer: http.Server | undefined;
+  let tcpPort: number | undefined;
+  if (tcp) {
+    tcpServer = http.createServer(makeHandler(routes, maxBody, tcp.token));
+    try {
+      await listen(tcpServer, { host: tcp.host.replace(/^\[|\]$/g, ''), port: tcp.port });
+    } catch (e) {
+      await closeServer(unixServer);
+      throw new Error(`cannot listen on TCP ${tcp.host}:${tcp.port} for the API: ${(e as Error).message}`);
+    }
+    tcpPort = (tcpServer.address() as net.AddressInfo).port;
+  }
+
+  let closed = false;
+  return {
+    socketPath,
+    tcpPort,
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const c of [...captures.values()]) { try { c.stop(); } catch { /* best effort */ } }
+      await Promise.all([closeServer(unixServer), tcpServer ? closeServer(tcpServer) : Promise.resolve()]);
+      try { fs.unlinkSync(socketPath); } catch { /* already gone */ }
+    },
+  };
+}
