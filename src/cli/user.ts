@@ -5,10 +5,14 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
-import { UserNetwork, parseUserCliOptions } from '../network/user.ts';
+import { parseUserCliOptions } from '../network/user.ts';
+import { userNetworkConfig } from '../config/config.ts';
+import { Daemon } from '../daemon/daemon.ts';
+import { startApi } from '../daemon/api.ts';
+import { defaultRuntimeDir } from '../daemon/paths.ts';
 import { setLogLevel } from '../util/log.ts';
 
-const USAGE = `usage: qnet user [OPTIONS] [--listen ADDR]... [--connect ADDR]... [--pcap FILE]
+const USAGE = `usage: qnet user [OPTIONS] [--listen ADDR]... [--connect ADDR]... [--pcap FILE] [--api PATH]
 
 Runs a user-mode network (what QEMU's -netdev user gives a guest) in its own process.
 OPTIONS is QEMU's -netdev user option string, e.g.
@@ -16,11 +20,14 @@ OPTIONS is QEMU's -netdev user option string, e.g.
 plus qnet's own:
   dnsupstream=IP[:PORT]   DNS resolver to forward to (repeatable; default: /etc/resolv.conf)
   mtu=N                   link MTU offered by DHCP (default 1500)
-ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@PEER] | mcast:GROUP:PORT (default: a new unix socket)
+ADDR: unix:PATH | tcp:HOST:PORT | udp:HOST:PORT[@PEER] | unixgram:PATH[@PEER] | mcast:GROUP:PORT
+      (default: a new unix socket)
+--api PATH  the control socket (default: RUNTIME_DIR/user-PID.api.sock); forwards can be
+            changed while the guest runs: qnet forward add user tcp:8080 10.0.2.15:80 --api PATH
 SIGUSR1 prints the network's counters, leases and forwards as one JSON line on stdout.`;
 
 export function defaultSocketPath(name = 'user'): string {
-  const dir = path.join(process.env.XDG_RUNTIME_DIR || os.tmpdir(), 'qnet');
+  const dir = defaultRuntimeDir();
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return path.join(dir, `${name}-${process.pid}.sock`);
 }
@@ -33,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
       listen: { type: 'string', multiple: true },
       connect: { type: 'string', multiple: true },
       pcap: { type: 'string' },
+      api: { type: 'string' },
       verbose: { type: 'boolean', short: 'v' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -45,18 +53,37 @@ export async function main(argv: string[]): Promise<number> {
   let listen: AttachSpec[] = (values.listen ?? []).map(parseAttach);
   const connect = (values.connect ?? []).map(parseAttach);
   if (listen.length + connect.length === 0) listen = [parseAttach(`unix:${defaultSocketPath()}`)];
-  const net = await UserNetwork.start({ config: opts.config, dnsUpstreams: opts.dnsUpstreams, mtu: opts.mtu, listen, connect, pcap: values.pcap });
+  // The network runs inside a daemon of its own (no config file, state in a scratch dir), so
+  // the control API and the `qnet forward` commands work on it like on `qnet up`'s networks.
+  const runtimeDir = defaultRuntimeDir();
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `qnet-user-${process.pid}-`));
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({
+      path: null, stateDir, runtimeDir, api: {}, warnings: [],
+      networks: [userNetworkConfig('user', opts, listen, { connect, pcap: values.pcap })],
+    });
+  } catch (e) {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+    throw e;
+  }
+  const api = await startApi(daemon, { socketPath: values.api ?? path.join(runtimeDir, `user-${process.pid}.api.sock`) });
+  daemon.apiSocket = api.socketPath;
+  const net = daemon.net('user');
   const c = opts.config;
   process.stdout.write(`qnet user: network ${c.net}/${c.prefixLength}, gateway ${c.host}, DNS ${c.dns}, DHCP from ${c.dhcpstart}${c.restrict ? ', restricted' : ''}\n`);
   for (const r of net.hostfwd.rules) process.stdout.write(`  hostfwd ${r.proto} ${r.hostAddr || '*'}:${r.boundPort} -> guest ${r.guestAddr || c.dhcpstart}:${r.guestPort}\n`);
   listen.forEach((spec, i) => {
     process.stdout.write(`  attach QEMU with: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i}\n`);
   });
+  process.stdout.write(`  control: qnet forward ls|add|rm user ... --api ${api.socketPath}\n`);
   process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(net.stats()) + '\n'));
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  net.close();
+  await api.close();
+  daemon.stop();
+  fs.rmSync(stateDir, { recursive: true, force: true });
   return 0;
 }

@@ -43,6 +43,10 @@ export interface NetworkConfig {
   forwards: ForwardSpec[];
   mtu: number;
   attach: AttachSpec[];
+  /** QEMU stream servers to connect to (qnet user --connect) */
+  connect?: AttachSpec[];
+  /** record every frame (qnet user --pcap) */
+  pcap?: string;
   /** mode user: the -netdev user option string, parsed */
   user?: UserCliOptions;
   /** where each key came from, for messages at run time */
@@ -255,12 +259,8 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     }
     let user: UserCliOptions;
     try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
-    const c = user.config;
     const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53)) : user.dnsUpstreams;
-    return {
-      name, mode, net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
-      hosts: [], records: [], upstreams, forwards: parseForwards(r, p, v.forwards), mtu: user.mtu ?? mtu, attach, user: { ...user, dnsUpstreams: upstreams }, where,
-    };
+    return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), where };
   }
   if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
   const sub = str(r, [...p, 'subnet'], v.subnet ?? r.fail([...p], 'a nat or isolated network needs a subnet, e.g. subnet: 192.168.122.0/24'));
@@ -316,6 +316,15 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
     domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach, where,
+  };
+}
+
+/** A mode-user network from a parsed -netdev user option string. */
+export function userNetworkConfig(name: string, user: UserCliOptions, attach: AttachSpec[], extra: { connect?: AttachSpec[]; pcap?: string } = {}): NetworkConfig {
+  const c = user.config;
+  return {
+    name, mode: 'user', net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
+    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, where: {}, ...extra,
   };
 }
 

@@ -42,7 +42,10 @@ function pidAlive(pid: number): boolean {
 
 export function networkOptions(cfg: NetworkConfig): NetworkOptions {
   if (cfg.mode === 'user') {
-    return { ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, name: cfg.name }), forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards.map(toRule)] };
+    return {
+      ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, connect: cfg.connect, pcap: cfg.pcap, name: cfg.name }),
+      forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards.map(toRule)],
+    };
   }
   return {
     name: cfg.name,
@@ -151,6 +154,9 @@ export class Daemon implements DaemonControl {
     for (const name of [...this.running.keys()]) this.stopNetwork(name);
     this.store.save();
   }
+
+  /** The running network itself (for in-process users such as `qnet user`). */
+  net(name: string): Network { return this.get(name).net; }
 
   // ---- DaemonControl ----
 
