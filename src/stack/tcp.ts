@@ -82,12 +82,19 @@ export class TcpConn {
   iss = 0;
   sndUna = 0;
   sndNxt = 0;
+  /** highest sequence number sent + 1 (snd.nxt rewinds after a timeout, this does not) */
+  sndMax = 0;
   sndWnd = 0;
   sndWscale = 0;
   mss = 536;
   cwnd = 0;
   ssthresh = 1 << 30;
   dupAcks = 0;
+  // loss recovery (RFC 6675-style, simplified): SACKed ranges above snd.una as flat [start, end) pairs
+  private sacked: number[] = [];
+  private recovery = false;
+  private recoverSeq = 0;
+  private rtxNext = 0;
   private chunks: Buffer[] = [];
   private headOff = 0; // offset in chunks[0] of the byte at sndUna
   queued = 0; // data bytes from sndUna to the end of the queue
@@ -222,16 +229,19 @@ export class TcpConn {
 
     // ACK processing
     const ack = h.ack;
-    if (seqLt(this.sndUna, ack) && seqLe(ack, this.sndNxt)) {
+    if (h.sackCount > 0 && this.sackOk) this.takeSacks(h);
+    if (seqLt(this.sndUna, ack) && seqLe(ack, this.sndMax)) {
       this.ackAdvance(ack, h);
     } else if (ack === this.sndUna) {
       const len = h.payloadEnd - h.payloadOffset;
-      const wnd = h.window << this.sndWscale;
-      if (len === 0 && !(flags & TCP_FIN) && wnd === this.sndWnd && this.sndNxt !== this.sndUna) {
-        if (++this.dupAcks === 3) this.fastRetransmit();
+      this.sndWnd = h.window << this.sndWscale;
+      // (the window is not compared: a receiver holding out-of-order data changes it)
+      if (len === 0 && !(flags & TCP_FIN) && this.sndMax !== this.sndUna) {
+        this.dupAcks++;
+        if (this.recovery) this.retransmitHoles();
+        else if (this.dupAcks >= 3 || this.sackedBytes() > 3 * this.mss) this.enterRecovery();
       }
-      this.sndWnd = wnd;
-    } else if (seqLt(this.sndNxt, ack)) {
+    } else if (seqLt(this.sndMax, ack)) {
       this.scheduleAck(); // acks something we never sent
       return;
     }
@@ -406,12 +416,17 @@ export class TcpConn {
     const dataAcked = Math.min(acked, this.queued);
     this.dropAcked(dataAcked);
     this.sndUna = ack;
+    if (seqLt(this.sndNxt, ack)) this.sndNxt = ack; // after a timeout rewind, the guest had more
     this.sndWnd = h.window << this.sndWscale;
-    // Reno growth
-    if (this.cwnd < this.ssthresh) this.cwnd += Math.min(dataAcked, this.mss);
+    while (this.sacked.length > 0 && seqLe(this.sacked[1], ack)) this.sacked.splice(0, 2);
+    if (this.sacked.length > 0 && seqLt(this.sacked[0], ack)) this.sacked[0] = ack;
+    if (this.recovery) {
+      if (seqLe(this.recoverSeq, ack)) { this.recovery = false; this.cwnd = this.ssthresh; }
+      else this.retransmitHoles(); // partial ACK: the next hole starts at the new snd.una
+    } else if (this.cwnd < this.ssthresh) this.cwnd += Math.min(dataAcked, this.mss); // Reno growth
     else this.cwnd += Math.max(1, Math.floor((this.mss * this.mss) / this.cwnd));
     if (this.cwnd > SND_BUF) this.cwnd = SND_BUF;
-    const finAcked = this.finSent && ack === this.sndNxt;
+    const finAcked = this.finSent && ack === this.sndMax;
     if (finAcked) {
       switch (this.state) {
         case State.FinWait1: this.state = State.FinWait2; break;
@@ -468,10 +483,11 @@ export class TcpConn {
       const room = wnd - sent;
       const n = Math.min(seg, this.queued - sent, room);
       if (n <= 0) break;
-      this.sendData(this.sndNxt, sent, n);
+      this.sendData(this.sndNxt, sent, n, seqLt(this.sndNxt, this.sndMax));
       this.sndNxt = seqAdd(this.sndNxt, n);
       sent += n;
     }
+    if (seqLt(this.sndMax, this.sndNxt)) this.sndMax = this.sndNxt;
     if (this.sndWnd === 0 && sent < this.queued && this.sndNxt === this.sndUna) {
       this.stack.timers.arm(this.rtxTimer, this.rto); // persist: probe the zero window
     }
@@ -479,6 +495,7 @@ export class TcpConn {
       this.finSent = true;
       this.sendFlags(TCP_FIN | TCP_ACK, this.sndNxt);
       this.sndNxt = seqAdd(this.sndNxt, 1);
+      if (seqLt(this.sndMax, this.sndNxt)) this.sndMax = this.sndNxt;
       if (this.state === State.Established) this.state = State.FinWait1;
       else if (this.state === State.CloseWait) this.state = State.LastAck;
       this.stack.timers.arm(this.rtxTimer, this.rto);
@@ -486,7 +503,7 @@ export class TcpConn {
   }
 
   /** One data segment: n bytes starting `at` bytes after snd.una, sequence number seq. */
-  private sendData(seq: number, at: number, n: number): void {
+  private sendData(seq: number, at: number, n: number, rtx = false): void {
     const gw = this.stack.gw;
     const o = gw.txReserve(60 + n);
     const b = gw.txBuf;
@@ -510,7 +527,8 @@ export class TcpConn {
     gw.txIpv4(o, this.remoteIp, this.guestIp, IPPROTO_TCP, hl + n);
     this.stack.stats.segmentsOut++;
     this.ackPending = false;
-    if (this.rttSeq < 0 && this.retries === 0) { this.rttSeq = seqAdd(seq, n); this.rttAt = performance.now(); }
+    if (rtx) this.stack.stats.retransmits++;
+    else if (this.rttSeq < 0 && this.retries === 0) { this.rttSeq = seqAdd(seq, n); this.rttAt = performance.now(); }
     if (!this.rtxTimer.deadline) this.stack.timers.arm(this.rtxTimer, this.rto);
   }
 
@@ -549,6 +567,7 @@ export class TcpConn {
     gw.txIpv4(o, this.remoteIp, this.guestIp, IPPROTO_TCP, end - o);
     this.stack.stats.segmentsOut++;
     this.sndNxt = seqAdd(this.iss, 1);
+    this.sndMax = this.sndNxt;
     this.stack.timers.arm(this.rtxTimer, this.rto);
   }
 
@@ -587,16 +606,80 @@ export class TcpConn {
       this.stack.timers.arm(this.rtxTimer, Math.min(this.rto, 5000));
       return;
     }
-    this.ssthresh = Math.max(2 * this.mss, Math.floor(seqDiff(this.sndNxt, this.sndUna) / 2));
+    this.ssthresh = Math.max(2 * this.mss, Math.floor(seqDiff(this.sndMax, this.sndUna) / 2));
     this.cwnd = this.mss;
+    this.recovery = false;
+    this.sacked = [];
     this.goBack();
   }
 
-  private fastRetransmit(): void {
+  /** Merge the guest's SACK blocks into the scoreboard (bounded; stale blocks ignored). */
+  private takeSacks(h: TcpHeader): void {
+    for (let i = 0; i < h.sackCount; i++) {
+      let st = h.sackBlocks[2 * i];
+      const en = h.sackBlocks[2 * i + 1];
+      if (!seqLt(st, en) || seqLe(en, this.sndUna) || seqLt(this.sndMax, en)) continue;
+      if (seqLt(st, this.sndUna)) st = this.sndUna;
+      const r = this.sacked;
+      let j = 0;
+      while (j < r.length && seqLt(r[j + 1], st)) j += 2;
+      let s0 = st;
+      let e0 = en;
+      let k = j;
+      while (k < r.length && seqLe(r[k], e0)) {
+        if (seqLt(r[k], s0)) s0 = r[k];
+        if (seqLt(e0, r[k + 1])) e0 = r[k + 1];
+        k += 2;
+      }
+      r.splice(j, k - j, s0, e0);
+      if (r.length > 32) r.splice(0, r.length - 32);
+    }
+  }
+
+  private sackedBytes(): number {
+    let n = 0;
+    for (let i = 0; i < this.sacked.length; i += 2) n += seqDiff(this.sacked[i + 1], this.sacked[i]);
+    return n;
+  }
+
+  private enterRecovery(): void {
     this.stack.stats.fastRetransmits++;
-    this.ssthresh = Math.max(2 * this.mss, Math.floor(seqDiff(this.sndNxt, this.sndUna) / 2));
+    this.recovery = true;
+    this.recoverSeq = this.sndMax;
+    this.ssthresh = Math.max(2 * this.mss, Math.floor(seqDiff(this.sndMax, this.sndUna) / 2));
     this.cwnd = this.ssthresh;
-    this.goBack();
+    this.rtxNext = this.sndUna;
+    this.rttSeq = -1;
+    this.retransmitHoles();
+  }
+
+  /**
+   * Resend what the scoreboard says is missing: holes below the highest SACKed byte (or,
+   * without SACK, the segment at snd.una: NewReno). A couple of segments per ACK keeps
+   * the retransmissions clocked by the guest's ACKs.
+   */
+  private retransmitHoles(): void {
+    const dataEnd = seqAdd(this.sndUna, this.queued);
+    const r = this.sacked;
+    const top = r.length > 0 ? r[r.length - 1] : seqAdd(this.sndUna, 1);
+    let pos = seqLt(this.rtxNext, this.sndUna) ? this.sndUna : this.rtxNext;
+    let budget = 2;
+    while (budget > 0 && seqLt(pos, top) && seqLt(pos, dataEnd)) {
+      let holeEnd = top;
+      let inside = false;
+      for (let i = 0; i < r.length; i += 2) {
+        if (seqLe(r[i], pos) && seqLt(pos, r[i + 1])) { pos = r[i + 1]; inside = true; break; }
+        if (seqLt(pos, r[i])) { holeEnd = r[i]; break; }
+      }
+      if (inside) continue;
+      const n = Math.min(this.mss, seqDiff(holeEnd, pos), seqDiff(dataEnd, pos));
+      if (n <= 0) break;
+      this.sendData(pos, seqDiff(pos, this.sndUna), n, true);
+      pos = seqAdd(pos, n);
+      budget--;
+    }
+    this.rtxNext = pos;
+    this.stack.timers.arm(this.rtxTimer, this.rto);
   }
 
   /** Rewind to snd.una and send again. */
