@@ -19,15 +19,27 @@ const log = logger('link/stream');
 const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 const OUT_CHUNK = 256 * 1024;
 
+interface OutChunk {
+  buf: Buffer;
+  /** first byte not yet handed to the socket */
+  start: number;
+  fill: number;
+  /** writes of this chunk still in flight */
+  pending: number;
+  /** no longer filled; reusable once pending reaches 0 */
+  retired: boolean;
+  done: () => void;
+}
+
 export class StreamPort extends Port {
   // Receive state for a frame (or length prefix) split across reads.
   private partial: Buffer | null = null;
   private partialFill = 0;
   private readonly hdr = Buffer.alloc(4);
   private hdrFill = 0;
-  // Send state.
-  private out: Buffer | null = null;
-  private outFill = 0;
+  // Send state: frames are gathered in the current chunk between `start` and `fill`.
+  private cur: OutChunk | null = null;
+  private readonly spares: Buffer[] = [];
   private flushQueued = false;
   private readonly flushFn = (): void => this.flush();
 
@@ -85,20 +97,21 @@ export class StreamPort extends Port {
 
   send(frame: Buffer): void {
     const len = frame.length;
-    if (this.closed || this.socket.writableLength + this.outFill > WRITE_HIGH_WATER) {
+    const c0 = this.cur;
+    if (this.closed || this.socket.writableLength + (c0 ? c0.fill - c0.start : 0) > WRITE_HIGH_WATER) {
       this.counters.txDropped++;
       return;
     }
     const need = len + 4;
-    if (this.out === null || this.outFill + need > this.out.length) {
-      if (this.out !== null && this.outFill > 0) this.flush();
-      this.out = Buffer.allocUnsafe(Math.max(OUT_CHUNK, need));
-      this.outFill = 0;
+    let c = c0;
+    if (c === null || c.fill + need > c.buf.length) {
+      if (c !== null) { this.flush(); this.retire(c); }
+      c = this.cur = this.chunk(need);
     }
-    const out = this.out;
-    out.writeUInt32BE(len, this.outFill);
-    frame.copy(out, this.outFill + 4);
-    this.outFill += need;
+    const out = c.buf;
+    out.writeUInt32BE(len, c.fill);
+    frame.copy(out, c.fill + 4);
+    c.fill += need;
     this.counters.txFrames++;
     this.counters.txBytes += len;
     if (!this.flushQueued) {
@@ -107,24 +120,42 @@ export class StreamPort extends Port {
     }
   }
 
+  /** A chunk to fill: a recycled one when possible (fresh 256 KB buffers per batch churn the GC). */
+  private chunk(need: number): OutChunk {
+    const buf = need <= OUT_CHUNK ? this.spares.pop() ?? Buffer.allocUnsafe(OUT_CHUNK) : Buffer.allocUnsafe(need);
+    const c: OutChunk = { buf, start: 0, fill: 0, pending: 0, retired: false, done: () => {
+      if (--c.pending === 0 && c.retired) this.recycle(c);
+    } };
+    return c;
+  }
+
+  private retire(c: OutChunk): void {
+    c.retired = true;
+    if (this.cur === c) this.cur = null;
+    if (c.pending === 0) this.recycle(c);
+  }
+
+  private recycle(c: OutChunk): void {
+    if (c.buf.length === OUT_CHUNK && this.spares.length < 4 && !this.closed) this.spares.push(c.buf);
+  }
+
   /** Write everything queued with one write. */
   flush(): void {
     this.flushQueued = false;
-    if (this.out === null || this.outFill === 0 || this.closed) return;
-    const data = this.out.subarray(0, this.outFill);
-    // The written region now belongs to the socket; continue in the rest of the chunk.
-    if (this.out.length - this.outFill >= 2048) {
-      this.out = this.out.subarray(this.outFill);
-    } else {
-      this.out = null;
-    }
-    this.outFill = 0;
-    this.socket.write(data);
+    const c = this.cur;
+    if (c === null || c.fill === c.start || this.closed) return;
+    // The written region belongs to the socket until the write completes.
+    const data = c.buf.subarray(c.start, c.fill);
+    c.start = c.fill;
+    c.pending++;
+    if (c.buf.length - c.fill < 2048) this.retire(c);
+    this.socket.write(data, c.done);
   }
 
   protected closeTransport(): void {
     this.partial = null;
-    this.out = null;
+    this.cur = null;
+    this.spares.length = 0;
     this.socket.destroy();
   }
 }
