@@ -2,9 +2,7 @@
 import { parseArgs } from 'node:util';
 import { Switch } from '../switch/switch.ts';
 import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
-import { StreamConnector, StreamListener } from '../link/stream.ts';
-import { McastPort, UdpEndpoint } from '../link/dgram.ts';
-import { UnixDgramEndpoint } from '../link/unixgram.ts';
+import { connectAttachPoint, listenAttachPoint, type OpenAttachPoint } from '../link/attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger, setLogLevel } from '../util/log.ts';
 
@@ -31,53 +29,27 @@ export interface RunningSwitch {
 /** Bring up a switch with its attach points (used by the CLI and by tests). */
 export async function startSwitch(opts: { listen: AttachSpec[]; connect?: AttachSpec[]; pcap?: string; mtu?: number; agingMs?: number }): Promise<RunningSwitch> {
   const sw = new Switch({ mtu: opts.mtu, agingMs: opts.agingMs });
-  const closers: (() => void)[] = [];
-  // transport-level drops that happen before a frame reaches any port
-  const endpointStats: (() => Record<string, unknown>)[] = [];
+  const points: OpenAttachPoint[] = [];
   const attach = (spec: AttachSpec) => (p: Port) => {
     sw.attach(p, spec.port);
     log.info('port attached', { port: p.name, on: spec.text });
   };
-  for (const spec of opts.listen) {
-    const ep = spec.endpoint;
-    if (ep.kind === 'stream') {
-      const l = await StreamListener.listen(ep.addr);
-      l.onPort = attach(spec);
-      closers.push(() => l.close());
-    } else if (ep.kind === 'udp') {
-      const e = await UdpEndpoint.bind(ep.local);
-      e.onPort = attach(spec);
-      if (ep.peer) e.addPeer(ep.peer);
-      closers.push(() => e.close());
-      endpointStats.push(() => ({ listen: spec.text, badDatagrams: e.badDatagrams, refusedPeers: e.refusedPeers }));
-    } else if (ep.kind === 'unixgram') {
-      const e = await UnixDgramEndpoint.bind(ep.path);
-      e.onPort = attach(spec);
-      if (ep.peer) e.addPeer(ep.peer);
-      closers.push(() => e.close());
-      endpointStats.push(() => ({ listen: spec.text, badDatagrams: e.badDatagrams, refusedPeers: e.refusedPeers, unnamedDatagrams: e.unnamedDatagrams }));
-    } else {
-      const m = await McastPort.join(ep.group, ep.localAddr);
-      attach(spec)(m);
-      closers.push(() => m.close());
-      endpointStats.push(() => ({ listen: spec.text, echoesDropped: m.echoesDropped }));
-    }
-  }
-  for (const spec of opts.connect ?? []) {
-    if (spec.endpoint.kind !== 'stream') throw new Error(`--connect ${spec.text}: only unix: and tcp: addresses can be connected to`);
-    const c = new StreamConnector(spec.endpoint.addr);
-    c.onPort = attach(spec);
-    c.start();
-    closers.push(() => c.close());
+  try {
+    for (const spec of opts.listen) points.push(await listenAttachPoint(spec, attach(spec)));
+    for (const spec of opts.connect ?? []) points.push(connectAttachPoint(spec, attach(spec)));
+  } catch (e) {
+    for (const p of points) p.close();
+    sw.close();
+    throw e;
   }
   if (opts.pcap) sw.startCapture(opts.pcap);
   return {
     sw,
-    close() { for (const c of closers) c(); sw.close(); },
+    close() { for (const p of points) p.close(); sw.close(); },
     stats() {
       return {
         switch: sw.stats,
-        endpoints: endpointStats.map((f) => f()),
+        endpoints: points.map((p) => p.stats()),
         ports: [...sw.ports.values()].map((sp) => ({
           id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer,
           isolated: sp.isolated, macs: sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops,

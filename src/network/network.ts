@@ -20,9 +20,8 @@ import { readResolvConf, type Upstream } from '../services/upstreams.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { macKeyString } from '../switch/switch.ts';
 import type { AttachSpec } from '../link/address.ts';
-import { StreamConnector, StreamListener, type StreamAddress } from '../link/stream.ts';
-import { McastPort, UdpEndpoint } from '../link/dgram.ts';
-import { UnixDgramEndpoint } from '../link/unixgram.ts';
+import { StreamConnector, type StreamAddress } from '../link/stream.ts';
+import { connectAttachPoint, listenAttachPoint } from '../link/attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
 
@@ -252,13 +251,13 @@ export class Network {
     const n = new Network(opts);
     try {
       for (const f of opts.forwards ?? []) await n.hostfwd.add(f);
-      for (const spec of opts.listen ?? []) await n.listen(spec);
+      for (const spec of opts.listen ?? []) {
+        const point = await listenAttachPoint(spec, (p) => n.attachPort(p, spec));
+        n.closers.push(() => point.close());
+      }
       for (const spec of opts.connect ?? []) {
-        if (spec.endpoint.kind !== 'stream') throw new Error(`connect ${spec.text}: only unix: and tcp: addresses can be connected to`);
-        const c = new StreamConnector(spec.endpoint.addr);
-        c.onPort = (p) => n.attachPort(p, spec);
-        c.start();
-        n.closers.push(() => c.close());
+        const point = connectAttachPoint(spec, (p) => n.attachPort(p, spec));
+        n.closers.push(() => point.close());
       }
       if (opts.pcap) n.sw.startCapture(opts.pcap);
     } catch (err) {
@@ -266,30 +265,6 @@ export class Network {
       throw err;
     }
     return n;
-  }
-
-  private async listen(spec: AttachSpec): Promise<void> {
-    const ep = spec.endpoint;
-    const onPort = (p: Port) => this.attachPort(p, spec);
-    if (ep.kind === 'stream') {
-      const l = await StreamListener.listen(ep.addr);
-      l.onPort = onPort;
-      this.closers.push(() => l.close());
-    } else if (ep.kind === 'udp') {
-      const e = await UdpEndpoint.bind(ep.local);
-      e.onPort = onPort;
-      if (ep.peer) e.addPeer(ep.peer);
-      this.closers.push(() => e.close());
-    } else if (ep.kind === 'unixgram') {
-      const e = await UnixDgramEndpoint.bind(ep.path);
-      e.onPort = onPort;
-      if (ep.peer) e.addPeer(ep.peer);
-      this.closers.push(() => e.close());
-    } else {
-      const m = await McastPort.join(ep.group, ep.localAddr);
-      onPort(m);
-      this.closers.push(() => m.close());
-    }
   }
 
   /** Forwards currently active. */
