@@ -1,9 +1,11 @@
 // The daemon's model as the control API and the CLI see it. The HTTP API (api.ts) maps
 // routes onto DaemonControl; the daemon (daemon.ts) implements it.
 
+import type { PortCounters } from '../link/port.ts';
+
 export type NetworkMode = 'nat' | 'isolated' | 'user';
 
-export interface PortInfo {
+export interface PortInfo extends PortCounters {
   id: number;
   name: string;
   kind: string;
@@ -15,12 +17,6 @@ export interface PortInfo {
   hostnames: string[];
   /** the VM this port belongs to, when qnet started or attached it */
   vm?: string;
-  rxFrames: number;
-  rxBytes: number;
-  txFrames: number;
-  txBytes: number;
-  rxDropped: number;
-  txDropped: number;
   drops: Record<string, number>;
 }
 
