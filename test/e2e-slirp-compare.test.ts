@@ -189,7 +189,9 @@ describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same opt
     const [src, sms, sref] = rs.get('udp-closed') ?? [];
     assert.notEqual(src, '0');
     assert.equal(sref, '0', 'slirp: no ICMP port unreachable reaches the guest');
-    assert.ok(Number(sms) > Number(qms), `slirp waits for its timeout (${sms} ms) where qnet fails fast (${qms} ms)`);
+    // busybox nslookup sends two queries and, depending on when the second ICMP error lands,
+    // may still wait out its timeout after the first "refused"; so only "never slower" holds.
+    assert.ok(Number(qms) <= Number(sms), `qnet (${qms} ms) is slower than slirp (${sms} ms)`);
   });
 
   test('hostfwd reaches the guest httpd on both', async () => {

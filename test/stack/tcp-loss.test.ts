@@ -10,43 +10,26 @@ import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
-import { Switch } from '../../src/switch/switch.ts';
-import { Gateway } from '../../src/stack/gateway.ts';
-import { TcpStack } from '../../src/stack/tcp.ts';
-import { TcpNat } from '../../src/services/tcp-nat.ts';
-import { StreamListener } from '../../src/link/stream.ts';
-import { parseIp4 } from '../../src/wire/addr.ts';
-import { createNetns, tap, cleanupNetns } from '../helpers/netns.ts';
-import { makeTempDir } from '../helpers/cleanup.ts';
+import { startTapGuest } from '../helpers/tap-guest.ts';
 
 function prng(seed: number): () => number {
   return () => { seed = (seed + 0x6d2b79f5) | 0; let t = Math.imul(seed ^ (seed >>> 15), 1 | seed); t ^= t + Math.imul(t ^ (t >>> 7), 61 | t); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
 }
 
 test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { timeout: 120_000 }, async (t) => {
-  const tmp = makeTempDir('tcp-loss-');
-  const sock = path.join(tmp.path, 'q.sock');
   const seed = Number(process.env.QNET_LOSS_SEED ?? Date.now() % 100000);
   const rand = prng(seed);
   const LOSS = 0.02;
-  const sw = new Switch();
-  const host = parseIp4('10.0.2.2')!;
-  const gw = new Gateway({ mac: Buffer.from([0x52, 0x55, 10, 0, 2, 2]), net: parseIp4('10.0.2.0')!, prefix: 24, addrs: [host] });
-  sw.attach(gw);
-  gw.natAddrs.add(host);
-  const tcp = new TcpStack(gw);
-  const nat = new TcpNat(tcp, gw, host);
-  tcp.opener = (c) => { nat.open(c); return true; };
   let dropped = 0;
-  const l = await StreamListener.listen({ kind: 'unix', path: sock });
-  l.onPort = (p) => {
-    sw.attach(p);
-    const deliver = p.onFrame!;
-    p.onFrame = (f, port) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } deliver(f, port); };
-    const send = p.send.bind(p);
-    p.send = (f) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } send(f); };
-  };
-
+  const g = await startTapGuest({
+    onPort: (p) => {
+      const deliver = p.onFrame!;
+      p.onFrame = (f, port) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } deliver(f, port); };
+      const send = p.send.bind(p);
+      p.send = (f) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } send(f); };
+    },
+  });
+  const { ns, tcp } = g;
   const SIZE = 16 * 1024 * 1024;
   const blob = crypto.randomBytes(SIZE);
   const blobHash = crypto.createHash('sha256').update(blob).digest('hex');
@@ -60,28 +43,14 @@ test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { time
   }).listen(0, '127.0.0.1');
   await Promise.all([new Promise((r) => srv.once('listening', r)), new Promise((r) => sink.once('listening', r))]);
 
-  const ns = await createNetns();
-  const qemu: { kill(): void }[] = [];
-  t.after(async () => {
-    qemu.forEach((q) => q.kill());
-    await cleanupNetns();
-    srv.close(); sink.close(); l.close(); sw.close();
-    tmp.remove();
-  });
-  const dev = await tap(ns, { addr: '10.0.2.15/24' });
-  await ns.run(['ip', 'route', 'add', 'default', 'via', '10.0.2.2']);
-  qemu.push(ns.spawn(['qemu-system-x86_64', '-M', 'none', '-nodefaults', '-display', 'none',
-    '-netdev', `tap,id=t0,ifname=${dev},script=no,downscript=no`, '-netdev', 'hubport,id=h0,hubid=0,netdev=t0',
-    '-netdev', `stream,id=s0,server=off,addr.type=unix,addr.path=${sock}`, '-netdev', 'hubport,id=h1,hubid=0,netdev=s0'], { stdio: 'ignore' }));
-  for (let i = 0; i < 100 && sw.ports.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.equal(sw.ports.size, 2, 'QEMU relay did not connect');
+  t.after(async () => { srv.close(); sink.close(); await g.close(); });
 
-  const down = path.join(tmp.path, 'down.bin');
+  const down = path.join(g.dir, 'down.bin');
   const r1 = await ns.exec(['sh', '-c', `timeout 60 busybox wget -q -O ${down} http://10.0.2.2:${(srv.address() as net.AddressInfo).port}/; echo rc=$?`], { timeoutMs: 70_000 });
   assert.match(r1.stdout, /rc=0/, `download failed (seed ${seed}): ${r1.stdout}${r1.stderr}`);
   assert.equal(crypto.createHash('sha256').update(fs.readFileSync(down)).digest('hex'), blobHash, `download corrupted (seed ${seed})`);
 
-  const up = path.join(tmp.path, 'up.bin');
+  const up = path.join(g.dir, 'up.bin');
   fs.writeFileSync(up, crypto.randomBytes(SIZE));
   const upHash = crypto.createHash('sha256').update(fs.readFileSync(up)).digest('hex');
   const r2 = await ns.exec(['sh', '-c', `timeout 60 busybox nc 10.0.2.2 ${(sink.address() as net.AddressInfo).port} < ${up} > /dev/null; echo rc=$?`], { timeoutMs: 70_000 });
