@@ -273,7 +273,7 @@ export class Network {
   stats(): Record<string, unknown> {
     return {
       switch: this.sw.stats,
-      gateway: this.gw.counters2,
+      gateway: this.gw.stats,
       tcp: { ...this.tcp.stats, connections: this.tcp.size },
       tcpNat: this.tcpNat?.stats ?? null,
       udpNat: this.udpNat ? { ...this.udpNat.stats, active: this.udpNat.size } : null,

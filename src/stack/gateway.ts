@@ -75,7 +75,7 @@ export interface GatewayCounters {
 
 export class Gateway extends Port {
   readonly timers = new TimerQueue();
-  readonly counters2: GatewayCounters = {
+  readonly stats: GatewayCounters = {
     rxFrames: 0, notForUs: 0, malformed: 0, badChecksum: 0, ipv6Ignored: 0, unknownProtocol: 0,
     udpNoService: 0, arpReplies: 0, arpRequests: 0, echoReplies: 0, unresolved: 0, fragmentsSent: 0, lastMalformed: '',
   };
@@ -136,19 +136,19 @@ export class Gateway extends Port {
   send(frame: Buffer): void {
     this.counters.txFrames++;
     this.counters.txBytes += frame.length;
-    this.counters2.rxFrames++;
+    this.stats.rxFrames++;
     try {
       this.input(frame);
     } catch (err) {
       // A bug in a handler must not take the network down: count it like bad input.
-      this.counters2.malformed++;
-      this.counters2.lastMalformed = `handler error: ${(err as Error).message}`;
+      this.stats.malformed++;
+      this.stats.lastMalformed = `handler error: ${(err as Error).message}`;
     }
   }
 
   private bad(reason: string): void {
-    this.counters2.malformed++;
-    this.counters2.lastMalformed = reason;
+    this.stats.malformed++;
+    this.stats.lastMalformed = reason;
   }
 
   private input(frame: Buffer): void {
@@ -156,12 +156,12 @@ export class Gateway extends Port {
     const err = parseEthernet(frame, 0, frame.length, eth);
     if (err) return this.bad(err);
     const toUs = frame[0] & 1 ? true : frame.compare(this.mac, 0, 6, 0, 6) === 0;
-    if (!toUs) { this.counters2.notForUs++; return; }
+    if (!toUs) { this.stats.notForUs++; return; }
     switch (eth.ethertype) {
       case ETHERTYPE_ARP: return this.arpInput(frame, eth.payloadOffset, frame.length);
       case ETHERTYPE_IPV4: return this.ipInput(frame, eth.payloadOffset, frame.length, frame.subarray(6, 12));
-      case ETHERTYPE_IPV6: this.counters2.ipv6Ignored++; return;
-      default: this.counters2.unknownProtocol++;
+      case ETHERTYPE_IPV6: this.stats.ipv6Ignored++; return;
+      default: this.stats.unknownProtocol++;
     }
   }
 
@@ -193,7 +193,7 @@ export class Gateway extends Port {
       writeEthernet(b, o - 14, senderMac, this.mac, ETHERTYPE_ARP);
       writeArp(b, o, ARP_REPLY, this.mac, a.targetIp, senderMac, a.senderIp);
       this.txCommit(o - 14, 14 + 28);
-      this.counters2.arpReplies++;
+      this.stats.arpReplies++;
     }
   }
 
@@ -201,7 +201,7 @@ export class Gateway extends Port {
     const ip = this.ip;
     let err = parseIpv4(frame, off, end, ip);
     if (err) return this.bad(err);
-    if (!ip.checksumOk) { this.counters2.badChecksum++; return; }
+    if (!ip.checksumOk) { this.stats.badChecksum++; return; }
     this.learn(ip.src, frame, 6);
     let buf = frame;
     let ipOff = off;
@@ -225,7 +225,7 @@ export class Gateway extends Port {
       case IPPROTO_UDP: return this.udpInput(pkt);
       case IPPROTO_ICMP: return this.icmpInput(pkt);
       default:
-        this.counters2.unknownProtocol++;
+        this.stats.unknownProtocol++;
     }
   }
 
@@ -234,7 +234,7 @@ export class Gateway extends Port {
     const icmp = this.icmp;
     const err = parseIcmpv4(p.buf, ip.payloadOffset, ip.payloadEnd, icmp);
     if (err) return this.bad(err);
-    if (!icmp.checksumOk) { this.counters2.badChecksum++; return; }
+    if (!icmp.checksumOk) { this.stats.badChecksum++; return; }
     if (this.addrs.has(ip.dst)) {
       if (icmp.type === ICMP_ECHO_REQUEST) {
         const dataLen = icmp.payloadEnd - icmp.payloadOffset;
@@ -242,7 +242,7 @@ export class Gateway extends Port {
         p.buf.copy(this.arena, o + 8, icmp.payloadOffset, icmp.payloadEnd);
         writeIcmpv4Echo(this.arena, o, ICMP_ECHO_REPLY, icmp.id, icmp.seq, dataLen);
         this.txIpv4(o, ip.dst, ip.src, IPPROTO_ICMP, 8 + dataLen, p.srcMac);
-        this.counters2.echoReplies++;
+        this.stats.echoReplies++;
       }
       return;
     }
@@ -255,7 +255,7 @@ export class Gateway extends Port {
     const udp = this.udp;
     const err = parseUdp(p.buf, ip.payloadOffset, ip.payloadEnd, udp, pseudoSumV4(ip.src, ip.dst, IPPROTO_UDP, ip.payloadEnd - ip.payloadOffset));
     if (err) return this.bad(err);
-    if (!udp.checksumOk) { this.counters2.badChecksum++; return; }
+    if (!udp.checksumOk) { this.stats.badChecksum++; return; }
     const h = this.udpBindings.get(ip.dst * 65536 + udp.dstPort) ?? this.udpBindings.get(udp.dstPort);
     if (h) {
       const d = this.udpMsg;
@@ -265,7 +265,7 @@ export class Gateway extends Port {
       return;
     }
     if (this.addrs.has(ip.dst) && !(this.onUdp && this.natAddrs.has(ip.dst))) {
-      this.counters2.udpNoService++;
+      this.stats.udpNoService++;
       this.sendIcmpError(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, p, ip.dst);
       return;
     }
@@ -351,14 +351,14 @@ export class Gateway extends Port {
       b.writeUInt16BE((more ? 0x2000 : 0) | (at >> 3), o - 20 + 6);
       finishIpv4(b, o - 20);
       writeEthernet(b, o - HEADROOM, mac ?? ZERO_MAC, this.mac, ETHERTYPE_IPV4);
-      this.counters2.fragmentsSent++;
+      this.stats.fragmentsSent++;
       if (mac === null) { this.queueUnresolved(dst, b.subarray(o - HEADROOM, o + n)); this.arenaFill = o + n; }
       else this.txCommit(o - HEADROOM, HEADROOM + n);
     }
   }
 
   private queueUnresolved(dst: number, frame: Buffer): void {
-    this.counters2.unresolved++;
+    this.stats.unresolved++;
     let q = this.pendingArp.get(dst);
     if (!q) {
       if (this.pendingArp.size >= 64) return;
@@ -380,7 +380,7 @@ export class Gateway extends Port {
     writeEthernet(this.arena, o - 14, BROADCAST_MAC, this.mac, ETHERTYPE_ARP);
     writeArp(this.arena, o, ARP_REQUEST, this.mac, src, ZERO_MAC, dst);
     this.txCommit(o - 14, 42);
-    this.counters2.arpRequests++;
+    this.stats.arpRequests++;
     // give up on the queued frames if nobody answers
     setTimeout(() => { if (!this.neighbours.has(dst)) this.pendingArp.delete(dst); }, 3000).unref();
   }
