@@ -26,7 +26,7 @@ from a tutorial.
 
 interface Flags { json: boolean; machine?: string; to: 'netdev' | 'nic' | 'libvirt'; socketDir?: string }
 
-function parseFlags(args: string[]): { flags: Flags; qemu: string[] } | string {
+function parseFlags(args: string[]): { flags: Flags; qemu: string[]; program?: string } | string {
   const flags: Flags = { json: false, to: 'netdev' };
   let i = 0;
   for (; i < args.length; i++) {
@@ -47,8 +47,8 @@ function parseFlags(args: string[]): { flags: Flags; qemu: string[] } | string {
   }
   let qemu = args.slice(i);
   if (qemu.length === 1 && /\s/.test(qemu[0])) qemu = shellSplit(qemu[0]);
-  qemu = stripProgram(qemu).args;
-  return { flags, qemu };
+  const stripped = stripProgram(qemu);
+  return { flags, qemu: stripped.args, program: stripped.program };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -62,7 +62,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`qnet qemu: ${parsed}\n${USAGE}`);
     return 2;
   }
-  const { flags, qemu } = parsed;
+  const { flags, qemu, program } = parsed;
+  // a rewritten command line keeps the program it was given (qemu-system-x86_64, qemu-kvm, ...)
+  const command = (args: string[]) => shellJoin(program ? [program, ...args] : args);
   const out = (s: string) => process.stdout.write(s);
   const err = (s: string) => process.stderr.write(s);
   const json = (v: unknown) => out(JSON.stringify(v, null, 2) + '\n');
@@ -83,10 +85,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'convert': {
       const r = convert(qemu, flags.to, opts);
-      if (flags.json) json({ ...r, ...(r.args ? { command: shellJoin(r.args) } : {}) });
+      if (flags.json) json({ ...r, ...(r.args ? { command: command(r.args) } : {}) });
       else if (!r.ok) { diags(r.diagnostics, false); err('convert: fix the errors above first (qnet qemu lint shows all findings)\n'); }
       else {
-        out(r.xml ?? shellJoin(r.args!) + '\n');
+        out(r.xml ?? command(r.args!) + '\n');
         for (const n of r.notes) err(`note: ${n}\n`);
       }
       return r.ok ? 0 : 1;
@@ -104,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'adopt': {
       const r = adopt(qemu, { ...opts, ...(flags.socketDir ? { socketDir: flags.socketDir } : {}) });
-      if (flags.json) json({ ...r, ...(r.args ? { command: shellJoin(r.args) } : {}) });
+      if (flags.json) json({ ...r, ...(r.args ? { command: command(r.args) } : {}) });
       else if (!r.ok) { diags(r.diagnostics, false); err('adopt: fix the errors above first\n'); }
       else {
         if (r.services.length) {
@@ -112,7 +114,7 @@ export async function main(argv: string[]): Promise<number> {
           for (const s of r.services) out(`${s.command} &\n`);
           out('# then QEMU with:\n');
         }
-        out(shellJoin(r.args!) + '\n');
+        out(command(r.args!) + '\n');
         for (const n of r.notes) err(`note: ${n}\n`);
       }
       return r.ok ? 0 : 1;
