@@ -57,7 +57,7 @@ const bad: Array<[string, RegExp]> = [
   ['net=10.0.3.0/24,dhcpstart=10.0.2.15', /dhcpstart: DHCP doesn't belong to network/],
   ['host=10.0.3.2', /host: Host doesn't belong/],
   ['dns=10.0.2.2', /DNS must be different from host/],
-  ['dns=8.8.8.8,restrict=on', /DNS doesn't belong/],
+  ['dns=203.0.113.53,restrict=on', /DNS doesn't belong/],
   ['net=10.0.2.0/3', /range 4-32/],
   ['restrict=maybe', /'restrict' expects 'on' or 'off'/],
   ['ipv4=off,ipv6=off', /IPv4 and IPv6 disabled/],
