@@ -18,83 +18,19 @@
 // guest pings a peer that is still booting.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
 import { makeTempDir } from './helpers/cleanup.ts';
+import { QnetSwitch, type SwitchStats, type PortStats } from './helpers/qnet-switch.ts';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-interface PortStats {
-  id: number; name: string; kind: string; peer: string; isolated: boolean; macs: string[];
-  rxFrames: number; rxBytes: number; txFrames: number; txBytes: number; rxDropped: number; txDropped: number;
-  drops: { vlan: number; spoof: number; mtu: number; isolation: number; filtered: number; malformed: number };
-}
-interface SwitchStats { switch: { flooded: number; forwarded: number; macMoves: number; fdbFull: number }; ports: PortStats[] }
-
-/** `qnet switch` as a real child process; counters through SIGUSR1, stop with SIGTERM. */
-class QnetSwitch {
-  stdout = '';
-  stderr = '';
-  exitCode: number | null | undefined = undefined;
-  readonly exited: Promise<number | null>;
-  private constructor(readonly child: ChildProcess) {
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => (this.stdout += d));
-    child.stderr!.on('data', (d: string) => (this.stderr += d));
-    this.exited = new Promise((r) => child.on('exit', (code) => { this.exitCode = code; r(code); }));
-  }
-  get pid(): number { return this.child.pid!; }
-  static async start(args: string[], listeners: number): Promise<QnetSwitch> {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    const q = new QnetSwitch(child);
-    const end = Date.now() + 20_000;
-    while ((q.stdout.match(/listening on /g) ?? []).length < listeners) {
-      if (q.exitCode !== undefined) throw new Error(`qnet switch exited (${q.exitCode}):\n${q.stderr}${q.stdout}`);
-      if (Date.now() > end) { q.kill(); throw new Error(`qnet switch did not start:\n${q.stderr}${q.stdout}`); }
-      await sleep(25);
-    }
-    return q;
-  }
-  private jsonLines(): string[] { return this.stdout.split('\n').filter((l) => l.startsWith('{')); }
-  /** SIGUSR1 and the JSON line it prints. */
-  async stats(ms = 5000): Promise<SwitchStats> {
-    const n = this.jsonLines().length;
-    process.kill(this.pid, 'SIGUSR1');
-    const end = Date.now() + ms;
-    for (;;) {
-      const lines = this.jsonLines();
-      // a line is only complete once the newline after it has arrived (split drops it otherwise)
-      if (lines.length > n && this.stdout.endsWith('\n')) return JSON.parse(lines[n]) as SwitchStats;
-      if (this.exitCode !== undefined) throw new Error(`qnet switch exited (${this.exitCode}) before answering SIGUSR1:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`no SIGUSR1 answer within ${ms} ms:\n${this.stdout}\n${this.stderr}`);
-      await sleep(20);
-    }
-  }
-  /** SIGTERM: qnet prints the counters once more and exits 0. */
-  async stop(ms = 5000): Promise<{ code: number | null; final: SwitchStats }> {
-    const n = this.jsonLines().length;
-    process.kill(this.pid, 'SIGTERM');
-    const code = await Promise.race([this.exited, deadline(ms)]);
-    if (code === 'timeout') { this.kill(); throw new Error(`qnet switch ignored SIGTERM for ${ms} ms`); }
-    const lines = this.jsonLines();
-    assert.ok(lines.length > n, `no counters printed on SIGTERM:\n${this.stdout}`);
-    return { code, final: JSON.parse(lines[n]) as SwitchStats };
-  }
-  kill(): void {
-    if (this.exitCode !== undefined) return;
-    try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Like sleep, but does not keep the process alive (for races against an exit). */
-const deadline = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
 
 async function freeUdpPorts(n: number): Promise<number[]> {
   const socks: dgram.Socket[] = [];
@@ -242,7 +178,7 @@ describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
       await Promise.all(guests.map((x) => x.waitFor(/^QNET finished$/m, 60_000)));
       after0 = await qnet.stats();
       const tDone = Date.now();
-      ({ code: exitCode, final } = await qnet.stop());
+      ({ code: exitCode, final } = await qnet.stopWithStats());
       console.log(`guests up after ${tUp - t0} ms (boot ${guests.map((x) => `${x.name}=${x.bootMs}ms`).join(' ')}), scripts done after ${tDone - tUp} ms more`);
     } catch (e) {
       setupError = e;

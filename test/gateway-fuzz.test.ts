@@ -5,6 +5,7 @@
 // have thrown nothing out of a handler, and hold bounded state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { random } from './helpers/prng.ts';
 import path from 'node:path';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -18,10 +19,6 @@ import { writeTcp, finishTcpV4, TcpOptions } from '../src/wire/tcp.ts';
 import { writeIcmpv4Echo, ICMP_ECHO_REQUEST } from '../src/wire/icmpv4.ts';
 import { parseIp4, parseMac } from '../src/wire/addr.ts';
 import { StreamPeer, tmpDir } from './link/peers.ts';
-
-function prng(seed: number): () => number {
-  return () => { seed = (seed + 0x6d2b79f5) | 0; let t = Math.imul(seed ^ (seed >>> 15), 1 | seed); t ^= t + Math.imul(t ^ (t >>> 7), 61 | t); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-}
 
 const ip = (s: string) => parseIp4(s)!;
 const GW = parseMac('52:55:0a:00:02:02')!;
@@ -86,7 +83,7 @@ function writeIpv4Fix(b: Buffer, off: number): void {
 
 test('gateway: a hostile guest cannot break the network for a good one', { timeout: 90_000 }, async (t) => {
   const seed = Number(process.env.QNET_FUZZ_SEED ?? Date.now() % 1_000_000);
-  const rand = prng(seed);
+  const rand = random(seed);
   const dir = tmpDir('qnet-gwfuzz-');
   const sock = path.join(dir, 'u.sock');
   const tftp = path.join(dir, 'tftp');

@@ -12,105 +12,21 @@
 // Seeded: QNET_FUZZ_SEED=<n> replays a run; the seed is printed, and added to any failure.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { StreamPeer, UdpPeer, makeFrame, lengthPrefixed } from './link/peers.ts';
 import { makeTempDir } from './helpers/cleanup.ts';
+import { prng } from './helpers/prng.ts';
+import { QnetSwitch, type SwitchStats, type PortStats } from './helpers/qnet-switch.ts';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MAX_FRAME = 69632;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Like sleep, but does not keep the process alive (for races against an exit). */
-const deadline = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
 
-interface PortStats {
-  id: number; name: string; kind: string; peer: string; isolated: boolean; macs: string[];
-  rxFrames: number; rxBytes: number; txFrames: number; txBytes: number; rxDropped: number; txDropped: number;
-  drops: { vlan: number; spoof: number; mtu: number; isolation: number; filtered: number; malformed: number };
-}
-interface SwitchStats { switch: { flooded: number; forwarded: number; macMoves: number; fdbFull: number }; ports: PortStats[] }
-
-/** `qnet switch` as a real child process; counters through SIGUSR1, stop with SIGTERM. */
-class QnetSwitch {
-  stdout = '';
-  stderr = '';
-  exitCode: number | null | undefined = undefined;
-  exitSignal: NodeJS.Signals | null = null;
-  readonly exited: Promise<number | null>;
-  private constructor(readonly child: ChildProcess) {
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => (this.stdout += d));
-    child.stderr!.on('data', (d: string) => (this.stderr += d));
-    this.exited = new Promise((r) => child.on('exit', (code, sig) => { this.exitCode = code; this.exitSignal = sig; r(code); }));
-  }
-  get pid(): number { return this.child.pid!; }
-  get alive(): boolean { return this.exitCode === undefined; }
-  static async start(args: string[], listeners: number): Promise<QnetSwitch> {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    const q = new QnetSwitch(child);
-    const end = Date.now() + 20_000;
-    while ((q.stdout.match(/listening on /g) ?? []).length < listeners) {
-      if (!q.alive) throw new Error(`qnet switch exited (${q.exitCode}):\n${q.stderr}${q.stdout}`);
-      if (Date.now() > end) { q.kill(); throw new Error(`qnet switch did not start:\n${q.stderr}${q.stdout}`); }
-      await sleep(25);
-    }
-    return q;
-  }
-  private jsonLines(): string[] { return this.stdout.split('\n').filter((l) => l.startsWith('{')); }
-  async stats(ms = 5000): Promise<SwitchStats> {
-    const n = this.jsonLines().length;
-    process.kill(this.pid, 'SIGUSR1');
-    const end = Date.now() + ms;
-    for (;;) {
-      const lines = this.jsonLines();
-      if (lines.length > n && this.stdout.endsWith('\n')) return JSON.parse(lines[n]) as SwitchStats;
-      if (!this.alive) throw new Error(`qnet switch exited (${this.exitCode ?? this.exitSignal}) before answering SIGUSR1:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`no SIGUSR1 answer within ${ms} ms:\n${this.stderr}`);
-      await sleep(20);
-    }
-  }
-  async stop(ms = 5000): Promise<number | null | 'timeout'> {
-    if (!this.alive) return this.exitCode ?? null;
-    process.kill(this.pid, 'SIGTERM');
-    return Promise.race([this.exited, deadline(ms)]);
-  }
-  kill(): void {
-    if (!this.alive) return;
-    try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-}
-
-/** mulberry32: small, fast, good enough to drive a fuzzer reproducibly. */
-function prng(seed: number): { u32(): number; int(lo: number, hi: number): number; chance(p: number): boolean; bytes(n: number): Buffer } {
-  let a = seed >>> 0;
-  const u32 = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-  return {
-    u32,
-    int: (lo, hi) => lo + (u32() % (hi - lo + 1)), // inclusive
-    chance: (p) => u32() / 2 ** 32 < p,
-    bytes: (n) => {
-      const b = Buffer.allocUnsafe(n);
-      for (let i = 0; i < n; i += 4) {
-        const v = u32();
-        for (let j = 0; j < 4 && i + j < n; j++) b[i + j] = (v >>> (8 * j)) & 0xff;
-      }
-      return b;
-    },
-  };
-}
 
 const macStr = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 

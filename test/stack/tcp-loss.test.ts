@@ -5,6 +5,7 @@
 // SACK-based recovery; a stall or corruption fails the test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { random } from '../helpers/prng.ts';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,13 +13,9 @@ import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { startTapGuest } from '../helpers/tap-guest.ts';
 
-function prng(seed: number): () => number {
-  return () => { seed = (seed + 0x6d2b79f5) | 0; let t = Math.imul(seed ^ (seed >>> 15), 1 | seed); t ^= t + Math.imul(t ^ (t >>> 7), 61 | t); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-}
-
 test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { timeout: 120_000 }, async (t) => {
   const seed = Number(process.env.QNET_LOSS_SEED ?? Date.now() % 100000);
-  const rand = prng(seed);
+  const rand = random(seed);
   const LOSS = 0.02;
   let dropped = 0;
   const g = await startTapGuest({
