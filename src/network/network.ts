@@ -225,12 +225,31 @@ export class Network {
   }
 
   attachPort(p: Port, spec?: AttachSpec, owner?: string): void {
+    // Registered before the switch's own close handler, so the port's MACs are still known.
+    p.onClosed(() => this.portGone(p));
     this.sw.attach(p, spec?.port ?? {});
     if (owner) {
       this.portOwners.set(p, owner);
       p.onClosed(() => this.portOwners.delete(p));
     }
     this.log.info('guest port attached', { port: p.name, on: spec?.text ?? owner });
+  }
+
+  /**
+   * A guest's port went away (QEMU exited or restarted): its flows can never complete, so
+   * the host sides are closed now rather than lingering until keepalives give up.
+   */
+  private portGone(p: Port): void {
+    const macs = new Set(this.sw.macsOn(p));
+    if (macs.size === 0) return;
+    let flows = 0;
+    for (const [ip, n] of this.gw.neighbours) {
+      if (!macs.has(macKeyString(n.mac.readUInt16BE(0) * 0x100000000 + n.mac.readUInt32BE(2)))) continue;
+      flows += this.tcp.abortGuest(ip);
+      this.udpNat?.closeGuest(ip);
+      this.icmpNat?.closeGuest(ip);
+    }
+    if (flows > 0) this.log.info('guest port closed: its connections were reset on the host side', { port: p.name, connections: flows });
   }
 
   /** Connect to a QEMU stream server (qnet run) and keep reconnecting while it lives. */

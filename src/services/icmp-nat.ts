@@ -90,5 +90,8 @@ export class IcmpNat {
 
   get size(): number { return this.flows.size; }
 
+  /** Drop every flow of a guest address (its VM is gone). */
+  closeGuest(ip: number): void { for (const f of [...this.flows.values()]) if (f.guestIp === ip) this.close(f); }
+
   closeAll(): void { for (const f of [...this.flows.values()]) this.close(f); }
 }

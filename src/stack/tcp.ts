@@ -39,6 +39,10 @@ const RTO_INIT = 1000;
 const SYN_RETRIES = 5;
 const DATA_RETRIES = 12;
 const TIME_WAIT_MS = 2000;
+/** Keepalive towards the guest, as Linux and slirp do: after 2 h idle, 9 probes 75 s apart. */
+const KEEPALIVE_IDLE_MS = 2 * 3600_000;
+const KEEPALIVE_INTERVAL_MS = 75_000;
+const KEEPALIVE_PROBES = 9;
 /** Segments per burst once the pipe is full (see output()). */
 const BURST = 16;
 /** Most out-of-order bytes kept per connection. */
@@ -123,6 +127,9 @@ export class TcpConn {
   private rttAt = 0;
   retries = 0;
   readonly rtxTimer: Timer;
+  /** guest-side keepalive: a guest that vanished without a FIN or RST is found out */
+  private readonly kaTimer: Timer;
+  private kaProbes = 0;
   // the host side
   host: Duplex | null = null;
   private hostPaused = false;
@@ -138,6 +145,15 @@ export class TcpConn {
   constructor(readonly stack: TcpStack, readonly guestIp: number, readonly guestPort: number,
     readonly remoteIp: number, readonly remotePort: number) {
     this.rtxTimer = new Timer(() => this.onRtx());
+    this.kaTimer = new Timer(() => this.onKeepalive());
+  }
+
+  private onKeepalive(): void {
+    if (this.state === State.Closed || this.state === State.TimeWait) return;
+    if (++this.kaProbes > KEEPALIVE_PROBES) { this.abort(true); return; }
+    // an already-acknowledged sequence number: a live guest answers with an ACK
+    this.sendFlags(TCP_ACK, seqAdd(this.sndUna, -1));
+    this.stack.timers.arm(this.kaTimer, KEEPALIVE_INTERVAL_MS);
   }
 
   get key(): string { return `${this.guestIp}:${this.guestPort}-${this.remoteIp}:${this.remotePort}`; }
@@ -199,6 +215,8 @@ export class TcpConn {
 
   input(h: TcpHeader, buf: Buffer): void {
     const flags = h.flags;
+    this.kaProbes = 0;
+    this.stack.timers.arm(this.kaTimer, KEEPALIVE_IDLE_MS);
     if (flags & TCP_RST) {
       // RFC 5961-style check: only an in-window RST counts.
       if (this.state === State.SynSent ? seqDiff(h.ack, this.sndNxt) === 0 : (seqLe(this.rcvNxt, h.seq) && seqLt(h.seq, seqAdd(this.rcvNxt, Math.max(1, this.window()))))) {
@@ -747,6 +765,7 @@ export class TcpConn {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.stack.timers.cancel(this.rtxTimer);
+    this.stack.timers.cancel(this.kaTimer);
     this.chunks = [];
     this.queued = 0;
     this.releaseHost();
@@ -924,6 +943,13 @@ export class TcpStack {
       if (m.size === 0) this.conns.delete(gk);
       this.uncount(c);
     }
+  }
+
+  /** Reset the host side of every connection of a guest address (its VM is gone). */
+  abortGuest(ip: number): number {
+    let n = 0;
+    for (const c of this.connections()) if (c.guestIp === ip) { c.abort(false); n++; }
+    return n;
   }
 
   close(): void {
