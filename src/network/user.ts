@@ -37,6 +37,14 @@ export function parseUserCliOptions(optstr: string): UserCliOptions {
   }
   const r = parseUserNetdev(formatQemuOpts(rest));
   if (!r.ok) throw new Error(r.error);
+  // Options QEMU accepts that qnet does not serve: refuse or say so, never ignore silently.
+  if (r.config.smb !== undefined) {
+    throw new Error(`Parameter 'smb' is not supported by qnet (QEMU runs the host's smbd for it); share the directory another way: a guestfwd to an SMB server you run, or tftp=`);
+  }
+  if (!r.config.ipv4) throw new Error(`ipv4=off: qnet serves IPv4 user networks only (IPv6 is not implemented yet)`);
+  if (rest.some(([k]) => k.startsWith('ipv6-'))) {
+    r.config.warnings.push('the ipv6-* options are accepted but qnet does not serve IPv6 yet: guests get IPv4 only');
+  }
   return { config: r.config, dnsUpstreams: dnsUpstreams.length ? dnsUpstreams : undefined, mtu };
 }
 
