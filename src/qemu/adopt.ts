@@ -64,6 +64,12 @@ export function adoptAnalysis(a: Analysis, opts: AdoptOptions = {}): AdoptOutput
   const switches = new Map<string, AdoptedService>();
   m.netdevs = m.netdevs.map((nd) => {
     if (nd.type === 'user') {
+      // qnet serves neither SMB (QEMU runs the host's smbd) nor IPv6-only networks: keep those on QEMU's slirp.
+      const keys = new Set(nd.entries.map(([k]) => k));
+      if (keys.has('smb') || nd.entries.some(([k, v]) => k === 'ipv4' && v === 'off')) {
+        m.notes.push(`left user netdev ${nd.id} on QEMU's own slirp: qnet does not serve ${keys.has('smb') ? 'smb=' : 'ipv4=off'}`);
+        return nd;
+      }
       const path = `${dir}/${nd.id}.sock`;
       const optstr = formatQemuOpts(nd.entries);
       const argv = [qnet, 'user', optstr, '--listen', `unix:${path}`];
