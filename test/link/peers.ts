@@ -5,8 +5,14 @@ import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 
+const tmpDirs: string[] = [];
+process.on('exit', () => { for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+/** A temporary directory, removed when the test process exits. */
 export function tmpDir(prefix = 'qnet-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tmpDirs.push(d);
+  return d;
 }
 
 /** An Ethernet frame: dst, src, ethertype, payload of `size` total bytes with a recognisable body. */
