@@ -190,8 +190,9 @@ describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same opt
     assert.notEqual(src, '0');
     assert.equal(sref, '0', 'slirp: no ICMP port unreachable reaches the guest');
     // busybox nslookup sends two queries and, depending on when the second ICMP error lands,
-    // may still wait out its timeout after the first "refused"; so only "never slower" holds.
-    assert.ok(Number(qms) <= Number(sms), `qnet (${qms} ms) is slower than slirp (${sms} ms)`);
+    // may still wait out its timeout after the first "refused"; so only "never slower" holds
+    // (within scheduling noise when both wait out the same timeout).
+    assert.ok(Number(qms) <= Number(sms) + 500, `qnet (${qms} ms) is slower than slirp (${sms} ms)`);
   });
 
   test('hostfwd reaches the guest httpd on both', async () => {
