@@ -1,7 +1,6 @@
 // `qnet user [OPTIONS] [--listen ADDR]...`: one user-mode network, configured with QEMU's
 // own `-netdev user` option string (plus qnet's dnsupstream=IP[:PORT], repeatable).
 import { parseArgs } from 'node:util';
-import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
@@ -56,17 +55,11 @@ export async function main(argv: string[]): Promise<number> {
   // The network runs inside a daemon of its own (no config file, state in a scratch dir), so
   // the control API and the `qnet forward` commands work on it like on `qnet up`'s networks.
   const runtimeDir = defaultRuntimeDir();
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `qnet-user-${process.pid}-`));
-  let daemon: Daemon;
-  try {
-    daemon = await Daemon.start({
-      path: null, stateDir, runtimeDir, api: {}, warnings: [],
-      networks: [userNetworkConfig('user', opts, listen, { connect, pcap: values.pcap })],
-    });
-  } catch (e) {
-    fs.rmSync(stateDir, { recursive: true, force: true });
-    throw e;
-  }
+  // (stateDir '': like slirp, a one-off user network keeps no state on disk)
+  const daemon = await Daemon.start({
+    path: null, stateDir: '', runtimeDir, api: {}, warnings: [],
+    networks: [userNetworkConfig('user', opts, listen, { connect, pcap: values.pcap })],
+  });
   const api = await startApi(daemon, { socketPath: values.api ?? path.join(runtimeDir, `user-${process.pid}.api.sock`) });
   daemon.apiSocket = api.socketPath;
   const net = daemon.net('user');
@@ -84,6 +77,5 @@ export async function main(argv: string[]): Promise<number> {
   });
   await api.close();
   daemon.stop();
-  fs.rmSync(stateDir, { recursive: true, force: true });
   return 0;
 }

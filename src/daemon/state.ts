@@ -29,12 +29,14 @@ export class StateStore {
   private timer: NodeJS.Timeout | null = null;
   readonly file: string;
 
+  /** dir '' keeps the state in memory only (a one-off `qnet user`). */
   constructor(readonly dir: string) {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.file = path.join(dir, 'state.json');
+    if (dir) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.file = dir ? path.join(dir, 'state.json') : '';
   }
 
   load(): State {
+    if (!this.file) return this.state;
     try {
       const s = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Partial<State>;
       if (s && s.version === 1 && typeof s.networks === 'object' && Array.isArray(s.vms)) this.state = s as State;
@@ -57,6 +59,7 @@ export class StateStore {
 
   save(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (!this.file) return;
     const tmp = `${this.file}.${process.pid}.tmp`;
     try {
       const fd = fs.openSync(tmp, 'w', 0o600);
