@@ -67,7 +67,6 @@ export async function main(argv: string[]): Promise<number> {
     }
 
     const started = await api.post<CaptureResult>(`/v1/networks/${seg(netName)}/capture`, body);
-    if (!values.json) process.stderr.write(`capturing ${what} to ${file} (capture ${started.id}); Ctrl-C stops\n`);
     await new Promise<void>((resolve) => {
       const keepAlive = setInterval(() => {}, 1 << 30); // signal handlers alone do not keep node running
       const onSig = (): void => {
@@ -78,6 +77,8 @@ export async function main(argv: string[]): Promise<number> {
       process.on('SIGINT', onSig);
       process.on('SIGTERM', onSig);
       process.on('SIGHUP', onSig);
+      // only now say so: a Ctrl-C that follows the message must find the handler in place
+      if (!values.json) process.stderr.write(`capturing ${what} to ${file} (capture ${started.id}); Ctrl-C stops\n`);
     });
     const r = await api.post<CaptureResult>(`/v1/captures/${seg(started.id)}/stop`);
     return done(r);

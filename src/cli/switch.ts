@@ -5,6 +5,7 @@ import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts'
 import { connectAttachPoint, listenAttachPoint, type OpenAttachPoint } from '../link/attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger, setLogLevel } from '../util/log.ts';
+import { stopSignal } from '../util/signals.ts';
 
 const log = logger('switch');
 
@@ -85,14 +86,11 @@ export async function main(argv: string[]): Promise<number> {
   const agingMs = values.aging ? Number(values.aging) * 1000 : undefined;
   const running = await startSwitch({ listen, connect, pcap: values.pcap, mtu, agingMs });
   process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(running.stats()) + '\n'));
+  const stopped = stopSignal();
   listen.forEach((spec, i) => {
     process.stdout.write(`qnet switch: listening on ${spec.text}\n  QEMU: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i},mac=52:54:00:XX:XX:XX\n`);
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  await stopped;
   process.stdout.write(JSON.stringify(running.stats()) + '\n');
   running.close();
   return 0;

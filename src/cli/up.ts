@@ -6,6 +6,7 @@ import { loadConfig, ConfigError } from '../config/config.ts';
 import { Daemon } from '../daemon/daemon.ts';
 import { startApi } from '../daemon/api.ts';
 import { logger, setLogLevel, setLogJson } from '../util/log.ts';
+import { stopSignal } from '../util/signals.ts';
 
 const log = logger('up');
 
@@ -58,24 +59,21 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   daemon.apiSocket = api.socketPath;
+  let reloading = Promise.resolve();
+  const reload = async (): Promise<void> => {
+    try {
+      const next = loadConfig(config.path, dirs);
+      for (const w of next.warnings) log.warn(w);
+      await daemon.reload(next);
+    } catch (e) {
+      log.error('reload failed; keeping the running configuration', { error: e instanceof ConfigError ? e.message : (e as Error).message });
+    }
+  };
+  const stopped = stopSignal();
+  process.on('SIGHUP', () => { reloading = reloading.then(() => reload()); });
   process.stdout.write(`qnet up: control API on ${api.socketPath}${api.tcpPort ? ` and 127.0.0.1:${api.tcpPort} (token)` : ''}\n${daemon.banner()}\n`);
 
-  let reloading = Promise.resolve();
-  process.on('SIGHUP', () => {
-    reloading = reloading.then(async () => {
-      try {
-        const next = loadConfig(config.path, dirs);
-        for (const w of next.warnings) log.warn(w);
-        await daemon.reload(next);
-      } catch (e) {
-        log.error('reload failed; keeping the running configuration', { error: e instanceof ConfigError ? e.message : (e as Error).message });
-      }
-    });
-  });
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
+  await stopped;
   await reloading;
   await api.close();
   daemon.stop();

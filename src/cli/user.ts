@@ -10,6 +10,7 @@ import { Daemon } from '../daemon/daemon.ts';
 import { startApi } from '../daemon/api.ts';
 import { defaultRuntimeDir } from '../daemon/paths.ts';
 import { setLogLevel } from '../util/log.ts';
+import { stopSignal } from '../util/signals.ts';
 
 const USAGE = `usage: qnet user [OPTIONS] [--listen ADDR]... [--connect ADDR]... [--pcap FILE] [--api PATH]
 
@@ -64,17 +65,15 @@ export async function main(argv: string[]): Promise<number> {
   daemon.apiSocket = api.socketPath;
   const net = daemon.net('user');
   const c = opts.config;
+  const stopped = stopSignal();
+  process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(net.stats()) + '\n'));
   process.stdout.write(`qnet user: network ${c.net}/${c.prefixLength}, gateway ${c.host}, DNS ${c.dns}, DHCP from ${c.dhcpstart}${c.restrict ? ', restricted' : ''}\n`);
   for (const r of net.hostfwd.rules) process.stdout.write(`  hostfwd ${r.proto} ${r.hostAddr || '*'}:${r.boundPort} -> guest ${r.guestAddr || c.dhcpstart}:${r.guestPort}\n`);
   listen.forEach((spec, i) => {
     process.stdout.write(`  attach QEMU with: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i}\n`);
   });
   process.stdout.write(`  control: qnet forward ls|add|rm user ... --api ${api.socketPath}\n`);
-  process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(net.stats()) + '\n'));
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
+  await stopped;
   await api.close();
   daemon.stop();
   return 0;
