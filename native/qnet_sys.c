@@ -562,6 +562,14 @@ static int send_result(ssize_t r) {
   return errno ? errno : EIO;
 }
 
+// One datagram (or tap frame) out, retried on EINTR: to `to` with sendto, or with write when NULL.
+static int send_one(int fd, const void *p, size_t n, const struct sockaddr *to, socklen_t tl) {
+  ssize_t r;
+  do r = to ? sendto(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL, to, tl) : write(fd, p, n);
+  while (r < 0 && errno == EINTR);
+  return send_result(r);
+}
+
 // sendUnix(handle, buf, path) -> 0 | errno
 static napi_value send_unix(napi_env env, napi_callback_info ci) {
   napi_value argv[3];
@@ -575,10 +583,7 @@ static napi_value send_unix(napi_env env, napi_callback_info ci) {
   socklen_t sl;
   if (fill_sun(env, argv[2], &sun, &sl) < 0) return NULL;
   if (h->closed || h->kind != KIND_UNIX) return make_int(env, EBADF);
-  ssize_t r;
-  do r = sendto(h->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, sl);
-  while (r < 0 && errno == EINTR);
-  return make_int(env, send_result(r));
+  return make_int(env, send_one(h->fd, p, n, (struct sockaddr *)&sun, sl));
 }
 
 // sendIcmp(handle, buf /* ICMP header + data */, dstIp /* u32 host order */) -> 0 | errno
@@ -598,10 +603,7 @@ static napi_value send_icmp(napi_env env, napi_callback_info ci) {
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(ip);
-  ssize_t r;
-  do r = sendto(h->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sin, sizeof sin);
-  while (r < 0 && errno == EINTR);
-  return make_int(env, send_result(r));
+  return make_int(env, send_one(h->fd, p, n, (struct sockaddr *)&sin, sizeof sin));
 }
 
 // write(handle, buf) -> 0 | errno  (tap)
@@ -614,10 +616,7 @@ static napi_value write_fd(napi_env env, napi_callback_info ci) {
   size_t n;
   if (get_buf(env, argv[1], &p, &n) < 0) return NULL;
   if (h->closed || h->kind != KIND_TAP) return make_int(env, EBADF);
-  ssize_t r;
-  do r = write(h->fd, p, n);
-  while (r < 0 && errno == EINTR);
-  return make_int(env, send_result(r));
+  return make_int(env, send_one(h->fd, p, n, NULL, 0));
 }
 
 // ---- misc -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
 import { makeTempDir, onExit } from './helpers/cleanup.ts';
 import { createNetns, cleanupNetns, type Netns } from './helpers/netns.ts';
-import { QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
+import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
 const HTTP_PORT = 8080;
@@ -47,14 +47,7 @@ function userOpts(tftpDir: string, hostfwdPort: number): string {
 
 // One script for both guests, byte for byte.
 const script = `
-now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
-oneline() { tr '\\n' ' ' | tr -s ' '; }
-pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
-  rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
-  echo "QNET ping-$1 $rc \${rx:-0}"
-}
-udhcpc -i eth0 -n -q -t 5 -T 2 -O search -O tftp -O bootfile
+${GUEST_SH_LIB}udhcpc -i eth0 -n -q -t 5 -T 2 -O search -O tftp -O bootfile
 echo QNET dhcp-rc $?
 pingt gw 10.0.2.2
 pingt dns 10.0.2.3

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
 import { makeTempDir } from './helpers/cleanup.ts';
 import { createNetns, veth, cleanupNetns, type Netns } from './helpers/netns.ts';
-import { QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
+import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
 const B_IP = '198.51.100.1';
@@ -30,14 +30,7 @@ const TCP_PORT = 7000;
 const CLOSED_PORT = 7009;
 
 const script = `
-now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
-oneline() { tr '\\n' ' ' | tr -s ' '; }
-pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
-  rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
-  echo "QNET ping-$1 $rc \${rx:-0}"
-}
-udhcpc -i eth0 -n -q -t 5 -T 2
+${GUEST_SH_LIB}udhcpc -i eth0 -n -q -t 5 -T 2
 echo QNET dhcp-rc $?
 pingt b ${B_IP}
 echo QNET tcp $(echo hello-${TOKEN} | timeout 10 nc ${B_IP} ${TCP_PORT} 2>&1 | oneline)
