@@ -1,6 +1,6 @@
 // `qnet forward add|rm|ls`: host port forwards into a network's guests, at runtime.
 import net from 'node:net';
-import type { ForwardInfo, ForwardSpec } from '../daemon/types.ts';
+import type { ForwardInfo, ForwardRequest, ForwardRule } from '../daemon/types.ts';
 import { seg } from '../daemon/client.ts';
 import { client, json, parse, runCommand, table, UsageError } from './common.ts';
 import { hostPort } from './net.ts';
@@ -25,7 +25,7 @@ function port(s: string, what: string, min = 1): number {
 }
 
 /** `[tcp|udp:][HOSTADDR:]HOSTPORT` */
-export function parseHostSide(s: string): Pick<ForwardSpec, 'proto' | 'hostAddr' | 'hostPort'> {
+export function parseHostSide(s: string): Pick<ForwardRequest, 'proto' | 'hostAddr' | 'hostPort'> {
   let proto: 'tcp' | 'udp' = 'tcp';
   let rest = s;
   const m = /^(tcp|udp):(.*)$/i.exec(s);
@@ -41,19 +41,19 @@ export function parseHostSide(s: string): Pick<ForwardSpec, 'proto' | 'hostAddr'
   }
   if (addr === '') addr = undefined;
   if (addr !== undefined && net.isIP(addr) === 0) throw new UsageError(`host address must be an IP address, got '${addr}'`);
-  const spec: Pick<ForwardSpec, 'proto' | 'hostAddr' | 'hostPort'> = { proto, hostPort: port(p, 'the host port', 0) };
+  const spec: Pick<ForwardRequest, 'proto' | 'hostAddr' | 'hostPort'> = { proto, hostPort: port(p, 'the host port', 0) };
   if (addr !== undefined) spec.hostAddr = addr;
   return spec;
 }
 
 /** `GUEST:PORT` */
-export function parseGuestSide(s: string): Pick<ForwardSpec, 'guest' | 'guestPort'> {
+export function parseGuestSide(s: string): Pick<ForwardRule, 'guest' | 'guestPort'> {
   const i = s.lastIndexOf(':');
   if (i <= 0) throw new UsageError(`the guest side must be GUEST:PORT (a VM name or IPv4 address, then a port), got '${s}'`);
   return { guest: s.slice(0, i), guestPort: port(s.slice(i + 1), 'the guest port') };
 }
 
-export function parseForwardArgs(host: string, guest: string): ForwardSpec {
+export function parseForwardArgs(host: string, guest: string): ForwardRequest {
   return { ...parseHostSide(host), ...parseGuestSide(guest) };
 }
 

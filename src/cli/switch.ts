@@ -1,8 +1,8 @@
 // `qnet switch`: a bare L2 switch (an isolated segment: guests reach each other, nothing else).
 import { parseArgs } from 'node:util';
 import { Switch } from '../switch/switch.ts';
-import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
-import { connectAttachPoint, listenAttachPoint, type OpenAttachPoint } from '../link/attach.ts';
+import { qemuNetdevFor } from '../link/endpoint.ts';
+import { connectAttachPoint, listenAttachPoint, parseAttach, type AttachSpec, type OpenAttachPoint } from '../network/attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger, setLogLevel } from '../util/log.ts';
 import { stopSignal } from '../util/signals.ts';

@@ -3,12 +3,13 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import fs from 'node:fs';
-import { parseAttach, qemuNetdevFor, type AttachSpec } from '../link/address.ts';
-import { parseUserCliOptions } from '../network/user.ts';
+import { qemuNetdevFor } from '../link/endpoint.ts';
+import { parseAttach, type AttachSpec } from '../network/attach.ts';
+import { parseUserCliOptions } from '../qemu/user-network.ts';
 import { userNetworkConfig } from '../config/config.ts';
 import { Daemon } from '../daemon/daemon.ts';
 import { startApi } from '../daemon/api.ts';
-import { defaultRuntimeDir } from '../daemon/paths.ts';
+import { defaultRuntimeDir } from '../common/paths.ts';
 import { setLogLevel } from '../util/log.ts';
 import { stopSignal } from '../util/signals.ts';
 
@@ -68,7 +69,7 @@ export async function main(argv: string[]): Promise<number> {
   const stopped = stopSignal();
   process.on('SIGUSR1', () => process.stdout.write(JSON.stringify(net.stats()) + '\n'));
   process.stdout.write(`qnet user: network ${c.net}/${c.prefixLength}, gateway ${c.host}, DNS ${c.dns}, DHCP from ${c.dhcpstart}${c.restrict ? ', restricted' : ''}\n`);
-  for (const r of net.hostfwd.rules) process.stdout.write(`  hostfwd ${r.proto} ${r.hostAddr || '*'}:${r.boundPort} -> guest ${r.guestAddr || c.dhcpstart}:${r.guestPort}\n`);
+  for (const r of net.hostfwd.rules) process.stdout.write(`  hostfwd ${r.proto} ${r.hostAddr || '*'}:${r.boundPort} -> guest ${r.guest || c.dhcpstart}:${r.guestPort}\n`);
   listen.forEach((spec, i) => {
     process.stdout.write(`  attach QEMU with: -netdev ${qemuNetdevFor(spec.endpoint, `n${i}`)} -device virtio-net-pci,netdev=n${i}\n`);
   });

@@ -18,11 +18,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import YAML from 'yaml';
-import { parseAttach, type AttachSpec } from '../link/address.ts';
+import { parseAttach, type AttachSpec } from '../network/attach.ts';
 import { inSubnet, ip4ToString, maskOf, parseIp4 } from '../wire/addr.ts';
-import type { NetworkMode, ForwardSpec } from '../daemon/types.ts';
-import { defaultRuntimeDir, defaultStateDir } from '../daemon/paths.ts';
-import { parseUserCliOptions, type UserCliOptions } from '../network/user.ts';
+import type { NetworkMode, ForwardRule } from '../common/types.ts';
+import { defaultRuntimeDir, defaultStateDir } from '../common/paths.ts';
+import { parseUserCliOptions, type UserCliOptions } from '../qemu/user-network.ts';
 
 export interface HostEntry { mac: string; ip: number; name?: string }
 export interface RecordEntry { name: string; ip: number }
@@ -40,7 +40,7 @@ export interface NetworkConfig {
   hosts: HostEntry[];
   records: RecordEntry[];
   upstreams?: { host: string; port: number }[];
-  forwards: ForwardSpec[];
+  forwards: ForwardRule[];
   mtu: number;
   attach: AttachSpec[];
   /** QEMU stream servers to connect to (qnet user --connect) */
@@ -328,8 +328,8 @@ export function userNetworkConfig(name: string, user: UserCliOptions, attach: At
   };
 }
 
-function parseForwards(r: Reader, p: (string | number)[], v: Node): ForwardSpec[] {
-  return list(r, [...p, 'forwards'], v).map((f, j): ForwardSpec => {
+function parseForwards(r: Reader, p: (string | number)[], v: Node): ForwardRule[] {
+  return list(r, [...p, 'forwards'], v).map((f, j): ForwardRule => {
     const q = [...p, 'forwards', j];
     if (!isMap(f)) r.fail(q, 'expected { proto, hostPort, guest, guestPort }');
     checkKeys(r, q, f, ['proto', 'hostAddr', 'hostPort', 'guest', 'guestPort']);

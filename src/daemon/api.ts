@@ -17,7 +17,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import {
   BadRequestError, NotFoundError,
-  type DaemonControl, type ForwardSpec, type VmRecord,
+  type DaemonControl, type ForwardRequest, type VmRecord,
 } from './types.ts';
 
 export interface ApiOptions {
@@ -93,13 +93,13 @@ function object(v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export function parseForwardSpec(v: unknown): ForwardSpec {
+export function parseForwardSpec(v: unknown): ForwardRequest {
   const b = object(v);
   const proto = b.proto ?? 'tcp';
   if (proto !== 'tcp' && proto !== 'udp') throw new BadRequestError(`'proto' must be "tcp" or "udp", got ${JSON.stringify(proto)}`);
   const hostAddr = str(b, 'hostAddr', false);
   if (hostAddr !== undefined && net.isIP(hostAddr) === 0) throw new BadRequestError(`'hostAddr' must be an IP address, got ${JSON.stringify(hostAddr)}`);
-  const spec: ForwardSpec = {
+  const spec: ForwardRequest = {
     proto,
     hostPort: int(b, 'hostPort', true, 0, 65535)!,
     guest: str(b, 'guest', true)!,

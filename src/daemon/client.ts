@@ -6,7 +6,7 @@
 // (paths.ts): `${XDG_RUNTIME_DIR}/qnet/api.sock`, `/run/qnet/api.sock` for root,
 // `/tmp/qnet-$UID/api.sock` otherwise.
 import http from 'node:http';
-import { defaultApiSocket } from './paths.ts';
+import { defaultApiSocket } from '../common/paths.ts';
 
 /** The API answered with an error status. */
 export class ApiError extends Error {

@@ -5,17 +5,16 @@ import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Network, type NetworkOptions } from '../network/network.ts';
-import { userNetworkOptions } from '../network/user.ts';
+import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
-import { qemuNetdevFor } from '../link/address.ts';
-import type { HostFwdRule } from '../services/hostfwd.ts';
+import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
 import {
   BadRequestError, NotFoundError,
-  type AttachResult, type DaemonControl, type ForwardInfo, type ForwardSpec, type LeaseInfo, type NetworkInfo,
+  type AttachResult, type ForwardRequest, type DaemonControl, type ForwardInfo, type ForwardRule, type LeaseInfo, type NetworkInfo,
   type PortInfo, type StatusInfo, type VmRecord,
 } from './types.ts';
 
@@ -30,10 +29,6 @@ interface Running {
   net: Network;
 }
 
-function toRule(f: ForwardSpec): HostFwdRule {
-  return { proto: f.proto, hostAddr: f.hostAddr ?? '127.0.0.1', hostPort: f.hostPort, guestAddr: f.guest, guestPort: f.guestPort };
-}
-
 function forwardId(proto: string, hostAddr: string, hostPort: number): string { return `${proto}:${hostAddr || '0.0.0.0'}:${hostPort}`; }
 
 function pidAlive(pid: number): boolean {
@@ -44,7 +39,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
   if (cfg.mode === 'user') {
     return {
       ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, connect: cfg.connect, pcap: cfg.pcap, name: cfg.name }),
-      forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards.map(toRule)],
+      forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards],
     };
   }
   return {
@@ -63,7 +58,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     records: cfg.records,
     upstreams: cfg.upstreams,
     mtu: cfg.mtu,
-    forwards: cfg.forwards.map(toRule),
+    forwards: cfg.forwards,
     listen: cfg.attach,
   };
 }
@@ -115,7 +110,7 @@ export class Daemon implements DaemonControl {
     net.dhcp.importLeases(st.leases);
     for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
     for (const f of st.forwards) {
-      try { await net.hostfwd.add(toRule(f)); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
+      try { await net.hostfwd.add(f); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
     }
     log.info('network up', { network: cfg.name, mode: cfg.mode, subnet: cidr(cfg), attach: cfg.attach.map((a) => a.text).join(' ') });
   }
@@ -227,7 +222,7 @@ export class Daemon implements DaemonControl {
     return r.net.forwards().map((f) => {
       const id = forwardId(f.proto, f.hostAddr, f.boundPort);
       return {
-        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guestAddr || ip4ToString(f.guestIp), guestPort: f.guestPort,
+        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guest || ip4ToString(f.guestIp), guestPort: f.guestPort,
         connections: f.connections, source: runtime.has(id) || runtime.has(forwardId(f.proto, f.hostAddr, f.hostPort)) ? 'runtime' : 'config',
       };
     });
@@ -243,7 +238,7 @@ export class Daemon implements DaemonControl {
     return nets.flatMap((r) => this.forwardInfo(r).map((f) => ({ ...f, network: r.cfg.name })));
   }
 
-  async addForward(network: string, spec: ForwardSpec): Promise<ForwardInfo> {
+  async addForward(network: string, spec: ForwardRequest): Promise<ForwardInfo> {
     const r = this.get(network);
     if (spec.proto !== 'tcp' && spec.proto !== 'udp') throw new BadRequestError(`proto '${spec.proto}' is not tcp or udp`);
     if (!Number.isInteger(spec.hostPort) || spec.hostPort < 0 || spec.hostPort > 65535) throw new BadRequestError(`hostPort ${spec.hostPort} is out of range 0-65535`);
@@ -253,11 +248,11 @@ export class Daemon implements DaemonControl {
     if (hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IPv4 address`);
     let active;
     try {
-      active = await r.net.hostfwd.add(toRule({ ...spec, hostAddr }));
+      active = await r.net.hostfwd.add({ ...spec, hostAddr });
     } catch (e) {
       throw new BadRequestError((e as Error).message, /already/.test((e as Error).message) ? 409 : 400);
     }
-    const saved: ForwardSpec = { proto: spec.proto, hostAddr, hostPort: active.boundPort, guest: spec.guest, guestPort: spec.guestPort };
+    const saved: ForwardRule = { proto: spec.proto, hostAddr, hostPort: active.boundPort, guest: spec.guest, guestPort: spec.guestPort };
     this.store.net(network).forwards.push(saved);
     this.store.changed();
     return this.forwardInfo(r).find((f) => f.id === forwardId(spec.proto, hostAddr, active.boundPort))!;

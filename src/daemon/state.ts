@@ -4,14 +4,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LeaseRecord } from '../services/dhcp.ts';
-import type { ForwardSpec, VmRecord } from './types.ts';
+import type { ForwardRule, VmRecord } from './types.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('state');
 
 export interface NetworkState {
   leases: LeaseRecord[];
-  forwards: ForwardSpec[];
+  forwards: ForwardRule[];
   /** VM name -> MAC */
   macs: Record<string, string>;
 }

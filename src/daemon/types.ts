@@ -2,8 +2,12 @@
 // routes onto DaemonControl; the daemon (daemon.ts) implements it.
 
 import type { PortCounters } from '../link/port.ts';
+import type { ForwardRule, NetworkMode } from '../common/types.ts';
 
-export type NetworkMode = 'nat' | 'isolated' | 'user';
+export type { ForwardRule, NetworkMode };
+
+/** A forward as asked for: hostAddr defaults to 127.0.0.1 (never every address unless asked). */
+export type ForwardRequest = Omit<ForwardRule, 'hostAddr'> & { hostAddr?: string };
 
 export interface PortInfo extends PortCounters {
   id: number;
@@ -29,17 +33,7 @@ export interface LeaseInfo {
   static: boolean;
 }
 
-export interface ForwardSpec {
-  proto: 'tcp' | 'udp';
-  /** host address to listen on; default 127.0.0.1 (never all addresses unless asked) */
-  hostAddr?: string;
-  hostPort: number;
-  /** VM name (resolved through leases/static hosts at connection time) or IPv4 address */
-  guest: string;
-  guestPort: number;
-}
-
-export interface ForwardInfo extends Required<ForwardSpec> {
+export interface ForwardInfo extends ForwardRule {
   /** `proto:hostAddr:hostPort`, the handle for removal */
   id: string;
   connections: number;
@@ -111,7 +105,7 @@ export interface DaemonControl {
   network(name: string): NetworkInfo;
   leases(network?: string): (LeaseInfo & { network: string })[];
   forwards(network?: string): (ForwardInfo & { network: string })[];
-  addForward(network: string, spec: ForwardSpec): Promise<ForwardInfo>;
+  addForward(network: string, spec: ForwardRequest): Promise<ForwardInfo>;
   /** by id (`proto:hostAddr:hostPort`) or by `proto:hostPort`; returns what was removed */
   removeForward(network: string, id: string): ForwardInfo[];
   /**

@@ -11,27 +11,25 @@ import { TcpStack, type TcpConn } from '../stack/tcp.ts';
 import { DhcpServer, type StaticHost, type Lease, type LeaseEvent } from '../services/dhcp.ts';
 import { TcpNat } from '../services/tcp-nat.ts';
 import { UdpNat } from '../services/udp-nat.ts';
-import { HostForwarder, type HostFwdRule, type ActiveHostFwd } from '../services/hostfwd.ts';
+import { HostForwarder, type ActiveHostFwd } from '../services/hostfwd.ts';
+import type { ForwardRule, NetworkMode } from '../common/types.ts';
 import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
 import { DnsForwarder, serveDnsStream, TYPE_A } from '../services/dns.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString, parseIp4 } from '../wire/addr.ts';
-import { macKeyString } from '../switch/switch.ts';
-import type { AttachSpec } from '../link/address.ts';
+import { ip4ToString, macKey, macKeyToString, parseIp4 } from '../wire/addr.ts';
+
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
-import { connectAttachPoint, listenAttachPoint } from '../link/attach.ts';
+import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
-
-export type Mode = 'user' | 'nat' | 'isolated';
 
 export interface DnsRecord { name: string; ip: number }
 
 export interface NetworkOptions {
   name: string;
-  mode: Mode;
+  mode: NetworkMode;
   net: number;
   prefix: number;
   /** the router address (and, in user/nat mode, the host's loopback as the guest sees it) */
@@ -56,7 +54,7 @@ export interface NetworkOptions {
   bootfile?: string;
   /** user mode restrict=on: no NAT at all */
   restrict?: boolean;
-  forwards?: HostFwdRule[];
+  forwards?: ForwardRule[];
   guestfwd?: GuestFwdRule[];
   listen?: AttachSpec[];
   connect?: AttachSpec[];
@@ -210,7 +208,7 @@ export class Network {
 
   private macMoved(mac: number, from: SwitchPort, to: SwitchPort): void {
     if (from.port.closed || from.port === this.gw) return;
-    const m = macKeyString(mac);
+    const m = macKeyToString(mac);
     const entry = { ports: [from.port.name, to.port.name], at: Date.now() };
     const first = !this.duplicateMacs.has(m);
     this.duplicateMacs.set(m, entry);
@@ -244,7 +242,7 @@ export class Network {
     if (macs.size === 0) return;
     let flows = 0;
     for (const [ip, n] of this.gw.neighbours) {
-      if (!macs.has(macKeyString(n.mac.readUInt16BE(0) * 0x100000000 + n.mac.readUInt32BE(2)))) continue;
+      if (!macs.has(macKeyToString(macKey(n.mac, 0)))) continue;
       flows += this.tcp.abortGuest(ip);
       this.udpNat?.closeGuest(ip);
       this.icmpNat?.closeGuest(ip);
@@ -301,7 +299,7 @@ export class Network {
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
-      hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guestAddr, guestPort: r.guestPort, connections: r.connections })),
+      hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
       duplicateMacs: this.duplicates(),
     };

@@ -9,6 +9,7 @@ import {
 } from './model.ts';
 import { formatQemuOpts, inetAton, isDottedQuad, parseBool, parseCInt, parseQemuOpts, parseSize, type OptEntry } from './opts.ts';
 import { parseUserNetdev, type UserNetdevConfig } from './user-options.ts';
+import { macToString, parseQemuMac } from '../wire/addr.ts';
 
 export type Severity = 'error' | 'warning' | 'note';
 
@@ -104,17 +105,6 @@ const USB_CONTROLLERS = /^(qemu-xhci|nec-usb-xhci|ich9-usb-[eu]hci\d|piix[34]-us
 
 export function optionText(t: { written: string; value: string }): string {
   return `${t.written.replace(/^[\u2010-\u2015\u2212\uFE63\uFF0D]/, '-')} ${t.value}`;
-}
-
-/** MAC syntax: -device wants two hex digits per byte; -net/-nic also take one. */
-export function parseMac(s: string, loose: boolean): number[] | undefined {
-  const re = loose ? /^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$/ : /^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/;
-  if (!re.test(s)) return undefined;
-  return s.split(/[:-]/).map((x) => parseInt(x, 16));
-}
-
-export function macToString(b: number[]): string {
-  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** PCI address 'slot[.fn]' (hex) as -device addr= takes it. */
@@ -268,7 +258,7 @@ function checkBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
       if (r.config.smb !== undefined) diag(ctx, 'note', 'smb', opt, `smb=${r.config.smb} needs smbd (Samba) installed on the host; QEMU refuses to start without it`);
       for (const f of r.config.hostfwd) {
         if (f.hostAddr === '' || f.hostAddr === '0.0.0.0') {
-          diag(ctx, 'note', 'hostfwd-any', opt, `hostfwd=${f.raw} listens on all host interfaces, so other machines can reach guest port ${f.guestPort}`, `bind it to loopback: ${f.proto}:127.0.0.1:${f.hostPort}-${f.guestAddr}:${f.guestPort}`);
+          diag(ctx, 'note', 'hostfwd-any', opt, `hostfwd=${f.raw} listens on all host interfaces, so other machines can reach guest port ${f.guestPort}`, `bind it to loopback: ${f.proto}:127.0.0.1:${f.hostPort}-${f.guest}:${f.guestPort}`);
         }
       }
       return true;
@@ -601,7 +591,7 @@ function parseNetdevOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: st
 }
 
 function checkMacFor(ctx: Ctx, opt: string, key: string, v: string, loose: boolean, strictMulticast: boolean, devName?: string): string | undefined {
-  const b = parseMac(v, loose);
+  const b = parseQemuMac(v, loose);
   if (!b) {
     if (devName) diag(ctx, 'error', 'bad-mac', opt, `Property '${devName}.mac' doesn't take value '${v}'`, 'write six two-digit hex bytes, e.g. mac=52:54:00:ab:cd:01');
     else diag(ctx, 'error', 'bad-mac', opt, `${key}: invalid syntax for ethernet address '${v}'`, `write six hex bytes separated by ':', e.g. ${key}=52:54:00:ab:cd:01`);
@@ -611,7 +601,7 @@ function checkMacFor(ctx: Ctx, opt: string, key: string, v: string, loose: boole
     if (strictMulticast) diag(ctx, 'error', 'multicast-mac', opt, `NIC cannot have multicast MAC address (odd 1st byte): ${v}`, 'clear the lowest bit of the first byte; 52:54:00:xx:xx:xx is the usual QEMU range');
     else diag(ctx, 'warning', 'multicast-mac', opt, `MAC ${v} is a multicast address (odd 1st byte); QEMU accepts it on -device but the guest's traffic will be misdelivered`, 'clear the lowest bit of the first byte, e.g. 52:54:00:xx:xx:xx');
   }
-  return macToString(b);
+  return macToString(b, 0);
 }
 
 function parseNicOption(ctx: Ctx, t: Extract<Token, { kind: 'net' }>, opt: string): 'none' | 'help' | void {

@@ -50,7 +50,7 @@ export function describeBackend(nd: Netdev): string {
       if (c.ipv6) parts.push(`IPv6 ${c.ipv6Prefix}/${c.ipv6PrefixLength}`);
       if (c.restrict) parts.push('restricted: no traffic to the host or outside except forwarded ports');
       for (const f of c.hostfwd) {
-        parts.push(`host ${f.proto === 'udp' ? 'UDP ' : ''}port ${f.hostPort}${f.hostAddr ? ` on ${f.hostAddr}` : ''} forwarded to guest ${f.guestAddr ? `${f.guestAddr}:` : ''}${f.guestPort}`);
+        parts.push(`host ${f.proto === 'udp' ? 'UDP ' : ''}port ${f.hostPort}${f.hostAddr ? ` on ${f.hostAddr}` : ''} forwarded to guest ${f.guest ? `${f.guest}:` : ''}${f.guestPort}`);
       }
       for (const g of c.guestfwd) {
         const tgt = g.target.kind === 'cmd' ? `command '${g.target.command}'` : g.target.kind === 'tcp' ? `TCP ${g.target.host}:${g.target.port}` : g.target.kind === 'unix' ? `UNIX socket ${g.target.path}` : `chardev ${g.target.spec}`;

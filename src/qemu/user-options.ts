@@ -2,18 +2,11 @@
 // The checks and their order follow QEMU 7.2's net_init_slirp(), so a string
 // accepted here is one QEMU accepts (save for host-side facts such as whether
 // smbd is installed), and the error names the option the way QEMU does.
+import type { ForwardRule } from '../common/types.ts';
 import { inetAton, ipv4ToString, ipv6SameNet, ipv6ToString, parseBool, parseCInt, parseIpv6, parseQemuOpts } from './opts.ts';
 
 /** One `hostfwd=` rule: host port → guest port. */
-export interface HostFwd {
-  proto: 'tcp' | 'udp';
-  /** Host address to bind; '' means any (0.0.0.0). */
-  hostAddr: string;
-  /** 0 lets the host pick a free port. */
-  hostPort: number;
-  /** Guest address; '' means the first DHCP address (dhcpstart). */
-  guestAddr: string;
-  guestPort: number;
+export interface HostFwd extends ForwardRule {
   /** The rule as written. */
   raw: string;
 }
@@ -124,8 +117,8 @@ export function parseHostFwd(rule: string): { ok: true; fwd: HostFwd } | { ok: f
   rest = r[1];
   r = splitSep(rest, ':');
   if (!r) return fail('Missing guest address');
-  const guestAddr = r[0];
-  if (guestAddr !== '' && inetAton(guestAddr) === undefined) return fail('Bad guest address');
+  const guest = r[0];
+  if (guest !== '' && inetAton(guest) === undefined) return fail('Bad guest address');
   const guestPort = strictInt(r[1]);
   if (guestPort === undefined || guestPort < 1 || guestPort > 65535) return fail('Bad guest port');
   return {
@@ -134,7 +127,7 @@ export function parseHostFwd(rule: string): { ok: true; fwd: HostFwd } | { ok: f
       proto,
       hostAddr: hostAddr === '' ? '' : ipv4ToString(inetAton(hostAddr)!),
       hostPort,
-      guestAddr: guestAddr === '' ? '' : ipv4ToString(inetAton(guestAddr)!),
+      guest: guest === '' ? '' : ipv4ToString(inetAton(guest)!),
       guestPort,
       raw: rule,
     },

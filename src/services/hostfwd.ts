@@ -9,19 +9,13 @@ import type { TcpStack } from '../stack/tcp.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
+import type { ForwardRule } from '../common/types.ts';
+
+export type { ForwardRule };
 
 const log = logger('hostfwd');
 
-export interface HostFwdRule {
-  proto: 'tcp' | 'udp';
-  hostAddr: string; // '' = any
-  hostPort: number; // 0 = pick
-  /** '' = the default guest address; an IPv4 address; or a VM name when a name resolver is set */
-  guestAddr: string;
-  guestPort: number;
-}
-
-export interface ActiveHostFwd extends HostFwdRule {
+export interface ActiveHostFwd extends ForwardRule {
   /** the port actually bound (differs from hostPort when hostPort was 0) */
   boundPort: number;
   /** the guest address when the rule was added (names are resolved again per connection) */
@@ -30,8 +24,8 @@ export interface ActiveHostFwd extends HostFwdRule {
   close(): void;
 }
 
-export function ruleText(r: HostFwdRule): string {
-  return `${r.proto}:${r.hostAddr}:${r.hostPort}-${r.guestAddr}:${r.guestPort}`;
+export function ruleText(r: ForwardRule): string {
+  return `${r.proto}:${r.hostAddr}:${r.hostPort}-${r.guest}:${r.guestPort}`;
 }
 
 export class HostForwarder {
@@ -43,21 +37,21 @@ export class HostForwarder {
     private readonly resolveName?: (name: string) => number | null) {}
 
   /** A function giving the rule's guest address now (null: a named VM without an address). */
-  private resolver(rule: HostFwdRule): () => number | null {
-    if (!rule.guestAddr) return this.defaultGuest;
-    const ip = parseIp4(rule.guestAddr);
+  private resolver(rule: ForwardRule): () => number | null {
+    if (!rule.guest) return this.defaultGuest;
+    const ip = parseIp4(rule.guest);
     if (ip !== null) {
       if (!this.gw.isLocal(ip)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${ip4ToString(ip)} is outside the network`);
       return () => ip;
     }
     const byName = this.resolveName;
-    if (!byName || !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(rule.guestAddr)) {
-      throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guestAddr}' is not an IPv4 address${byName ? ' or a VM name' : ''}`);
+    if (!byName || !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(rule.guest)) {
+      throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guest}' is not an IPv4 address${byName ? ' or a VM name' : ''}`);
     }
-    return () => byName(rule.guestAddr);
+    return () => byName(rule.guest);
   }
 
-  async add(rule: HostFwdRule): Promise<ActiveHostFwd> {
+  async add(rule: ForwardRule): Promise<ActiveHostFwd> {
     const resolve = this.resolver(rule);
     const guestIp = resolve() ?? 0;
     const clash = this.rules.find((r) => r.proto === rule.proto && r.boundPort === rule.hostPort && rule.hostPort !== 0 && (r.hostAddr === rule.hostAddr || !r.hostAddr || !rule.hostAddr));
@@ -79,7 +73,7 @@ export class HostForwarder {
     return gone;
   }
 
-  private async addTcp(rule: HostFwdRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
+  private async addTcp(rule: ForwardRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
     const server = net.createServer({ noDelay: true, pauseOnConnect: true });
     const fwd: ActiveHostFwd = { ...rule, boundPort: 0, guestIp, connections: 0, close: () => server.close() };
     server.on('connection', (sock) => {
@@ -96,7 +90,7 @@ export class HostForwarder {
     return fwd;
   }
 
-  private async addUdp(rule: HostFwdRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
+  private async addUdp(rule: ForwardRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
     const sock = dgram.createSocket(rule.hostAddr.includes(':') ? 'udp6' : 'udp4');
     // each host peer gets its own gateway-side port, so guest replies find their way back
     const byPeer = new Map<string, { gwPort: number; timer: Timer; target: number }>();
@@ -140,7 +134,7 @@ export class HostForwarder {
   closeAll(): void { for (const r of this.rules.splice(0)) r.close(); }
 }
 
-function listen(server: net.Server, rule: HostFwdRule): Promise<void> {
+function listen(server: net.Server, rule: ForwardRule): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(new Error(`hostfwd ${ruleText(rule)}: cannot listen on ${rule.hostAddr || '*'}:${rule.hostPort}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`));

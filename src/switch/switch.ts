@@ -18,6 +18,7 @@
 import { MAX_FRAME, Port } from '../link/port.ts';
 import { PcapWriter } from './pcap.ts';
 import { logger } from '../util/log.ts';
+import { macKey, macKeyFromString, macKeyToString } from '../wire/addr.ts';
 
 const log = logger('switch');
 
@@ -79,7 +80,7 @@ export class SwitchPort {
     this.lockFirstMac = cfg.antiSpoof === true;
     if (Array.isArray(cfg.antiSpoof)) {
       this.allowedMacs = new Set(cfg.antiSpoof.map((m) => {
-        const k = macStringKey(m);
+        const k = macKeyFromString(m);
         if (k < 0) throw new Error(`anti-spoofing MAC '${m}' is not a MAC address (want aa:bb:cc:dd:ee:ff)`);
         return k;
       }));
@@ -92,25 +93,6 @@ export class SwitchPort {
     if (!this.trunk) return vid === this.access;
     return vid === this.native || (this.allowed === null ? true : this.allowed.has(vid));
   }
-}
-
-export function macStringKey(s: string): number {
-  const m = /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i.exec(s);
-  if (!m) return -1;
-  let k = 0;
-  for (let i = 1; i <= 6; i++) k = k * 256 + parseInt(m[i], 16);
-  return k;
-}
-
-export function macKeyString(k: number): string {
-  const parts: string[] = [];
-  for (let i = 5; i >= 0; i--) parts.push((Math.floor(k / 2 ** (8 * i)) & 0xff).toString(16).padStart(2, '0'));
-  return parts.join(':');
-}
-
-/** 48-bit MAC at off as a number (exact: < 2^53). */
-function macAt(b: Buffer, off: number): number {
-  return b.readUInt16BE(off) * 0x100000000 + b.readUInt32BE(off + 2);
 }
 
 interface FdbEntry { sp: SwitchPort; seen: number }
@@ -197,12 +179,12 @@ export class Switch {
   /** MACs currently learned on a port. */
   macsOn(port: Port): string[] {
     const out: string[] = [];
-    for (const table of this.fdb.values()) for (const [k, e] of table) if (e.sp.port === port) out.push(macKeyString(k));
+    for (const table of this.fdb.values()) for (const [k, e] of table) if (e.sp.port === port) out.push(macKeyToString(k));
     return out;
   }
 
   lookup(mac: string, vid = DEFAULT_VLAN): Port | undefined {
-    return this.fdb.get(vid)?.get(macStringKey(mac))?.sp.port;
+    return this.fdb.get(vid)?.get(macKeyFromString(mac))?.sp.port;
   }
 
   private tick(): void {
@@ -244,7 +226,7 @@ export class Switch {
     const mtu = sp.mtu || this.mtu;
     if (mtu > 0 && payload > mtu) { sp.drops.mtu++; return; }
     if (frame[6] & 1) { sp.drops.malformed++; return; }
-    const src = macAt(frame, 6);
+    const src = macKey(frame, 6);
     if (sp.allowedMacs !== null && !sp.allowedMacs.has(src)) {
       if (sp.lockFirstMac && sp.allowedMacs.size === 0) sp.allowedMacs.add(src);
       else { sp.drops.spoof++; return; }
@@ -267,7 +249,7 @@ export class Switch {
     if (sp.capture !== null) sp.capture.write(frame);
 
     if ((frame[0] & 1) === 0) {
-      const dst = table.get(macAt(frame, 0));
+      const dst = table.get(macKey(frame, 0));
       if (dst !== undefined) {
         if (dst.sp === sp) { sp.drops.filtered++; return; }
         if (sp.isolated && dst.sp.isolated) { sp.drops.isolation++; return; }

@@ -83,11 +83,25 @@ export function macToString(buf: Buffer, off: number): string {
   return s;
 }
 
-/** Parses 'aa:bb:cc:dd:ee:ff' or with '-' separators; null if invalid. */
+/** Parses 'aa:bb:cc:dd:ee:ff' or with '-' separators (one kind throughout); null if invalid. */
 export function parseMac(s: string): Buffer | null {
-  if (!/^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/.test(s)) return null;
+  return /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/.test(s) ? macBytes(s) : null;
+}
+
+/**
+ * A MAC as QEMU takes it: six hex bytes, each followed by ':' or '-' (mixed allowed, as
+ * qdev's mac property and net_parse_macaddr do); `oneDigit` also takes one-digit bytes
+ * (-net/-nic macaddr=). null if invalid.
+ */
+export function parseQemuMac(s: string, oneDigit: boolean): Buffer | null {
+  const re = oneDigit ? /^[0-9a-fA-F]{1,2}([:-][0-9a-fA-F]{1,2}){5}$/ : /^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$/;
+  return re.test(s) ? macBytes(s) : null;
+}
+
+function macBytes(s: string): Buffer {
+  const parts = s.split(/[:-]/);
   const out = Buffer.allocUnsafe(6);
-  for (let k = 0; k < 6; k++) out[k] = parseInt(s.slice(k * 3, k * 3 + 2), 16);
+  for (let k = 0; k < 6; k++) out[k] = parseInt(parts[k], 16);
   return out;
 }
 
@@ -107,6 +121,19 @@ export function macKeyToBuf(key: number, buf: Buffer, off: number): void {
   buf[off + 3] = lo >>> 16;
   buf[off + 4] = lo >>> 8;
   buf[off + 5] = lo;
+}
+
+/** 'aa:bb:cc:dd:ee:ff' for a macKey() value. */
+export function macKeyToString(key: number): string {
+  const b = Buffer.allocUnsafe(6);
+  macKeyToBuf(key, b, 0);
+  return macToString(b, 0);
+}
+
+/** macKey() of a MAC in text form, or -1 if it does not parse. */
+export function macKeyFromString(s: string): number {
+  const b = parseMac(s);
+  return b ? macKey(b, 0) : -1;
 }
 
 /** A new 6-byte Buffer holding the MAC of a macKey() value. */

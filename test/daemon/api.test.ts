@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { startApi, type ApiServer } from '../../src/daemon/api.ts';
 import { ApiClient, ApiError, DaemonUnreachableError, resolveApiAddress } from '../../src/daemon/client.ts';
-import { defaultRuntimeDir, defaultStateDir } from '../../src/daemon/paths.ts';
+import { defaultRuntimeDir, defaultStateDir } from '../../src/common/paths.ts';
 import type { AttachResult, DaemonControl, ForwardInfo, LeaseInfo, NetworkInfo, StatusInfo, VmRecord } from '../../src/daemon/types.ts';
 import { FakeControl } from './fake-control.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';

@@ -1,7 +1,7 @@
 // A small in-memory DaemonControl for testing the API layer and the CLI (not the daemon).
 import {
   BadRequestError, NotFoundError,
-  type AttachResult, type DaemonControl, type ForwardInfo, type ForwardSpec, type LeaseInfo,
+  type AttachResult, type DaemonControl, type ForwardInfo, type ForwardRequest, type LeaseInfo,
   type NetworkInfo, type StatusInfo, type VmRecord,
 } from '../../src/daemon/types.ts';
 
@@ -56,7 +56,7 @@ export class FakeControl implements DaemonControl {
     const nets = network ? [this.network(network).name] : ['default', 'lab'];
     return nets.flatMap((n) => (this.forwardsByNet.get(n) ?? []).map((f) => ({ ...f, network: n })));
   }
-  async addForward(network: string, spec: ForwardSpec): Promise<ForwardInfo> {
+  async addForward(network: string, spec: ForwardRequest): Promise<ForwardInfo> {
     this.network(network);
     if (spec.guest === 'boom') throw new Error('kaboom');
     const hostAddr = spec.hostAddr ?? '127.0.0.1';

@@ -30,8 +30,8 @@ test('hostfwd and guestfwd rules are parsed', () => {
   assert.ok(r.ok, r.ok ? '' : r.error);
   assert.equal(r.config.id, 'n0');
   assert.deepEqual(r.config.hostfwd.map(({ raw, ...f }) => f), [
-    { proto: 'tcp', hostAddr: '', hostPort: 2222, guestAddr: '', guestPort: 22 },
-    { proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guestAddr: '10.0.2.15', guestPort: 53 },
+    { proto: 'tcp', hostAddr: '', hostPort: 2222, guest: '', guestPort: 22 },
+    { proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guest: '10.0.2.15', guestPort: 53 },
   ]);
   assert.deepEqual(r.config.guestfwd[0].target, { kind: 'cmd', command: 'netcat 127.0.0.1 4321' });
   assert.deepEqual(r.config.guestfwd[1].target, { kind: 'tcp', host: '127.0.0.1', port: '8080', options: [] });

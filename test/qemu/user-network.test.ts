@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseUserCliOptions } from '../../src/network/user.ts';
+import { parseUserCliOptions } from '../../src/qemu/user-network.ts';
 
 test('qnet user options: QEMU options plus dnsupstream= and mtu=', () => {
   const o = parseUserCliOptions('net=10.9.0.0/24,dnsupstream=127.0.0.1:5353,dnsupstream=127.0.0.2,mtu=9000,hostfwd=tcp::2222-:22');

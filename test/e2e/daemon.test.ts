@@ -29,9 +29,9 @@ import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from './helpers/qnetd.ts';
-import { freeTcpPort, repoRoot, startDns, startHttp, type TestDns } from './helpers/user-net.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
+import { freeTcpPort, repoRoot, startDns, startHttp, type TestDns } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(4).toString('hex');
 const API_TOKEN = randomBytes(16).toString('hex');

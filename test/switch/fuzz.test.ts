@@ -18,10 +18,10 @@ import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
-import { StreamPeer, UdpPeer, makeFrame, lengthPrefixed } from './link/peers.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { prng } from './helpers/prng.ts';
-import { QnetSwitch, type SwitchStats, type PortStats } from './helpers/qnet-switch.ts';
+import { StreamPeer, UdpPeer, makeFrame, lengthPrefixed } from '../link/peers.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { prng } from '../helpers/prng.ts';
+import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-switch.ts';
 
 const MAX_FRAME = 69632;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -19,9 +19,9 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { Daemon, RunGuest, qnet, qnetJson } from './helpers/qnetd.ts';
-import { sleep, startDns, startHttp, type TestDns } from './helpers/user-net.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { Daemon, RunGuest, qnet, qnetJson } from '../helpers/qnetd.ts';
+import { sleep, startDns, startHttp, type TestDns } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(4).toString('hex');
 const HTTP_BODY = `restart-page-${TOKEN}`;

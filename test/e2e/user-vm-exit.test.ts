@@ -5,9 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
-import { bootGuest, guestMac, killAllGuests } from './helpers/guest.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { QnetUser, startDns, streamNic } from './helpers/user-net.ts';
+import { bootGuest, guestMac, killAllGuests } from '../helpers/guest.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { QnetUser, startDns, streamNic } from '../helpers/user-net.ts';
 
 test('user: a VM that exits takes its host connections with it', { timeout: 90_000 }, async (t) => {
   const tmp = makeTempDir('vm-exit-');

@@ -23,9 +23,9 @@ import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { QnetSwitch, type SwitchStats, type PortStats } from './helpers/qnet-switch.ts';
+import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-switch.ts';
 
 
 

@@ -24,11 +24,11 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
+import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
 import {
   QnetUser, startDns, startHttp, startTcpEcho, freeTcpPort, freeUdpPort, streamNic, type TestDns,
-} from './helpers/user-net.ts';
+} from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
 const HTTP_BODY = `host-page-${TOKEN}`;

@@ -17,10 +17,10 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { createNetns, veth, cleanupNetns, type Netns } from './helpers/netns.ts';
-import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
+import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { createNetns, veth, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
 const B_IP = '198.51.100.1';

@@ -1,13 +1,13 @@
 // `-netdev user` (QEMU's option string, validated by src/qemu/user-options.ts) as a qnet
 // network: slirp's addressing and services, served by the generic Network.
-import { Network, type NetworkOptions } from './network.ts';
-import type { UserNetdevConfig } from '../qemu/user-options.ts';
+import { Network, type NetworkOptions } from '../network/network.ts';
+import type { UserNetdevConfig } from './user-options.ts';
 import type { GuestFwdRule } from '../services/guestfwd.ts';
 import type { Upstream } from '../services/upstreams.ts';
-import type { AttachSpec } from '../link/address.ts';
+import type { AttachSpec } from '../network/attach.ts';
 import { parseIp4 } from '../wire/addr.ts';
-import { parseQemuOpts, formatQemuOpts } from '../qemu/opts.ts';
-import { parseUserNetdev } from '../qemu/user-options.ts';
+import { parseQemuOpts, formatQemuOpts } from './opts.ts';
+import { parseUserNetdev } from './user-options.ts';
 
 /** A -netdev user option string plus qnet's own keys (dnsupstream=, mtu=). */
 export interface UserCliOptions { config: UserNetdevConfig; dnsUpstreams?: { host: string; port: number }[]; mtu?: number }

@@ -23,10 +23,10 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootGuest, guestMac, killAllGuests, type Guest } from './helpers/guest.ts';
-import { makeTempDir, onExit } from './helpers/cleanup.ts';
-import { createNetns, cleanupNetns, type Netns } from './helpers/netns.ts';
-import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from './helpers/user-net.ts';
+import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
+import { makeTempDir, onExit } from '../helpers/cleanup.ts';
+import { createNetns, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
 const HTTP_PORT = 8080;

@@ -5,20 +5,20 @@
 // have thrown nothing out of a handler, and hold bounded state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { random } from './helpers/prng.ts';
+import { random } from '../helpers/prng.ts';
 import path from 'node:path';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
-import { Network } from '../src/network/network.ts';
-import { parseAttach } from '../src/link/address.ts';
-import { writeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../src/wire/ethernet.ts';
-import { writeArp, ARP_REQUEST } from '../src/wire/arp.ts';
-import { writeIpv4, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_ICMP } from '../src/wire/ipv4.ts';
-import { writeUdp, finishUdpV4 } from '../src/wire/udp.ts';
-import { writeTcp, finishTcpV4, TcpOptions } from '../src/wire/tcp.ts';
-import { writeIcmpv4Echo, ICMP_ECHO_REQUEST } from '../src/wire/icmpv4.ts';
-import { parseIp4, parseMac } from '../src/wire/addr.ts';
-import { StreamPeer, tmpDir } from './link/peers.ts';
+import { Network } from '../../src/network/network.ts';
+import { parseAttach } from '../../src/network/attach.ts';
+import { writeEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from '../../src/wire/ethernet.ts';
+import { writeArp, ARP_REQUEST } from '../../src/wire/arp.ts';
+import { writeIpv4, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_ICMP } from '../../src/wire/ipv4.ts';
+import { writeUdp, finishUdpV4 } from '../../src/wire/udp.ts';
+import { writeTcp, finishTcpV4, TcpOptions } from '../../src/wire/tcp.ts';
+import { writeIcmpv4Echo, ICMP_ECHO_REQUEST } from '../../src/wire/icmpv4.ts';
+import { parseIp4, parseMac } from '../../src/wire/addr.ts';
+import { StreamPeer, tmpDir } from '../link/peers.ts';
 
 const ip = (s: string) => parseIp4(s)!;
 const GW = parseMac('52:55:0a:00:02:02')!;

@@ -17,10 +17,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir } from './helpers/cleanup.ts';
-import { bootGuest, type Guest } from './helpers/guest.ts';
-import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from './helpers/qnetd.ts';
-import { startHttp } from './helpers/user-net.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
+import { bootGuest, type Guest } from '../helpers/guest.ts';
+import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
+import { startHttp } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(4).toString('hex');
 const HTTP_BODY = `default-page-${TOKEN}`;

@@ -3,9 +3,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { bootGuest, detectAccel, ensureGuestImage, guestMac, parseResults, parseResultLines, killAllGuests, type Guest } from './helpers/guest.ts';
-import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns } from './helpers/netns.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
+import { bootGuest, detectAccel, ensureGuestImage, guestMac, parseResults, parseResultLines, killAllGuests, type Guest } from '../helpers/guest.ts';
+import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns } from '../helpers/netns.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
 
 after(async () => {
   killAllGuests();

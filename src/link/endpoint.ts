@@ -1,11 +1,10 @@
-// Attach-point syntax shared by the CLI and config: where QEMU meets qnet.
+// Endpoint syntax shared by the CLI and config: the transport where QEMU meets qnet.
 //   unix:PATH                 stream socket (QEMU -netdev stream / socket,connect=)
 //   tcp:HOST:PORT             stream socket over TCP
 //   udp:HOST:PORT[@RHOST:RPORT]   dgram endpoint; @ names a QEMU peer to send to up front
 //   mcast:GROUP:PORT[@LOCALADDR]  a multicast segment (QEMU -netdev socket,mcast=)
 //   unixgram:PATH[@QEMU_PATH]     unix datagram endpoint (QEMU -netdev dgram with unix addresses)
-// followed by optional port flags: ,isolated ,antispoof[=MAC[;MAC]] ,vlan=N ,trunk=N;N ,native=N ,mtu=N
-import type { SwitchPortConfig } from '../switch/switch.ts';
+// The switch-port flags that may follow an endpoint are parsed by network/attach.ts.
 import type { StreamAddress } from './stream.ts';
 import type { UdpAddr } from './dgram.ts';
 
@@ -14,8 +13,6 @@ export type Endpoint =
   | { kind: 'udp'; local: UdpAddr; peer?: UdpAddr }
   | { kind: 'mcast'; group: UdpAddr; localAddr?: string }
   | { kind: 'unixgram'; path: string; peer?: string };
-
-export interface AttachSpec { endpoint: Endpoint; port: SwitchPortConfig; text: string }
 
 function hostPort(s: string, what: string): UdpAddr {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(s);
@@ -56,45 +53,6 @@ export function parseEndpoint(text: string): Endpoint {
     default:
       throw new Error(`'${text}': unknown address type '${scheme}'; use unix:PATH, tcp:HOST:PORT, udp:HOST:PORT[@PEER], unixgram:PATH[@PEER] or mcast:GROUP:PORT`);
   }
-}
-
-function vid(s: string, what: string): number {
-  const n = Number(s);
-  if (!/^\d+$/.test(s) || n < 1 || n > 4094) throw new Error(`${what} '${s}' is not a VLAN id 1-4094`);
-  return n;
-}
-
-/** Parse `ADDRESS[,flag[=value]]...`. */
-export function parseAttach(text: string): AttachSpec {
-  const parts = text.split(',');
-  const endpoint = parseEndpoint(parts[0]);
-  const port: SwitchPortConfig = {};
-  let trunk: number[] | undefined;
-  let native: number | undefined;
-  for (const p of parts.slice(1)) {
-    const eq = p.indexOf('=');
-    const key = eq < 0 ? p : p.slice(0, eq);
-    const val = eq < 0 ? undefined : p.slice(eq + 1);
-    switch (key) {
-      case 'isolated': port.isolated = val === undefined || val === 'on' || val === 'yes'; break;
-      case 'antispoof': port.antiSpoof = val ? val.split(';') : true; break;
-      case 'vlan': port.vlan = { mode: 'access', vid: vid(val ?? '', 'vlan') }; break;
-      case 'trunk': trunk = (val ?? '').split(';').filter(Boolean).map((v) => vid(v, 'trunk vlan')); break;
-      case 'native': native = vid(val ?? '', 'native vlan'); break;
-      case 'mtu': {
-        const n = Number(val);
-        if (!Number.isInteger(n) || n < 68 || n > 65535) throw new Error(`mtu '${val}' must be an integer 68-65535`);
-        port.mtu = n;
-        break;
-      }
-      default: throw new Error(`'${text}': unknown port option '${key}' (known: isolated, antispoof, vlan, trunk, native, mtu)`);
-    }
-  }
-  if (trunk !== undefined || native !== undefined) {
-    if (port.vlan) throw new Error(`'${text}': vlan= (access) and trunk=/native= exclude each other`);
-    port.vlan = { mode: 'trunk', allowed: trunk && trunk.length ? trunk : undefined, native };
-  }
-  return { endpoint, port, text };
 }
 
 /** The QEMU arguments that attach a NIC to an endpoint qnet listens on. */

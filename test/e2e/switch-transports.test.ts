@@ -9,10 +9,10 @@ import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { bootGuest, guestMac, killAllGuests } from './helpers/guest.ts';
-import { makeTempDir } from './helpers/cleanup.ts';
+import { bootGuest, guestMac, killAllGuests } from '../helpers/guest.ts';
+import { makeTempDir } from '../helpers/cleanup.ts';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
