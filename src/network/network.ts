@@ -7,7 +7,8 @@
 // build the options and read the state.
 import { Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
-import { TcpStack, type TcpConn } from '../stack/tcp.ts';
+import { TcpStack } from '../stack/tcp/stack.ts';
+import type { TcpConn } from '../stack/tcp/conn.ts';
 import { DhcpServer, type StaticHost, type Lease, type LeaseEvent } from '../services/dhcp.ts';
 import { TcpNat } from '../services/tcp-nat.ts';
 import { UdpNat } from '../services/udp-nat.ts';
@@ -104,7 +105,8 @@ export class Network {
     this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
-    this.tcp = new TcpStack(this.gw, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.gw.onTcp = (p) => this.tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
     this.dhcp = new DhcpServer(this.gw, {
       serverIp: opts.gateway,
       router: opts.gateway,

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import type { Gateway, UdpDatagram } from '../stack/gateway.ts';
-import type { TcpStack } from '../stack/tcp.ts';
+import type { TcpStack } from '../stack/tcp/stack.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
