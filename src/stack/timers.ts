@@ -21,12 +21,12 @@ export class ManualClock implements Clock {
 }
 
 export class Timer {
-  /** ms on the queue's clock; 0 = not armed */
-  deadline = 0;
-  /** when the heap entry for this timer fires; 0 = no entry */
-  scheduled = 0;
+  /** ms on the queue's clock; -1 = not armed */
+  deadline = -1;
+  /** when the heap entry for this timer fires; -1 = no entry */
+  scheduled = -1;
   constructor(readonly fn: () => void) {}
-  get armed(): boolean { return this.deadline !== 0; }
+  get armed(): boolean { return this.deadline >= 0; }
 }
 
 export interface TimerQueueOptions {
@@ -58,22 +58,21 @@ export class TimerQueue {
 
   /** Arm (or re-arm) t to fire `ms` from now. */
   arm(t: Timer, ms: number): void {
-    // deadline 0 means "not armed": a clock at 0 plus 0 ms must still count as armed
-    const at = Math.max(this.clock.now() + ms, Number.MIN_VALUE);
+    const at = this.clock.now() + ms;
     t.deadline = at;
-    if (t.scheduled !== 0 && t.scheduled <= at) return; // the existing entry fires first and re-checks
-    if (t.scheduled !== 0) this.remove(t);
+    if (t.scheduled >= 0 && t.scheduled <= at) return; // the existing entry fires first and re-checks
+    if (t.scheduled >= 0) this.remove(t);
     t.scheduled = at;
     this.push(t);
     this.reschedule();
   }
 
-  cancel(t: Timer): void { t.deadline = 0; }
+  cancel(t: Timer): void { t.deadline = -1; }
 
   get size(): number { return this.heap.length; }
 
-  /** The earliest pending heap entry (it may turn out to be a re-armed or cancelled timer), or 0. */
-  get nextAt(): number { return this.heap.length > 0 ? this.heap[0].scheduled : 0; }
+  /** The earliest pending heap entry (it may turn out to be a re-armed or cancelled timer), or -1. */
+  get nextAt(): number { return this.heap.length > 0 ? this.heap[0].scheduled : -1; }
 
   /** Fire every timer whose deadline has passed. */
   runDue(): void {
@@ -82,10 +81,10 @@ export class TimerQueue {
     const h = this.heap;
     while (h.length > 0 && h[0].scheduled <= now) {
       const t = this.pop();
-      t.scheduled = 0;
-      if (t.deadline === 0) continue;
+      t.scheduled = -1;
+      if (t.deadline < 0) continue;
       if (t.deadline > now) { t.scheduled = t.deadline; this.push(t); continue; }
-      t.deadline = 0;
+      t.deadline = -1;
       try { t.fn(); } catch (err) { this.errors++; this.onError(err); }
     }
     this.reschedule();
@@ -98,7 +97,7 @@ export class TimerQueue {
   runUntil(clock: ManualClock, until: number): void {
     for (let guard = 0; guard < 1_000_000; guard++) {
       const next = this.nextAt;
-      if (next === 0 || next > until) break;
+      if (next < 0 || next > until) break;
       if (next > clock.t) clock.t = next;
       this.runDue();
     }
@@ -122,7 +121,7 @@ export class TimerQueue {
   close(): void {
     if (this.handle) clearTimeout(this.handle);
     this.handle = null;
-    for (const t of this.heap) { t.scheduled = 0; t.deadline = 0; }
+    for (const t of this.heap) { t.scheduled = -1; t.deadline = -1; }
     this.heap = [];
   }
 

@@ -14,6 +14,8 @@ export class RttEstimator {
   srtt = 0;
   rttvar = 0;
   rto: number;
+  /** samples taken (the first one initialises srtt; a 0 ms sample is a real one) */
+  samples = 0;
   /** sequence number whose ACK ends the timed segment; -1 = none timed */
   private timedEnd = -1;
   private timedAt = 0;
@@ -45,7 +47,7 @@ export class RttEstimator {
   backoff(): void { this.rto = Math.min(this.limits.max, this.rto * 2); }
 
   sample(r: number): void {
-    if (this.srtt === 0) { this.srtt = r; this.rttvar = r / 2; }
+    if (this.samples++ === 0) { this.srtt = r; this.rttvar = r / 2; }
     else {
       this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - r);
       this.srtt = 0.875 * this.srtt + 0.125 * r;

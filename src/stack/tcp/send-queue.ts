@@ -9,7 +9,7 @@
 // SackScoreboard holds the SACKed ranges (RFC 2018) above snd.una as sorted, disjoint,
 // flat [start, end) pairs: at most MAX_RANGES of them (the oldest are forgotten beyond
 // that), blocks below snd.una or beyond snd.max ignored (they are stale or bogus).
-import { seqAdd, seqDiff, seqLe, seqLt } from './seq.ts';
+import { seqDiff, seqLe, seqLt } from './seq.ts';
 
 export class SendQueue {
   private chunks: Buffer[] = [];

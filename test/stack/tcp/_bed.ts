@@ -192,7 +192,7 @@ export class Bed implements IpOutput {
     const until = this.clock.t + ms;
     for (;;) {
       const next = this.timers.nextAt;
-      if (next === 0 || next > until) break;
+      if (next < 0 || next > until) break;
       this.timers.runUntil(this.clock, next);
       this.flush();
     }
