@@ -4,7 +4,9 @@
 // to the guest as they arrived. Where the host does not allow ping sockets (not root, or
 // net.ipv4.ping_group_range excludes us), requests are dropped and counted, with one clear
 // log line: a reply is never faked, so "unreachable" stays truthful.
-import type { Gateway, IpPacket } from '../stack/gateway.ts';
+import type { IpPacket } from '../stack/gateway.ts';
+import type { IpOutput } from '../stack/output.ts';
+import type { TimerQueue } from '../stack/timers.ts';
 import { Timer } from '../stack/timers.ts';
 import { IcmpEchoSocket } from '../link/icmp.ts';
 import { sysAvailable } from '../link/sys.ts';
@@ -24,7 +26,7 @@ export class IcmpNat {
   private disabledReason: string | null = null;
   private warned = false;
 
-  constructor(private readonly gw: Gateway, private readonly hostAddr: number, private readonly maxFlows = 256, private readonly idleMs = 30_000) {
+  constructor(private readonly gw: IpOutput & { readonly timers: TimerQueue }, private readonly hostAddr: number, private readonly maxFlows = 256, private readonly idleMs = 30_000) {
     if (!sysAvailable()) this.disabledReason = 'the qnet native addon is not built (run npm rebuild)';
   }
 

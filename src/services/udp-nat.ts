@@ -4,7 +4,8 @@
 // unreachable, the way it would see it on a real network. Flows expire when idle (DNS-like
 // request/response flows sooner), and a guest can hold only so many at once.
 import dgram from 'node:dgram';
-import type { Gateway, IpPacket } from '../stack/gateway.ts';
+import type { IpPacket } from '../stack/gateway.ts';
+import type { IpOutput, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import type { UdpHeader } from '../wire/udp.ts';
 import { IPPROTO_UDP } from '../wire/ipv4.ts';
@@ -35,7 +36,7 @@ export class UdpNat {
   private readonly idleMs: number;
   private readonly maxPerGuest: number;
 
-  constructor(private readonly gw: Gateway, private readonly hostAddr: number, opts: UdpNatOptions = {}) {
+  constructor(private readonly gw: UdpHost & IpOutput, private readonly hostAddr: number, opts: UdpNatOptions = {}) {
     this.idleMs = opts.idleMs ?? 60_000;
     this.maxPerGuest = opts.maxFlowsPerGuest ?? 512;
   }

@@ -20,7 +20,9 @@ import { Port } from '../link/port.ts';
 import { TimerQueue, type Clock } from './timers.ts';
 import { Reassembler } from './reassembly.ts';
 import { Arp } from './arp.ts';
-import type { IpOutput, L4Writer, QuotedPacket } from './output.ts';
+import type { IpOutput, L4Writer, QuotedPacket, UdpDatagram, UdpHandler, UdpHost } from './output.ts';
+
+export type { UdpDatagram, UdpHandler };
 import { EthernetHeader, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, writeEthernet } from '../wire/ethernet.ts';
 import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Header, parseIpv4, writeIpv4, finishIpv4 } from '../wire/ipv4.ts';
 import { ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PORT_UNREACH, Icmpv4Header, isIcmpv4Error, parseIcmpv4, writeIcmpv4Echo, writeIcmpv4Error } from '../wire/icmpv4.ts';
@@ -52,17 +54,6 @@ export interface GatewayConfig {
   clock?: Clock;
 }
 
-/** A UDP datagram handed to a service. `payload` is borrowed for the call only. */
-export interface UdpDatagram {
-  srcIp: number;
-  srcPort: number;
-  dstIp: number;
-  dstPort: number;
-  srcMac: Buffer;
-  payload: Buffer;
-}
-export type UdpHandler = (d: UdpDatagram) => void;
-
 /** Parsed IPv4 packet handed to the TCP layer and to ICMP/UDP NAT. Borrowed for the call only. */
 export interface IpPacket extends QuotedPacket {
   ip: Ipv4Header;
@@ -82,7 +73,7 @@ export interface GatewayCounters {
   lastMalformed: string;
 }
 
-export class Gateway extends Port implements IpOutput {
+export class Gateway extends Port implements IpOutput, UdpHost {
   readonly timers: TimerQueue;
   readonly stats: GatewayCounters = {
     notForUs: 0, malformed: 0, badChecksum: 0, ipv6Ignored: 0, unknownProtocol: 0,

@@ -20,6 +20,41 @@
 // return the end offset. They must not keep the buffer. A writer that is a bound method or a
 // closure made once per flow keeps the hot path free of per-packet allocation.
 
+import type { TimerQueue } from './timers.ts';
+
+/** A UDP datagram handed to a service. `payload` is borrowed for the call only. */
+export interface UdpDatagram {
+  srcIp: number;
+  srcPort: number;
+  dstIp: number;
+  dstPort: number;
+  srcMac: Buffer;
+  payload: Buffer;
+}
+export type UdpHandler = (d: UdpDatagram) => void;
+
+/**
+ * What a UDP service (DHCP, DNS, TFTP) needs from the segment it serves: its addressing,
+ * bound ports, and a typed send. The gateway is one; a service port on a kernel bridge can
+ * be another.
+ */
+export interface UdpHost {
+  readonly net: number;
+  readonly prefix: number;
+  readonly broadcast: number;
+  readonly mtu: number;
+  /** the segment's timers (and clock) */
+  readonly timers: TimerQueue;
+  /** the addresses the services answer on */
+  readonly addrs: ReadonlySet<number>;
+  isLocal(ip: number): boolean;
+  /** datagrams to ip:port (ip 0 = any of our addresses) go to h */
+  bindUdp(ip: number, port: number, h: UdpHandler): void;
+  unbindUdp(ip: number, port: number): void;
+  /** dstMac forces the link destination (a DHCP client without an address yet) */
+  sendUdp(src: number, sport: number, dst: number, dport: number, payload: Buffer, dstMac?: Buffer): void;
+}
+
 /** Fills buf from `off` with an L4 message (checksum fields left to the carrier); returns the end offset. */
 export type L4Writer = (buf: Buffer, off: number) => number;
 
