@@ -9,6 +9,7 @@ import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
+import { parseAddr } from '../stack/addr.ts';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
@@ -55,11 +56,15 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     staticHosts: cfg.hosts.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.name })),
     domain: cfg.domain,
     dnsSearch: cfg.domain ? [cfg.domain] : undefined,
-    records: cfg.records,
+    records: cfg.records.map((rec) => ({ name: rec.name, ip: rec.ip ?? parseAddr(rec.ip6!)! })),
     upstreams: cfg.upstreams,
     mtu: cfg.mtu,
     forwards: cfg.forwards,
     listen: cfg.attach,
+    ipv6: cfg.ipv6 ? {
+      prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
+      hosts: cfg.hosts.filter((h) => h.ip6).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
+    } : undefined,
   };
 }
 
