@@ -7,7 +7,9 @@
 //   ff02::1:2 (All_DHCP_Relay_Agents_and_Servers) or ff05::1:3, or be unicast to one of the
 //   gateway's addresses (else `notForUs`: the gateway also hands us datagrams to port 547 of
 //   any destination). Replies go from `serverAddr` (the router's link-local address) to the
-//   client's source address, port 546, at the client's MAC (no neighbour discovery needed).
+//   client's source address, port 546 (RFC 8415 7.2, whatever the source port), at the
+//   client's MAC (no neighbour discovery needed). `serverAddr` must stay valid (the gateway
+//   pins its link-local address).
 // - Identity: the Server Identifier is a DUID-LL of the gateway MAC by default. The MAC is
 //   derived from the network's address, so the DUID is stable across restarts and clients
 //   renewing with it are still answered; DUID-LLT (`duid: 'llt'`) is offered for clients that
@@ -15,8 +17,9 @@
 // - Addresses: one binding per client (its MAC and DUID: see dhcp6-leases.ts for why both),
 //   one address for the first IA_NA of a message; a further IA_NA, IA_TA and IA_PD get their
 //   IA back with status NoAddrsAvail / NoPrefixAvail (a virtual segment needs neither
-//   temporary addresses nor delegated prefixes). Memory is bounded by `maxLeases`; no timers,
-//   the injected clock is read lazily.
+//   temporary addresses nor delegated prefixes). The gateway's IPv6 addresses (as they are at
+//   construction) and `serverAddr` are never handed out. Memory is bounded by `maxLeases`; no
+//   timers, the injected clock is read lazily.
 // - Advertise carries Preference 255, so a client goes on to Request at once instead of
 //   waiting a second for other servers (RFC 8415 18.2.1): there are none on a virtual segment.
 //   The advertised address is held for the client for `offerHoldMs`. Rapid Commit (RFC 8415

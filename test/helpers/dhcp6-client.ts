@@ -201,6 +201,8 @@ export class Dhcp6TestClient {
   duid: Buffer;
   iaid: number;
   readonly linkLocal: string;
+  /** the link destination of unicast frames */
+  readonly gatewayMac: string;
   private nextXid = 0x10000;
 
   constructor(mac: string, o: { duid?: Buffer; iaid?: number; linkLocal?: string; gatewayMac?: string } = {}) {
@@ -210,8 +212,6 @@ export class Dhcp6TestClient {
     this.linkLocal = o.linkLocal ?? linkLocalOf(mac);
     this.gatewayMac = o.gatewayMac ?? '52:55:0a:00:02:02';
   }
-
-  readonly gatewayMac: string;
 
   /** A client message (the UDP payload). */
   message(type: number, s: MsgSpec = {}): Buffer {
