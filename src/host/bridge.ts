@@ -79,7 +79,7 @@ export async function createBridge(r: Runner, spec: BridgeSpec): Promise<void> {
   if (spec.mtu) add.push('mtu', String(spec.mtu));
   add.push('address', spec.mac ?? bridgeMac(spec.network), 'type', 'bridge', 'stp_state', spec.stp ? '1' : '0', 'forward_delay', spec.stp ? '200' : '0');
   const cmds = [add, ['link', 'set', 'dev', spec.name, 'alias', ownerAlias(spec.network)]];
-  if (spec.addr) cmds.push(['-4', 'addr', 'add', `${spec.addr.ip}/${spec.addr.prefix}`, 'dev', spec.name]);
+  if (spec.addr) cmds.push(['addr', 'add', `${spec.addr.ip}/${spec.addr.prefix}`, 'dev', spec.name]);
   cmds.push(['link', 'set', 'dev', spec.name, 'up']);
   try {
     await ipBatch(r, cmds);
@@ -99,11 +99,13 @@ export async function reconcileBridge(r: Runner, spec: BridgeSpec, st: BridgeSta
   const did: string[] = [];
   if (spec.mtu && st.mtu !== spec.mtu) { cmds.push(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu)]); did.push(`mtu ${spec.mtu}`); }
   if (spec.stp !== undefined && st.stp !== spec.stp) {
-    cmds.push(['link', 'set', 'dev', spec.name, 'type', 'bridge', 'stp_state', spec.stp ? '1' : '0', 'forward_delay', spec.stp ? '200' : '0']);
+    // one attribute at a time: the kernel checks the delay against the STP state in force
+    if (spec.stp) cmds.push(['link', 'set', 'dev', spec.name, 'type', 'bridge', 'forward_delay', '200'], ['link', 'set', 'dev', spec.name, 'type', 'bridge', 'stp_state', '1']);
+    else cmds.push(['link', 'set', 'dev', spec.name, 'type', 'bridge', 'stp_state', '0'], ['link', 'set', 'dev', spec.name, 'type', 'bridge', 'forward_delay', '0']);
     did.push(`stp ${spec.stp ? 'on' : 'off'}`);
   }
   if (spec.addr && !st.addrs.some((a) => a.family === 'inet' && a.local === spec.addr!.ip && a.prefixlen === spec.addr!.prefix)) {
-    cmds.push(['-4', 'addr', 'add', `${spec.addr.ip}/${spec.addr.prefix}`, 'dev', spec.name]);
+    cmds.push(['addr', 'add', `${spec.addr.ip}/${spec.addr.prefix}`, 'dev', spec.name]);
     did.push(`address ${spec.addr.ip}/${spec.addr.prefix}`);
   }
   if (!st.up) { cmds.push(['link', 'set', 'dev', spec.name, 'up']); did.push('up'); }

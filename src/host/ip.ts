@@ -101,9 +101,9 @@ function quoteBatch(a: string): string {
   return `"${a.replace(/(["\\])/g, '\\$1')}"`;
 }
 
-/** `ip addr add` arguments that re-create an address as it was (lifetimes kept when finite). */
+/** `ip addr add` arguments (batch style: no -4/-6, the address says) that re-create an address as it was (lifetimes kept when finite). */
 export function addrArgs(a: AddrInfo, dev: string): string[] {
-  const args = ['-' + (a.family === 'inet' ? '4' : '6'), 'addr', 'add', `${a.local}/${a.prefixlen}`];
+  const args = ['addr', 'add', `${a.local}/${a.prefixlen}`];
   if (a.broadcast) args.push('broadcast', a.broadcast);
   if (a.scope && a.scope !== 'global') args.push('scope', a.scope);
   if (a.noprefixroute) args.push('noprefixroute');
@@ -115,11 +115,11 @@ export function addrArgs(a: AddrInfo, dev: string): string[] {
   return args;
 }
 
-/** `ip route replace` arguments for a route moved to another device. */
+/** `ip route replace` arguments (batch style) for a route moved to another device. */
 export function routeArgs(rt: RouteInfo, dev: string, family: 4 | 6 = 4): string[] {
-  const args = [`-${family}`, 'route', 'replace'];
+  const args = ['route', 'replace'];
   if (rt.type && rt.type !== 'unicast') args.push(rt.type);
-  args.push(rt.dst);
+  args.push(rt.dst === 'default' && family === 6 ? '::/0' : rt.dst);
   if (rt.gateway) args.push('via', rt.gateway);
   args.push('dev', dev);
   if (rt.protocol && rt.protocol !== 'kernel') args.push('proto', rt.protocol);

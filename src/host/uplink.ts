@@ -48,7 +48,7 @@ function cidr(a: AddrInfo): string { return `${a.local}/${a.prefixlen}`; }
 export async function moveToBridge(r: Runner, rec: UplinkRecord): Promise<void> {
   const cmds: string[][] = [['link', 'set', 'dev', rec.nic, 'master', rec.bridge], ['link', 'set', 'dev', rec.nic, 'up']];
   for (const a of rec.addrs) cmds.push(addrArgs(a, rec.bridge));
-  for (const a of rec.addrs) cmds.push([a.family === 'inet' ? '-4' : '-6', 'addr', 'del', cidr(a), 'dev', rec.nic]);
+  for (const a of rec.addrs) cmds.push(['addr', 'del', cidr(a), 'dev', rec.nic]);
   for (const rt of rec.routes4) cmds.push(routeArgs(rt, rec.bridge, 4));
   for (const rt of rec.routes6) cmds.push(routeArgs(rt, rec.bridge, 6));
   await ipBatch(r, cmds);
@@ -66,7 +66,7 @@ export async function moveBack(r: Runner, rec: UplinkRecord): Promise<string[]> 
   if (nic.master) cmds.push(['link', 'set', 'dev', rec.nic, 'nomaster']);
   cmds.push(['link', 'set', 'dev', rec.nic, 'up']);
   const br = await link(r, rec.bridge);
-  if (br) for (const a of rec.addrs) cmds.push([a.family === 'inet' ? '-4' : '-6', 'addr', 'del', cidr(a), 'dev', rec.bridge]);
+  if (br) for (const a of rec.addrs) cmds.push(['addr', 'del', cidr(a), 'dev', rec.bridge]);
   for (const a of rec.addrs) cmds.push(addrArgs(a, rec.nic).map((x) => (x === 'add' ? 'replace' : x)));
   for (const rt of rec.routes4) cmds.push(routeArgs(rt, rec.nic, 4));
   for (const rt of rec.routes6) cmds.push(routeArgs(rt, rec.nic, 6));
