@@ -24,6 +24,7 @@ import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
+import { BridgeServices } from './bridge-services.ts';
 
 export interface DnsRecord { name: string; ip: number }
 
@@ -61,6 +62,12 @@ export interface NetworkOptions {
   pcap?: string;
   maxConnsPerGuest?: number;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
+  /**
+   * A kernel network: the guests are on this Linux bridge, which routes and NATs for them
+   * (src/host). The network then only serves DHCP and DNS there (bridge-services.ts), with the
+   * bridge's MAC as the gateway's; no attach points, no userspace NAT or forwards.
+   */
+  bridge?: { name: string; mac: Buffer };
 }
 
 /** slirp-style gateway MAC: 52:55 followed by the gateway address. */
@@ -94,14 +101,16 @@ export class Network {
   readonly portOwners = new Map<Port, string>();
   /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
   readonly vmMacs = new Map<string, string>();
+  /** a kernel network's DHCP/DNS on its bridge */
+  bridgeServices: BridgeServices | null = null;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
     const guestfwdRules = opts.guestfwd ?? [];
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
-    this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);
+    this.nat = !opts.bridge && (opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict));
     this.sw = new Switch();
-    this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
+    this.gw = new Gateway({ mac: opts.bridge?.mac ?? gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
     this.tcp = new TcpStack(this.gw, { maxConnsPerGuest: opts.maxConnsPerGuest });
@@ -277,6 +286,11 @@ export class Network {
         n.closers.push(() => point.close());
       }
       if (opts.pcap) n.sw.startCapture(opts.pcap);
+      if (opts.bridge) {
+        const svc = await BridgeServices.start(opts.bridge.name, opts.gateway, n.dns, (p) => n.attachPort(p, undefined, 'qnet'));
+        n.bridgeServices = svc;
+        n.closers.push(() => svc.close());
+      }
     } catch (err) {
       n.close();
       throw err;
@@ -298,6 +312,7 @@ export class Network {
       dhcp: this.dhcp.stats,
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
+      bridgeServices: this.bridgeServices?.stats ?? null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
