@@ -205,7 +205,7 @@ export async function startUdpEcho(): Promise<{ port: number; datagrams: number;
 // ns.spawn's argv quoting-free interface as conveniently, so the script goes to a file).
 
 export interface ServicesSpec {
-  /** DNS: [addr, port, table] */
+  /** DNS: [addr, port, table]; a table value 'SOURCE' answers with the querier's own address */
   dns?: { addr: string; port: number; table: Record<string, string> };
   /** HTTP: every GET answers body */
   http?: { addr: string; port: number; body: string };
@@ -227,7 +227,11 @@ const ready = () => { if (--pending === 0) console.log('services ready'); };
 if (spec.dns) {
   pending++;
   const s = dgram.createSocket('udp4');
-  s.on('message', (m, r) => { const a = dnsAnswer(m, spec.dns.table); if (a) s.send(a, r.port, r.address); });
+  s.on('message', (m, r) => {
+    const t = Object.fromEntries(Object.entries(spec.dns.table).map(([k, v]) => [k, v === 'SOURCE' ? r.address : v]));
+    const a = dnsAnswer(m, t);
+    if (a) s.send(a, r.port, r.address);
+  });
   s.bind(spec.dns.port, spec.dns.addr, ready);
 }
 if (spec.http) {
