@@ -26,7 +26,7 @@ import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
-import { BridgeServices } from './bridge-services.ts';
+import { BridgeUdpHost, GatewaySockets } from './bridge-services.ts';
 
 export interface DnsRecord { name: string; ip: number }
 
@@ -103,8 +103,9 @@ export class Network {
   readonly portOwners = new Map<Port, string>();
   /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
   readonly vmMacs = new Map<string, string>();
-  /** a kernel network's DHCP/DNS on its bridge */
-  bridgeServices: BridgeServices | null = null;
+  /** a kernel network: the DHCP server's host on the bridge, and the DNS sockets */
+  readonly bridgeHost: BridgeUdpHost | null;
+  bridgeSockets: GatewaySockets | null = null;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
@@ -112,12 +113,15 @@ export class Network {
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
     this.nat = !opts.bridge && (opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict));
     this.sw = new Switch();
-    this.gw = new Gateway({ mac: opts.bridge?.mac ?? gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
+    this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
+    // a kernel network: DHCP and DNS are served on the bridge; the switch and gateway stay empty
+    this.bridgeHost = opts.bridge ? new BridgeUdpHost(opts.bridge.name, opts.bridge.mac, opts.gateway, opts.net, opts.prefix, opts.mtu ?? 1500, this.gw.timers) : null;
+    const udpHost = this.bridgeHost ?? this.gw;
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
     this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
     this.gw.onTcp = (p) => this.tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
-    this.dhcp = new DhcpServer(this.gw, {
+    this.dhcp = new DhcpServer(udpHost, {
       serverIp: opts.gateway,
       router: opts.gateway,
       poolStart: opts.dhcpStart,
@@ -134,7 +138,7 @@ export class Network {
       onLease: opts.onLease,
     });
     const shared = opts.mode !== 'user';
-    this.dns = new DnsForwarder(this.gw, {
+    this.dns = new DnsForwarder(udpHost, {
       listenIp: opts.dns,
       // an isolated network has no way out, not even for DNS
       upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
@@ -289,10 +293,12 @@ export class Network {
         n.closers.push(() => point.close());
       }
       if (opts.pcap) n.sw.startCapture(opts.pcap);
-      if (opts.bridge) {
-        const svc = await BridgeServices.start(opts.bridge.name, opts.gateway, n.dns, (p) => n.attachPort(p, undefined, 'qnet'));
-        n.bridgeServices = svc;
-        n.closers.push(() => svc.close());
+      if (n.bridgeHost) {
+        const host = n.bridgeHost;
+        n.closers.push(() => host.close());
+        const socks = await GatewaySockets.start(opts.gateway, n.dns);
+        n.bridgeSockets = socks;
+        n.closers.push(() => socks.close());
       }
     } catch (err) {
       n.close();
@@ -315,7 +321,7 @@ export class Network {
       dhcp: this.dhcp.stats,
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
-      bridgeServices: this.bridgeServices?.stats ?? null,
+      bridge: this.bridgeHost ? { dhcp: this.bridgeHost.stats, sockets: this.bridgeSockets?.stats ?? null } : null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),

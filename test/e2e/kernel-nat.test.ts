@@ -80,6 +80,7 @@ const hvmScript = `${GUEST_SH_LIB}
 udhcpc -i eth0 -n -q -t 5 -T 2 -x hostname:hvm
 echo QNET dhcp-rc $?
 pingt gw ${GW}
+ping -c 3 ${GW}
 echo QNET finished
 `;
 
@@ -172,6 +173,7 @@ describe('kernel NAT network (bridge, nftables, taps) in namespaces', { skip, ti
     await hvm.waitFor(/^QNET finished$/m, 90_000);
     assert.equal(hvm.value('dhcp-rc'), '0', hvm.diag());
     assert.deepEqual(hvm.results().get('ping-gw')?.slice(0, 1), ['0'], hvm.diag());
+    assert.doesNotMatch(hvm.output, /DUP!/, 'only the kernel answers for the gateway address');
     const net = await qnetJson<{ ports: { vm?: string; kind: string; macs: string[]; uid?: number }[]; kernel: { bridge: string; createdBridge: boolean; rules: { rules: number } } }>(undefined, ['net', 'show', 'lab', '--api', api]);
     const byVm = Object.fromEntries(net.ports.map((p) => [p.vm, p]));
     assert.deepEqual(byVm.web?.macs, [guestMac(91)], JSON.stringify(net.ports));
