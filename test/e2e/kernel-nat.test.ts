@@ -183,6 +183,13 @@ describe('kernel NAT network (bridge, nftables, taps) in namespaces', { skip, ti
     assert.ok(net.kernel.rules.rules > 10);
     const leases = await qnetJson<{ hostname?: string; ip: string }[]>(undefined, ['leases', 'lab', '--api', api]);
     assert.deepEqual(leases.map((l) => l.hostname).sort(), ['cli', 'hvm', 'web']);
+    const show = (await qnet(api, ['net', 'show', 'lab'])).stdout;
+    assert.match(show, /^bridge: +qnbr0, made by qnet, MAC 02:71:6e(:[0-9a-f]{2}){3}$/m, show);
+    assert.match(show, /^rules: +nftables table ip qnet-lab: \d+ rules; packets /m, show);
+    assert.match(show, /^allow: +root, nobody$/m, show);
+    assert.match(show, /^  qn-cli +tap +cli +65534 +52:54:00(:[0-9a-f]{2}){3} +10\.91\.0\.1\d\d$/m, show);
+    const st = (await qnet(api, ['status'])).stdout;
+    assert.match(st, /^lab +nat +10\.91\.0\.0\/24 +2 +3 +- +qnbr0$/m, st);
   });
 
   test('the nobody guest reaches the internet host by TCP, UDP and ICMP with the host\'s address as source', async () => {
