@@ -107,8 +107,14 @@ export class KernelHost {
   /** Create or adopt a network's objects; returns what was done, for the log. */
   async up(spec: KernelNetworkSpec): Promise<string[]> {
     const r = this.runner;
-    const prev = this.record.networks[spec.network];
     const did: string[] = [];
+    let prev: KernelRecord | undefined = this.record.networks[spec.network];
+    if (prev && (prev.bridge !== spec.bridge || prev.mode !== spec.mode || prev.uplink?.nic !== spec.uplink)) {
+      // the config moved the network to another bridge, mode or uplink: undo the old setup first
+      const gone = await this.down(spec.network, { keepIfPorts: false });
+      did.push(`removed the previous setup on ${prev.bridge}${gone.problems.length ? ` (${gone.problems.join('; ')})` : ''}`);
+      prev = undefined;
+    }
     const st = await inspectBridge(r, spec.bridge);
     let created = prev?.createdBridge ?? false;
     const addr = spec.mode === 'bridge' ? undefined : spec.gateway;
@@ -195,7 +201,8 @@ export class KernelHost {
     const rec = this.record.networks[network];
     if (!rec) return [];
     const all = await links(this.runner);
-    const onBridge = all.filter((l) => l.master === rec.bridge && l.ifname !== rec.uplink?.nic);
+    // VM ports are taps (the uplink, or a host bridge's own NICs, are not)
+    const onBridge = all.filter((l) => l.master === rec.bridge && l.kind === 'tun' && l.ifname !== rec.uplink?.nic);
     let fdb: { mac: string; port: string }[] = [];
     try { fdb = await learnedMacs(this.runner, rec.bridge); } catch { /* no bridge tool: no MACs */ }
     // forget ports that are gone (their QEMU exited)
