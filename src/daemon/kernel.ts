@@ -20,7 +20,6 @@ import { link } from '../host/ip.ts';
 import { KernelHost, emptyHostRecord, type KernelNetworkSpec } from '../host/kernel-network.ts';
 import type { KernelMode, NftForward } from '../host/nft.ts';
 import { localRunner, type Runner } from '../host/run.ts';
-import { tapOwner } from '../host/tap.ts';
 import { checkAllow, describeUid } from '../host/users.ts';
 import type { Network } from '../network/network.ts';
 import { cidr, type NetworkConfig } from '../config/config.ts';
@@ -149,8 +148,6 @@ export class KernelNetworks {
     try { return fs.openSync('/dev/vhost-net', fs.constants.O_RDWR); } catch { return null; }
   }
 
-  /** A tap's VM name from its alias, for ports qnet did not record. */
-  static tapVm(alias: string | undefined): string | undefined { return tapOwner({ ifalias: alias })?.vm; }
 }
 
 export function badKernelOp(what: string, cfg: NetworkConfig): never {

@@ -1,7 +1,7 @@
 // Links, addresses and routes as `ip -json` reports them, and the few `ip` commands the host
 // modules build on. Reading is always fresh (no cache): the kernel is the source of truth,
 // and other tools (NetworkManager, a user with `ip`) may change things under us.
-import { must, mustJson, type Runner } from './run.ts';
+import { hostError, must, mustJson, type Runner } from './run.ts';
 
 export interface LinkInfo {
   ifindex: number;
@@ -93,7 +93,12 @@ export async function allRoutes(r: Runner): Promise<RouteInfo[]> {
 export async function ipBatch(r: Runner, lines: string[][]): Promise<void> {
   if (lines.length === 0) return;
   if (lines.length === 1) { await must(r, ['ip', ...lines[0]]); return; }
-  await must(r, ['ip', '-batch', '-'], lines.map((l) => l.map(quoteBatch).join(' ')).join('\n') + '\n');
+  const res = await r.exec(['ip', '-batch', '-'], lines.map((l) => l.map(quoteBatch).join(' ')).join('\n') + '\n');
+  if (res.code === 0) return;
+  // name the command that failed ("Command failed -:N"), not the batch
+  const n = Number(/Command failed -:(\d+)/.exec(res.stderr)?.[1] ?? 0);
+  const stderr = res.stderr.split('\n').filter((l) => !/^Command failed -:/.test(l)).join('\n');
+  throw hostError(r, n > 0 && n <= lines.length ? ['ip', ...lines[n - 1]] : ['ip', '-batch', '-'], { ...res, stderr });
 }
 
 function quoteBatch(a: string): string {
