@@ -44,13 +44,16 @@ const haveNft = fs.existsSync('/usr/sbin/nft') || fs.existsSync('/sbin/nft');
 const skip = !root ? 'needs root (namespaces, bridges, nftables)' : !haveNft ? 'needs nftables (apt-get install nftables)' : false;
 
 const webScript = `${GUEST_SH_LIB}
-udhcpc -i eth0 -n -q -t 5 -T 2 -x hostname:web
-echo QNET dhcp-rc $?
+udhcpc -f -i eth0 -t 5 -T 2 -x hostname:web -p /tmp/udhcpc.pid &
+for i in $(seq 100); do ip -4 addr show eth0 | grep -q 'inet ' && break; sleep 0.2; done
+echo QNET dhcp-rc $(ip -4 addr show eth0 | grep -q 'inet ' && echo 0 || echo 1)
 mkdir -p /www && echo ${PAGE} > /www/index.html && httpd -p 80 -h /www
 echo QNET ready
 read ping
 ping -i 0.2 ${I_IP} &
 pingpid=$!
+read renew
+kill -USR1 $(cat /tmp/udhcpc.pid)
 read done
 kill $pingpid
 echo QNET finished
@@ -251,6 +254,17 @@ describe('kernel NAT network (bridge, nftables, taps) in namespaces', { skip, ti
     assert.match(daemon.stderr, /adopted bridge qnbr0/);
     const leases = await qnetJson<{ hostname?: string }[]>(undefined, ['leases', 'lab', '--api', api]);
     assert.deepEqual(leases.map((l) => l.hostname).sort(), ['cli', 'hvm', 'web'], 'leases survive the restart');
+    // a unicast renewal (to the bridge's address, through the packet socket) gets the same address
+    const ip = web.value('dhcp-ip') ?? '';
+    assert.match(ip, /^10\.91\.0\.1\d\d$/);
+    const from = web.output.length;
+    web.write('renew\n');
+    await web.waitFor(/^QNET dhcp-done (renew|bound)$/m, 30_000, from);
+    const renewed = web.output.slice(from);
+    assert.match(renewed, new RegExp(`^QNET dhcp-ip ${ip.replace(/\./g, '\\.')}$`, 'm'), web.diag());
+    assert.doesNotMatch(renewed, /dhcp-event (nak|deconfig)/, web.diag());
+    const counters = (await qnetJson<{ counters: { bridge: { sockets: { dhcpUnicastDrained: number } } } }>(undefined, ['net', 'show', 'lab', '--api', api])).counters;
+    assert.equal(counters.bridge.sockets.dhcpUnicastDrained, 1, 'the renewal was unicast to the bridge address (and the kernel did not answer it with port unreachable)');
   });
 
   test('after kill -9 and a new start the rules are not duplicated', async () => {

@@ -12,13 +12,14 @@
 // The editing commands (allow/deny) are checked on a file in the temp directory.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { aclVerdict, editAcl, parseAcl } from '../../src/host/bridge-acl.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { createNetns, type Netns } from '../helpers/netns.ts';
 import { onExit } from '../helpers/cleanup.ts';
+import { repoRoot } from '../helpers/user-net.ts';
 
 const HELPER = '/usr/lib/qemu/qemu-bridge-helper';
 const CONF = '/etc/qemu/bridge.conf';
@@ -158,5 +159,26 @@ describe('bridge.conf reasons and editing', () => {
     assert.equal(again.verdict.allowed, false);
     assert.equal(again.verdict.reason, `denied by ${inc}:1 (deny all); deny wins over the allow at ${f}:2`);
     assert.throws(() => editAcl('allow', 'abcdefghijklmnop', f), /cannot be a bridge name/);
+  });
+});
+
+describe('qnet bridge-acl (the command)', () => {
+  const tmp = makeTempDir('acl-cli-');
+  after(() => tmp.remove());
+  const qnetCli = (...args: string[]) => spawnSync(process.execPath, [path.join(repoRoot, 'bin', 'qnet.js'), 'bridge-acl', ...args], { encoding: 'utf8' });
+
+  test('check explains and exits 1 when refused; allow edits the file and the verdict follows', () => {
+    const f = path.join(tmp.path, 'bridge.conf');
+    fs.writeFileSync(f, '# ours\ndeny qnbr0\n');
+    const r1 = qnetCli('check', 'qnbr0', '--conf', f);
+    assert.equal(r1.status, 1);
+    assert.equal(r1.stdout, `qnbr0: refused by qemu-bridge-helper: denied by ${f}:2 (deny qnbr0)\n`);
+    const r2 = qnetCli('allow', 'qnbr0', '--conf', f);
+    assert.equal(r2.status, 0, r2.stderr);
+    assert.equal(r2.stdout, `${f}: removed \`deny qnbr0\`\n${f}: added \`allow qnbr0\`\nverdict for qnbr0: allowed: allowed by ${f}:2 (allow qnbr0)\n`);
+    const r3 = qnetCli('check', 'qnbr0', '--conf', f, '--json');
+    assert.equal(r3.status, 0);
+    assert.equal(JSON.parse(r3.stdout).allowed, true);
+    assert.equal(qnetCli('frobnicate', 'x').status, 2);
   });
 });
