@@ -43,8 +43,9 @@ export function formatNetwork(n: NetworkInfo): string {
 
   out += `\nports (${n.ports.length}):\n`;
   if (n.ports.length && k) {
-    out += indent(table(['TAP', 'KIND', 'VM', 'UID', 'MACS', 'ADDRESSES'],
-      n.ports.map((p) => [p.ifname ?? p.name, p.kind, p.vm ?? '-', p.uid ?? '-', p.macs.join(',') || '-', p.addresses.join(',') || '-'])));
+    out += indent(table(['TAP', 'KIND', 'VM', 'UID', 'MACS', 'ADDRESSES', 'RX', 'TX'],
+      n.ports.map((p) => [p.ifname ?? p.name, p.kind, p.vm ?? '-', p.uid ?? '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',
+        `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`])));
   } else if (n.ports.length) {
     out += indent(table(['ID', 'NAME', 'KIND', 'VM', 'PEER', 'MACS', 'ADDRESSES', 'RX', 'TX', 'DROPPED'],
       n.ports.map((p) => [p.id, p.name, p.kind, p.vm ?? '-', p.peer || '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',

@@ -122,7 +122,10 @@ export class KernelNetworks {
       for (const m of p.macs) for (const l of leases) if (l.mac === m) { addrs.add(ip4ToString(l.ip)); if (l.hostname) names.add(l.hostname); }
       return {
         id: i + 1, name: p.ifname, kind: p.kind === 'tun' ? 'tap' : p.kind, peer: cfg.bridge!, macs: p.macs, addresses: [...addrs], hostnames: [...names],
-        vm: p.vm, ifname: p.ifname, uid: p.uid, drops: {}, rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, rxDropped: 0, txDropped: 0,
+        vm: p.vm, ifname: p.ifname, uid: p.uid, drops: {},
+        // a tap's rx is what its VM sent, its tx what the VM is given
+        rxFrames: p.stats?.rxPackets ?? 0, rxBytes: p.stats?.rxBytes ?? 0, txFrames: p.stats?.txPackets ?? 0, txBytes: p.stats?.txBytes ?? 0,
+        rxDropped: p.stats?.rxDropped ?? 0, txDropped: p.stats?.txDropped ?? 0,
       };
     });
   }

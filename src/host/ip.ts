@@ -18,23 +18,30 @@ export interface LinkInfo {
   kind?: string;
   /** from linkinfo.info_data (bridge: stp_state, forward_delay; tun: type, pi, vnet_hdr, owner, group) */
   data: Record<string, unknown>;
+  /** the device's counters (`ip -s`): rx is what the host received on it */
+  stats?: { rxPackets: number; rxBytes: number; rxDropped: number; txPackets: number; txBytes: number; txDropped: number };
 }
 
 interface RawLink {
   ifindex: number; ifname: string; mtu: number; master?: string; address?: string; operstate?: string; flags?: string[]; ifalias?: string;
   linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };
+  stats64?: { rx?: { packets?: number; bytes?: number; dropped?: number }; tx?: { packets?: number; bytes?: number; dropped?: number } };
 }
 
 function toLink(l: RawLink): LinkInfo {
   return {
     ifindex: l.ifindex, ifname: l.ifname, mtu: l.mtu, master: l.master, address: l.address, operstate: l.operstate,
     flags: l.flags ?? [], ifalias: l.ifalias, kind: l.linkinfo?.info_kind, data: l.linkinfo?.info_data ?? {},
+    stats: l.stats64 ? {
+      rxPackets: l.stats64.rx?.packets ?? 0, rxBytes: l.stats64.rx?.bytes ?? 0, rxDropped: l.stats64.rx?.dropped ?? 0,
+      txPackets: l.stats64.tx?.packets ?? 0, txBytes: l.stats64.tx?.bytes ?? 0, txDropped: l.stats64.tx?.dropped ?? 0,
+    } : undefined,
   };
 }
 
-/** Every link, with details (kind, bridge/tun data, alias). */
+/** Every link, with details (kind, bridge/tun data, alias) and counters. */
 export async function links(r: Runner): Promise<LinkInfo[]> {
-  return (await mustJson<RawLink[]>(r, ['ip', '-json', '-details', 'link', 'show'])).map(toLink);
+  return (await mustJson<RawLink[]>(r, ['ip', '-json', '-details', '-stats', 'link', 'show'])).map(toLink);
 }
 
 /** One link, or null when there is none of that name. */

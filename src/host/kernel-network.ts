@@ -18,7 +18,7 @@
 // VM taps come and go by themselves (non-persistent taps vanish with QEMU), so ports() is read
 // from the kernel each time. Every kernel change goes through the Runner (run.ts).
 import { createBridge, deleteBridge, inspectBridge, learnedMacs, reconcileBridge, aliasOwner, bridgeMac } from './bridge.ts';
-import { link, links } from './ip.ts';
+import { link, links, type LinkInfo } from './ip.ts';
 import { applyRuleset, inspectRuleset, modeHasRules, removeRuleset, type KernelMode, type NftForward, type TableInfo } from './nft.ts';
 import type { Runner } from './run.ts';
 import { ensureSysctl, IP_FORWARD, restoreSysctl, type SysctlChange } from './sysctl.ts';
@@ -83,6 +83,7 @@ export interface PortView {
   macs: string[];
   mtu: number;
   up: boolean;
+  stats?: LinkInfo['stats'];
 }
 
 export interface KernelStatus {
@@ -214,7 +215,7 @@ export class KernelHost {
       const known = rec.ports.find((p) => p.ifname === l.ifname);
       return {
         ifname: l.ifname, kind: l.kind ?? 'nic', vm: known?.vm ?? tapOwner(l)?.vm, uid: known?.uid,
-        macs: fdb.filter((e) => e.port === l.ifname).map((e) => e.mac), mtu: l.mtu, up: l.flags.includes('UP'),
+        macs: fdb.filter((e) => e.port === l.ifname).map((e) => e.mac), mtu: l.mtu, up: l.flags.includes('UP'), stats: l.stats,
       };
     });
   }

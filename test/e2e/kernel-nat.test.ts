@@ -190,7 +190,7 @@ describe('kernel NAT network (bridge, nftables, taps) in namespaces', { skip, ti
     assert.match(show, /^bridge: +qnbr0, made by qnet, MAC 02:71:6e(:[0-9a-f]{2}){3}$/m, show);
     assert.match(show, /^rules: +nftables table ip qnet-lab: \d+ rules; packets /m, show);
     assert.match(show, /^allow: +root, nobody$/m, show);
-    assert.match(show, /^  qn-cli +tap +cli +65534 +52:54:00(:[0-9a-f]{2}){3} +10\.91\.0\.1\d\d$/m, show);
+    assert.match(show, /^  qn-cli +tap +cli +65534 +52:54:00(:[0-9a-f]{2}){3} +10\.91\.0\.1\d\d +[1-9]\d* \([\d.]+ (B|KiB)\) +[1-9]\d* \(/m, show);
     const st = (await qnet(api, ['status'])).stdout;
     assert.match(st, /^lab +nat +10\.91\.0\.0\/24 +2 +3 +- +qnbr0$/m, st);
   });
