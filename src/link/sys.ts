@@ -1,8 +1,8 @@
 // Loader for the qnet_sys native addon (native/qnet_sys.c, built by node-gyp during
 // `npm ci` / `npm rebuild` because binding.gyp sits at the repository root).
 //
-// The addon provides what Node lacks: unix datagram sockets, ICMP echo ("ping") sockets and
-// tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
+// The addon provides what Node lacks: unix datagram sockets, ICMP echo sockets (ping and
+// raw, both families) and tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
 // native side drains the fd into a receive buffer owned by JS and makes one callback per
 // wakeup with the number of datagrams; their offsets/lengths are in a Uint32Array.
 import { createRequire } from 'node:module';
@@ -17,20 +17,21 @@ export interface SysHandle { readonly __qnetSysHandle: unique symbol }
 export type BatchCallback = (count: number, senders: (string | null)[] | undefined, errno: number) => void;
 
 export interface QnetSys {
-  /** u32 per datagram in the info array: offset, real length, IPv4, flags, original dst. */
+  /** u32 per datagram in the info array: offset, real length, IPv4, flags, original dst, IPv6 peer (4), IPv6 original dst (4). */
   readonly STRIDE: number;
   /** Most datagrams drained per wakeup. */
   readonly MAX_BATCH: number;
   openUnixDgram(path: string, bufBytes: number): SysHandle;
-  openIcmp(): SysHandle;
+  /** An ICMP echo socket: a ping socket, or a raw one (CAP_NET_RAW). */
+  openIcmp(family: 4 | 6, raw: boolean): SysHandle;
   openTap(name: string): [SysHandle, string];
   /** AF_PACKET on one interface; filter: classic BPF (8-byte instructions) or null for all frames */
   openPacket(ifname: string, filter: Buffer | null): SysHandle;
   start(h: SysHandle, buf: Buffer, info: Uint32Array, slot: number, cb: BatchCallback): void;
   /** 0 or an errno. */
   sendUnix(h: SysHandle, buf: Buffer, path: string): number;
-  /** buf starts at the ICMP header; dst is an IPv4 address as u32. 0 or an errno. */
-  sendIcmp(h: SysHandle, buf: Buffer, dst: number): number;
+  /** buf starts at the ICMP header; dst is an IPv4 address as u32, or 16 bytes of IPv6. 0 or an errno. */
+  sendIcmp(h: SysHandle, buf: Buffer, dst: number | Buffer): number;
   /** 0 or an errno. */
   write(h: SysHandle, buf: Buffer): number;
   /** The bound port: for an ICMP echo socket, the kernel-assigned echo identifier. */
