@@ -131,6 +131,7 @@ export class Network {
   readonly dhcp: DhcpServer;
   readonly dns: DnsForwarder;
   readonly tftp: TftpServer | null;
+  readonly tftp6: TftpServer | null;
   readonly tcpNat: TcpNat | null;
   readonly udpNat: UdpNat | null;
   readonly icmpNat: IcmpNat | null;
@@ -209,6 +210,8 @@ export class Network {
       resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
     });
     this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway }) : null;
+    // slirp serves TFTP on its IPv6 host address too
+    this.tftp6 = opts.tftp && this.prefix6 ? new TftpServer(this.gw, { root: opts.tftp, listenIp: this.prefix6.router }) : null;
     this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, this.hostAddrs) : null;
     this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs) : null;
     this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs) : null;
@@ -224,7 +227,7 @@ export class Network {
       this.ra = null;
     }
     this.guestfwd = new GuestForwarder(guestfwdRules);
-    this.hostfwd = new HostForwarder(this.gw, this.tcp, opts.gateway, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
+    this.hostfwd = new HostForwarder(this.gw, this.tcp, this.hostAddrs, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
     if (this.nat) {
       this.gw.natAddrs.add(opts.gateway);
       if (this.prefix6) this.gw.natAddrs.add(this.prefix6.router);
@@ -424,10 +427,14 @@ export class Network {
       tcp: { ...this.tcp.stats, connections: this.tcp.size },
       tcpNat: this.tcpNat?.stats ?? null,
       udpNat: this.udpNat ? { ...this.udpNat.stats, active: this.udpNat.size } : null,
-      icmpNat: this.icmpNat?.stats ?? null,
+      icmpNat: this.icmpNat ? { ...this.icmpNat.stats, mode4: this.icmpNat.mode(false), mode6: this.prefix6 ? this.icmpNat.mode(true) : null } : null,
+      arp: this.gw.arp.stats,
+      ndp: this.gw.ndp?.stats ?? null,
+      ra: this.ra?.stats ?? null,
       dhcp: this.dhcp.stats,
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
+      tftp6: this.tftp6?.stats ?? null,
       bridge: this.bridgeHost ? { dhcp: this.bridgeHost.stats, sockets: this.bridgeSockets?.stats ?? null } : null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
@@ -447,6 +454,7 @@ export class Network {
     this.icmpNat?.closeAll();
     this.dns.close();
     this.tftp?.close();
+    this.tftp6?.close();
     this.dhcp.close();
     this.sw.close();
   }
