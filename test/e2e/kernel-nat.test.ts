@@ -276,7 +276,7 @@ describe('kernel NAT network (bridge, nftables, taps) in namespaces', { skip, ti
     assert.equal((after.match(/^table ip qnet-lab /gm) ?? []).length, 1);
     assert.equal((after.match(/^table ip qnet-quiet /gm) ?? []).length, 1);
     const n = pingReplies(web, I_IP).length;
-    await until(() => pingReplies(web, I_IP).length >= n + 3, 10_000, 'web still pinging', () => web.diag());
+    await until(() => pingReplies(web, I_IP).length >= n + 3, 60_000, 'web still pinging', () => web.diag());
   });
 
   test('after the VMs and then the daemon stop, the ruleset and the links are as before', async () => {
