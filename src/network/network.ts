@@ -53,6 +53,8 @@ export interface Ipv6Options {
   linkLocal?: string;
   /** DHCPv6 stateful pool; absent: SLAAC only (DHCPv6 still answers information requests) */
   dhcpRange?: { start: string; end: string };
+  /** static IPv6 hosts (DHCPv6 hands the address to the MAC; DNS answers AAAA by name) */
+  hosts?: { mac: string; ip: string; hostname?: string }[];
 }
 
 export interface NetworkOptions {
@@ -305,25 +307,26 @@ export class Network {
     const full = name.toLowerCase().replace(/\.$/, '');
     const n = this.shortName(full);
     const inDomain = !this.opts.domain || full !== n || !full.includes('.');
-    let ip: number | null = null;
-    for (const r of this.opts.records ?? []) {
-      const rn = r.name.toLowerCase().replace(/\.$/, '');
-      if (rn === full || rn === n) { ip = r.ip; break; }
+    // records first: every record of the name, answered by family
+    const recs = (this.opts.records ?? []).filter((r) => { const rn = r.name.toLowerCase().replace(/\.$/, ''); return rn === full || rn === n; });
+    if (recs.length > 0) {
+      if (type === TYPE_A) return recs.map((r) => r.ip).filter((a) => a < V6_BASE);
+      if (type === TYPE_AAAA) return recs.map((r) => r.ip).filter((a) => a >= V6_BASE);
+      return [];
     }
     const gatewayName = inDomain && (n === 'gateway' || n === 'host');
-    if (ip === null && inDomain) {
-      if (gatewayName) ip = this.opts.gateway;
-      else ip = this.addressOf(n);
-    }
+    const ip = !inDomain ? null : gatewayName ? this.opts.gateway : this.addressOf(n);
     if (ip === null) {
       // a name in our own domain that nobody has: authoritative NXDOMAIN, don't leak it upstream
       return this.opts.domain && full !== n ? null : undefined;
     }
-    if (type === TYPE_A) return ip < V6_BASE ? [ip] : [];
+    if (type === TYPE_A) return [ip];
     if (type === TYPE_AAAA) {
-      if (ip >= V6_BASE) return [ip];
       if (gatewayName) return this.prefix6 ? [this.prefix6.router] : [];
-      return inDomain ? this.addresses6Of(n) : [];
+      const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
+      const fixed = st ? parseAddr(st.ip) : null;
+      const seen = this.addresses6Of(n);
+      return fixed !== null && !seen.includes(fixed) ? [fixed, ...seen] : seen;
     }
     return [];
   }
