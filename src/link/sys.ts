@@ -5,10 +5,8 @@
 // raw, both families) and tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
 // native side drains the fd into a receive buffer owned by JS and makes one callback per
 // wakeup with the number of datagrams; their offsets/lengths are in a Uint32Array.
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import os from 'node:os';
+import { addonPath, loadNative, nativeFailure, repoRoot } from '../util/native.ts';
 
 /** An opaque native handle (a wrapped fd plus its poll handle). */
 export interface SysHandle { readonly __qnetSysHandle: unique symbol }
@@ -43,25 +41,16 @@ export interface QnetSys {
 /** flags bit in info[3]: this entry is an ICMP error from the error queue (type << 8 | code below). */
 export const ICMP_ERR_FLAG = 0x80000000;
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const addonPath = path.join(root, 'build', 'Release', 'qnet_sys.node');
-
-let cached: QnetSys | null = null;
+export { addonPath };
 
 /** The addon; throws a clear error when it has not been built. */
 export function sys(): QnetSys {
-  if (cached) return cached;
-  const require = createRequire(import.meta.url);
-  try {
-    cached = require(addonPath) as QnetSys;
-  } catch (e) {
-    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    throw new Error(
-      `qnet native addon not available (${addonPath}): ${why}. ` +
-      `Build it with \`npm rebuild\` in ${root} (needs a C compiler, python3 and make; npm ci does this automatically).`,
-    );
-  }
-  return cached;
+  const s = loadNative<QnetSys>();
+  if (s) return s;
+  throw new Error(
+    `qnet native addon not available (${addonPath}): ${nativeFailure()}. ` +
+    `Build it with \`npm rebuild\` in ${repoRoot} (needs a C compiler, python3 and make; npm ci does this automatically).`,
+  );
 }
 
 /** Whether the addon loads (for tests and feature checks). */
