@@ -164,6 +164,7 @@ export class Daemon implements DaemonControl {
           this.store.changed();
           if (kernel) void this.kernel.refresh(cfg, r.net);
         };
+        opts.onLease6 = () => { st.leases6 = r.net!.dhcp6?.exportLeases() ?? []; this.store.changed(); };
         net = await Network.start(opts);
       }
     } catch (e) {
@@ -176,6 +177,7 @@ export class Daemon implements DaemonControl {
     this.running.set(cfg.name, r);
     if (net) {
       net.dhcp.importLeases(st.leases);
+      if (st.leases6) net.dhcp6?.importLeases(st.leases6);
       for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
       if (!kernel) {
         for (const f of st.forwards) {
@@ -194,6 +196,7 @@ export class Daemon implements DaemonControl {
     this.running.delete(name);
     if (r.net) {
       this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+      if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
       r.net.close();
     }
     if (isKernel(r.cfg)) await this.kernel.stop(r.cfg, keepKernel);
@@ -300,7 +303,10 @@ export class Daemon implements DaemonControl {
   private leaseInfo(r: Running): LeaseInfo[] {
     if (!r.net) return [];
     const statics = new Set(this.resolveHosts(r.cfg).hosts.map((h) => h.mac));
-    return r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const v4 = r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const statics6 = new Set(r.cfg.hosts.filter((h) => h.ip6).map((h) => h.mac));
+    const v6 = (r.net.dhcp6?.leases() ?? []).map((l) => ({ mac: l.mac, ip: l.ip, hostname: l.hostname, expiresAt: l.expiresAt, static: statics6.has(l.mac) }));
+    return [...v4, ...v6];
   }
 
   private ports(r: Running): PortInfo[] {
