@@ -12,7 +12,7 @@
 // first, never one touched since the current packet began (tick()), so the ids a packet handler
 // holds stay valid for the call. Gateway addresses are pinned. A hostile guest therefore cannot
 // grow the table beyond what its flow limits let it reference.
-import { ip4ToString, ip6ToString, parseIp4, parseIp6 } from '../wire/addr.ts';
+import { equal16, ip4ToString, ip6ToString, parseIp4, parseIp6 } from '../wire/addr.ts';
 
 /** The first IPv6 id; everything below is an IPv4 address. */
 export const V6_BASE = 0x100000000;
@@ -54,7 +54,7 @@ class Ip6Table {
   lookup(b: Buffer, o: number): number {
     const h = hash(b, o);
     for (let s = this.heads.get(h) ?? -1; s >= 0; s = this.chain[s]) {
-      if (this.store.compare(b, o, o + 16, s * 16, s * 16 + 16) === 0) { this.touched[s] = this.epoch; return V6_BASE + s; }
+      if (equal16(this.store, s * 16, b, o)) { this.touched[s] = this.epoch; return V6_BASE + s; }
     }
     return -1;
   }

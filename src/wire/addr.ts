@@ -111,6 +111,18 @@ export function macKey(buf: Buffer, off: number): number {
     (((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) >>> 0);
 }
 
+/** a[ao, ao+6) === b[bo, bo+6): in JS (Buffer.compare with offsets crosses into C++, per packet). */
+export function macEquals(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
+  return a[ao] === b[bo] && a[ao + 1] === b[bo + 1] && a[ao + 2] === b[bo + 2] &&
+    a[ao + 3] === b[bo + 3] && a[ao + 4] === b[bo + 4] && a[ao + 5] === b[bo + 5];
+}
+
+/** a[ao, ao+16) === b[bo, bo+16) (IPv6 addresses), in JS for the same reason. */
+export function equal16(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
+  return a.readUInt32BE(ao) === b.readUInt32BE(bo) && a.readUInt32BE(ao + 4) === b.readUInt32BE(bo + 4) &&
+    a.readUInt32BE(ao + 8) === b.readUInt32BE(bo + 8) && a.readUInt32BE(ao + 12) === b.readUInt32BE(bo + 12);
+}
+
 /** Writes the MAC of a macKey() value into buf[off, off+6). */
 export function macKeyToBuf(key: number, buf: Buffer, off: number): void {
   const hi = Math.floor(key / 0x100000000);
