@@ -7,6 +7,11 @@
 // and reconnects, and the guest keeps its link and its lease. QEMU also gets a QMP socket next
 // to it, which `qnet vm ls` and `qnet info network` use.
 //
+// On a hostdev network (a VF pool) the daemon hands out a VF instead: qnet run adds
+// `-nic none -device vfio-pci,host=BDF,id=qnet0` and the QMP socket, waits for the QMP socket
+// rather than a stream socket, and the VF goes back (driver and settings restored) when QEMU
+// exits, or when qnet run dies (the daemon notices its pid is gone).
+//
 // qnet run stays in the foreground as QEMU's parent: QEMU inherits the terminal, SIGINT/SIGTERM/
 // SIGHUP are passed on to it, and when it exits the VM is unregistered and qnet run exits with
 // QEMU's status.
@@ -98,10 +103,15 @@ export async function main(argv: string[]): Promise<number> {
     rmQuiet(sock);
     rmQuiet(qmp);
 
-    const body: Record<string, string> = { name };
+    // pid: on a hostdev network the VF is ours until QEMU registers (the daemon reaps it if we die)
+    const body: Record<string, string | number> = { name, pid: process.pid };
     if (values.model) body.model = values.model;
     const att = await api.post<AttachResult>(`/v1/networks/${seg(netName)}/attach`, body);
-    const args = [...userArgs, ...qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac })];
+    const hostdev = att.hostdev;
+    const args = hostdev
+      ? [...userArgs, '-nic', 'none', ...att.args, '-qmp', `unix:${qmp.replace(/,/g, ',,')},server=on,wait=off`]
+      : [...userArgs, ...qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac })];
+    const waitPath = hostdev ? qmp : sock;
 
     const child = spawn(program, args, { stdio: 'inherit' });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -117,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
       let early: { code: number | null; signal: NodeJS.Signals | null } | Error | undefined;
       void exited.then((r) => { early ??= r; });
       void spawnError.then((e) => { early ??= e; });
-      while (!fs.existsSync(sock)) {
+      while (!fs.existsSync(waitPath)) {
         if (early instanceof Error) throw new Error(`cannot run ${program}: ${early.message}`);
         if (early) {
           process.stderr.write(`qnet run: QEMU exited before it opened its network socket${early.code !== null ? ` (status ${early.code})` : ` (${early.signal})`}\n`);
@@ -125,11 +135,11 @@ export async function main(argv: string[]): Promise<number> {
         }
         if (Date.now() > deadline) {
           child.kill('SIGTERM');
-          throw new Error(`QEMU did not create its network socket ${sock} within ${SOCKET_WAIT_MS / 1000} s; stopped it`);
+          throw new Error(`QEMU did not create its ${hostdev ? 'QMP' : 'network'} socket ${waitPath} within ${SOCKET_WAIT_MS / 1000} s; stopped it`);
         }
         await new Promise((r) => setTimeout(r, 50));
       }
-      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid!, qmp, sock, startedAt: Date.now() };
+      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid!, qmp, sock: hostdev ? '' : sock, startedAt: Date.now() };
       try {
         await api.post('/v1/vms', rec);
         registered = true;
@@ -138,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
         await exited;
         throw new Error(`the daemon refused VM '${name}' (${(e as Error).message}); stopped QEMU`);
       }
-      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, MAC ${att.mac}; QMP at ${qmp}\n`);
+      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, ${hostdev ? `VF ${hostdev.index} of ${hostdev.pf} (${hostdev.bdf}${hostdev.vlan ? `, VLAN ${hostdev.vlan}` : ''}), ` : ''}MAC ${att.mac}; QMP at ${qmp}\n`);
       const { code, signal } = await exited;
       if (signal) return 128 + (signalNumber(signal) ?? 0);
       return code ?? 1;
@@ -148,7 +158,8 @@ export async function main(argv: string[]): Promise<number> {
         child.kill('SIGTERM');
         await exited;
       }
-      if (registered || existing) await unregister(api, name);
+      // a VF goes back even when QEMU never registered
+      if (registered || existing || hostdev) await unregister(api, name);
       rmQuiet(sock);
       rmQuiet(qmp);
     }

@@ -6,8 +6,9 @@
  *   user      QEMU's -netdev user semantics (slirp addressing, NAT unless restrict=on)
  *   nat       a shared segment for many VMs: DHCP, DNS by name, NAT out, the host at the gateway
  *   isolated  guests, DHCP and DNS, and no way out
+ *   hostdev   a pool of SR-IOV VFs, one assigned to each VM with vfio-pci (no qnet data path)
  */
-export type NetworkMode = 'user' | 'nat' | 'isolated';
+export type NetworkMode = 'user' | 'nat' | 'isolated' | 'hostdev';
 
 /**
  * A port forward from the host into a guest: QEMU's `hostfwd=`, a config `forwards:` entry and

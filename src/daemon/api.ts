@@ -116,8 +116,9 @@ export function parseVmRecord(v: unknown): VmRecord {
   const mac = str(b, 'mac', true)!;
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
   const qmp = str(b, 'qmp', true)!;
-  const sock = str(b, 'sock', true)!;
-  if (!path.isAbsolute(qmp) || !path.isAbsolute(sock)) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
+  // a VM on a hostdev network has no stream socket (its NIC is a VF)
+  const sock = str(b, 'sock', false) ?? '';
+  if (!path.isAbsolute(qmp) || (sock && !path.isAbsolute(sock))) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
   return {
     name,
     network: str(b, 'network', true)!,
@@ -221,7 +222,7 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
     compile('POST', '/v1/networks/:name/attach', async ({ params, body }) => {
       const b = object(await body());
       const name = str(b, 'name', true)!;
-      return control.attach(params.name, name, str(b, 'model', false));
+      return control.attachHostdev?.(params.name, name, int(b, 'pid', false, 1, 0x7fffffff)) ?? control.attach(params.name, name, str(b, 'model', false));
     }),
     compile('GET', '/v1/vms', () => control.vms()),
     compile('POST', '/v1/vms', async ({ body }) => {
@@ -229,8 +230,8 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
       control.connectVm(vm);
       return new Reply(201, vm);
     }),
-    compile('DELETE', '/v1/vms/:name', ({ params }) => {
-      control.disconnectVm(params.name);
+    compile('DELETE', '/v1/vms/:name', async ({ params }) => {
+      await control.disconnectVm(params.name);
       return { removed: params.name };
     }),
   ];

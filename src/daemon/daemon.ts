@@ -8,6 +8,8 @@ import { Network, type NetworkOptions } from '../network/network.ts';
 import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
+import { HostdevNetworks } from './hostdev.ts';
+import type { Host } from '../host/pci/sysfs.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
@@ -68,24 +70,32 @@ export class Daemon implements DaemonControl {
   private readonly store: StateStore;
   private readonly started = Date.now();
   private readonly captures = new Set<{ stop(): { frames: number } }>();
+  /** mode hostdev networks (VF pools) */
+  private readonly hostdev: HostdevNetworks;
   apiSocket = '';
 
-  private constructor(public config: Config) {
+  private constructor(public config: Config, opts: { host?: () => Host }) {
     fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
     this.store = new StateStore(config.stateDir);
     this.store.load();
+    this.hostdev = new HostdevNetworks(this.store, config.stateDir, opts.host);
   }
 
-  static async start(config: Config): Promise<Daemon> {
-    const d = new Daemon(config);
+  /** `host`: the kernel hostdev networks act on (default: this machine's /sys) */
+  static async start(config: Config, opts: { host?: () => Host } = {}): Promise<Daemon> {
+    const d = new Daemon(config, opts);
     try {
-      for (const cfg of config.networks) await d.startNetwork(cfg);
+      for (const cfg of config.networks) {
+        if (HostdevNetworks.isHostdev(cfg)) await d.hostdev.start(cfg);
+        else await d.startNetwork(cfg);
+      }
     } catch (e) {
       d.stop();
       throw e;
     }
     // VMs that still run (QEMU is their stream server): join them again.
     for (const vm of [...d.store.state.vms]) {
+      if (pidAlive(vm.pid) && d.hostdev.has(vm.network)) continue; // it keeps its VF
       if (pidAlive(vm.pid) && d.running.has(vm.network)) d.running.get(vm.network)!.net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
       else d.store.state.vms = d.store.state.vms.filter((v) => v !== vm);
     }
@@ -129,7 +139,19 @@ export class Daemon implements DaemonControl {
     const out = { restarted: [] as string[], started: [] as string[], stopped: [] as string[], unchanged: [] as string[] };
     const nextNames = new Set(next.networks.map((n) => n.name));
     for (const name of [...this.running.keys()]) if (!nextNames.has(name)) { this.stopNetwork(name); out.stopped.push(name); }
+    for (const name of this.hostdev.names()) if (!nextNames.has(name)) { this.hostdev.stop(name); out.stopped.push(name); }
     for (const cfg of next.networks) {
+      const isPool = HostdevNetworks.isHostdev(cfg);
+      if (isPool || this.hostdev.has(cfg.name)) { // to, from or between VF pools
+        if (isPool && !this.hostdev.changed(cfg)) { out.unchanged.push(cfg.name); continue; }
+        const was = this.hostdev.has(cfg.name) || this.running.has(cfg.name);
+        this.stopNetwork(cfg.name);
+        this.hostdev.stop(cfg.name);
+        if (isPool) await this.hostdev.start(cfg);
+        else await this.startNetwork(cfg);
+        (was ? out.restarted : out.started).push(cfg.name);
+        continue;
+      }
       const cur = this.running.get(cfg.name);
       const key = JSON.stringify({ ...cfg, where: undefined });
       if (cur && cur.key === key) { out.unchanged.push(cfg.name); continue; }
@@ -147,6 +169,7 @@ export class Daemon implements DaemonControl {
   stop(): void {
     for (const c of this.captures) c.stop();
     for (const name of [...this.running.keys()]) this.stopNetwork(name);
+    this.hostdev.stopAll();
     this.store.save();
   }
 
@@ -173,14 +196,15 @@ export class Daemon implements DaemonControl {
       networks: [...this.running.values()].map((r) => ({
         name: r.cfg.name, mode: r.cfg.mode, subnet: cidr(r.cfg), ports: r.net.sw.ports.size - 1,
         leases: r.net.dhcp.leases().length, duplicateMacs: r.net.duplicates(),
-      })),
+      })).concat(this.hostdev.names().map((n) => this.hostdev.summary(n))),
       warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => r.net.duplicates().map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
     };
   }
 
-  networks(): NetworkInfo[] { return [...this.running.keys()].map((n) => this.network(n)); }
+  networks(): NetworkInfo[] { return [...this.running.keys(), ...this.hostdev.names()].map((n) => this.network(n)); }
 
   network(name: string): NetworkInfo {
+    if (this.hostdev.has(name)) return this.hostdev.info(name);
     const r = this.get(name);
     return {
       name, mode: r.cfg.mode, subnet: cidr(r.cfg), gateway: ip4ToString(r.cfg.gateway), domain: r.cfg.domain, mtu: r.cfg.mtu,
@@ -229,11 +253,13 @@ export class Daemon implements DaemonControl {
   }
 
   leases(network?: string): (LeaseInfo & { network: string })[] {
+    if (network && this.hostdev.has(network)) return []; // the VMs' DHCP is the physical network's
     const nets = network ? [this.get(network)] : [...this.running.values()];
     return nets.flatMap((r) => this.leaseInfo(r).map((l) => ({ ...l, network: r.cfg.name })));
   }
 
   forwards(network?: string): (ForwardInfo & { network: string })[] {
+    if (network && this.hostdev.has(network)) return [];
     const nets = network ? [this.get(network)] : [...this.running.values()];
     return nets.flatMap((r) => this.forwardInfo(r).map((f) => ({ ...f, network: r.cfg.name })));
   }
@@ -327,27 +353,40 @@ export class Daemon implements DaemonControl {
     return lines.join('\n') + '\n';
   }
 
-  /** A MAC for a VM name: derived from the names (stable), re-derived on collision (unique). */
-  attach(network: string, name: string, model = DEFAULT_MODEL): AttachResult {
-    const r = this.get(network);
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+  /** The VM's MAC on a network: recorded, else derived from the names (stable), re-derived on collision (unique). */
+  private stableMac(network: string, name: string, taken: () => string[]): string {
     const st = this.store.net(network);
     let mac = st.macs[name];
     if (!mac) {
-      const taken = new Set<string>([
-        ...Object.values(st.macs),
-        ...r.cfg.hosts.map((h) => h.mac),
-        ...[...r.net.sw.ports.values()].flatMap((sp) => r.net.sw.macsOn(sp.port)),
-        ...r.net.dhcp.leases().map((l) => l.mac),
-      ]);
+      const used = new Set<string>([...Object.values(st.macs), ...taken()]);
       for (let i = 0; ; i++) {
         const h = crypto.createHash('sha256').update(`${network}\0${name}\0${i}`).digest();
         mac = `52:54:00:${[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
-        if (!taken.has(mac)) break;
+        if (!used.has(mac)) break;
       }
       st.macs[name] = mac;
       this.store.changed();
     }
+    return mac;
+  }
+
+  /** On a hostdev network: the VM's stable MAC and a VF with it (undefined for other networks). */
+  attachHostdev(network: string, name: string, pid?: number): Promise<AttachResult> | undefined {
+    if (!this.hostdev.has(network)) return undefined;
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+    return this.hostdev.attach(network, name, this.stableMac(network, name, () => []), pid);
+  }
+
+  /** A MAC for a VM name (stableMac) and the QEMU arguments for a NIC with it. */
+  attach(network: string, name: string, model = DEFAULT_MODEL): AttachResult {
+    if (this.hostdev.has(network)) throw new BadRequestError(`network '${network}' is a VF pool (mode hostdev): its VFs go to qnet run only (qnet run ${network} --name ${name} -- qemu-system-x86_64 ...)`);
+    const r = this.get(network);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+    const mac = this.stableMac(network, name, () => [
+      ...r.cfg.hosts.map((h) => h.mac),
+      ...[...r.net.sw.ports.values()].flatMap((sp) => r.net.sw.macsOn(sp.port)),
+      ...r.net.dhcp.leases().map((l) => l.mac),
+    ]);
     r.net.vmMacs.set(name.toLowerCase(), mac);
     const att = r.cfg.attach[0];
     const args = ['-netdev', qemuNetdevFor(att.endpoint, 'qnet0'), '-device', `${model},netdev=qnet0,mac=${mac}`];
@@ -355,6 +394,7 @@ export class Daemon implements DaemonControl {
   }
 
   connectVm(vm: VmRecord): void {
+    if (this.hostdev.has(vm.network)) { this.hostdev.connect(vm); return; }
     const r = this.get(vm.network);
     if (!vm.name || !vm.sock || !Number.isInteger(vm.pid)) throw new BadRequestError('a VM needs name, sock and pid');
     if (!fs.existsSync(vm.sock)) throw new BadRequestError(`VM ${vm.name}: no QEMU stream socket at ${vm.sock}`);
@@ -365,8 +405,16 @@ export class Daemon implements DaemonControl {
     log.info('vm joined', { vm: vm.name, network: vm.network, mac: vm.mac });
   }
 
-  disconnectVm(name: string): void {
+  async disconnectVm(name: string): Promise<void> {
     const vm = this.store.state.vms.find((v) => v.name === name);
+    // on a hostdev network the VF goes back even when QEMU never registered (it failed to start)
+    const hadVf = this.hostdev.ownerOf(name) !== undefined;
+    if (hadVf) {
+      this.store.state.vms = this.store.state.vms.filter((v) => v.name !== name);
+      this.store.changed();
+      await this.hostdev.release(name);
+      return;
+    }
     if (!vm) throw new NotFoundError(`no VM '${name}'`);
     this.running.get(vm.network)?.net.disconnectVm(name);
     this.store.state.vms = this.store.state.vms.filter((v) => v !== vm);
@@ -381,6 +429,7 @@ export class Daemon implements DaemonControl {
       for (const v of this.store.state.vms) if (!alive.includes(v)) this.running.get(v.network)?.net.disconnectVm(v.name);
       this.store.state.vms = alive;
       this.store.changed();
+      void this.hostdev.reap(); // their VFs go back
     }
     return alive;
   }
@@ -388,6 +437,11 @@ export class Daemon implements DaemonControl {
   /** How to attach QEMU to each network, for `qnet up`'s banner. */
   banner(): string {
     const out: string[] = [];
+    for (const n of this.hostdev.names()) {
+      const s = this.hostdev.summary(n);
+      out.push(`network ${n} (hostdev) VFs of ${s.pool.pfs.join(', ')}: ${s.pool.free} free of ${s.pool.total}`);
+      out.push(`  use:    qnet run ${n} --name VM -- qemu-system-x86_64 ...`);
+    }
     for (const r of this.running.values()) {
       out.push(`network ${r.cfg.name} (${r.cfg.mode}) ${cidr(r.cfg)} gateway ${ip4ToString(r.cfg.gateway)}`);
       r.cfg.attach.forEach((a) => out.push(`  attach: -netdev ${qemuNetdevFor(a.endpoint, 'n0')} -device virtio-net-pci,netdev=n0,mac=52:54:00:XX:XX:XX`));

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { LeaseRecord } from '../services/dhcp.ts';
 import type { ForwardRule, VmRecord } from './types.ts';
+import type { VfAssignment } from '../host/pci/vfpool.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('state');
@@ -14,6 +15,8 @@ export interface NetworkState {
   forwards: ForwardRule[];
   /** VM name -> MAC */
   macs: Record<string, string>;
+  /** mode hostdev: the VFs assigned to VMs */
+  vfs?: VfAssignment[];
 }
 
 export interface State {

@@ -3,6 +3,7 @@
 
 import type { PortCounters } from '../link/port.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
+import type { PoolInfo } from '../host/pci/vfpool.ts';
 
 export type { ForwardRule, NetworkMode };
 
@@ -55,6 +56,8 @@ export interface NetworkInfo {
   /** MACs seen on more than one port of this network */
   duplicateMacs: string[];
   counters: Record<string, unknown>;
+  /** mode hostdev: the VF pool (no subnet, ports or leases: VMs drive their VFs) */
+  pool?: PoolInfo;
 }
 
 export interface VmRecord {
@@ -66,9 +69,11 @@ export interface VmRecord {
   pid: number;
   /** QMP unix socket */
   qmp: string;
-  /** QEMU's stream server socket that the daemon connects to */
+  /** QEMU's stream server socket that the daemon connects to ('' on a hostdev network) */
   sock: string;
   startedAt: number;
+  /** hostdev network: the VF (PCI address) the VM has */
+  hostdev?: string;
 }
 
 export interface AttachResult {
@@ -78,6 +83,8 @@ export interface AttachResult {
   model: string;
   /** QEMU arguments that put a NIC on the network */
   args: string[];
+  /** hostdev network: the VF given to the VM (bound to vfio-pci, MAC and VLAN set) */
+  hostdev?: { bdf: string; pf: string; index: number; vlan: number };
 }
 
 export interface StatusInfo {
@@ -88,7 +95,7 @@ export interface StatusInfo {
   stateDir: string;
   runtimeDir: string;
   apiSocket: string;
-  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[] }[];
+  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[]; pool?: { pfs: string[]; total: number; free: number; assigned: number } }[];
   warnings: string[];
 }
 
@@ -116,8 +123,14 @@ export interface DaemonControl {
   metrics(): string;
   /** A MAC for this VM name: stable across calls, unique on the network. Recorded in state. */
   attach(network: string, name: string, model?: string): AttachResult;
+  /**
+   * On a hostdev network (else undefined): the VM's MAC and a VF with it, bound to vfio-pci,
+   * held by `pid` (qnet run) until the VM registers.
+   */
+  attachHostdev?(network: string, name: string, pid?: number): Promise<AttachResult> | undefined;
   /** Join a VM whose QEMU runs a stream server (`qnet run`): the daemon connects and reconnects. */
   connectVm(vm: VmRecord): void;
-  disconnectVm(name: string): void;
+  /** Forget a VM (on a hostdev network: give its VF back). */
+  disconnectVm(name: string): void | Promise<void>;
   vms(): VmRecord[];
 }

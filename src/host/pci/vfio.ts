@@ -303,3 +303,30 @@ function rollbackBind(host: Host, plan: VfioPlan): string[] {
   }
   return out;
 }
+
+export interface Assignability {
+  /** QEMU can open it now: bound to vfio-pci, its group viable, /dev/vfio/N there */
+  ready: boolean;
+  /** `qnet host vfio bind` would take it (false when ready: nothing to do) */
+  bindable: boolean;
+  /** why not (a refusal's text), or what to do */
+  reason?: string;
+}
+
+/** Whether a device can be handed to a VM now, or after `qnet host vfio bind`, and why not. */
+export async function assess(host: Host, bdf: string): Promise<Assignability> {
+  if (driverOf(host, bdf) === 'vfio-pci') {
+    const blockers = groupBlockers(host, bdf);
+    const g = iommuGroupOf(host, bdf);
+    if (blockers.length) return { ready: false, bindable: false, reason: `bound to vfio-pci, but IOMMU group ${g} also holds ${blockers.join(', ')} on a host driver` };
+    if (g !== undefined && !fs.existsSync(path.join(host.dev, 'vfio', String(g)))) return { ready: false, bindable: false, reason: `bound to vfio-pci, but ${path.join(host.dev, 'vfio', String(g))} is missing` };
+    return { ready: true, bindable: false };
+  }
+  try {
+    await planBind(host, bdf);
+    return { ready: false, bindable: true, reason: `qnet host vfio bind ${bdf}` };
+  } catch (e) {
+    if (e instanceof RefusedError) return { ready: false, bindable: false, reason: e.message };
+    return { ready: false, bindable: false, reason: (e as Error).message };
+  }
+}
