@@ -7,6 +7,7 @@ commands:
   user     run a user-mode network (QEMU's -netdev user, served by qnet)
   qemu     lint, explain, convert and adopt QEMU network options
   host     PCI devices, vfio-pci binding and SR-IOV VFs for device assignment (host devices|vfio|sriov|vf)
+  doctor   check this host for device assignment (IOMMU, interrupt remapping, vfio, SR-IOV)
 
 daemon commands (talk to the daemon over its API socket; --api PATH or $QNET_API picks it):
   status   the daemon's version, uptime, directories, networks and warnings
@@ -29,6 +30,7 @@ const commands: Record<string, () => Promise<Command>> = {
   user: async () => (await import('./user.ts')).main,
   qemu: async () => (await import('./qemu.ts')).main,
   host: async () => (await import('./host.ts')).main,
+  doctor: async () => (await import('./doctor.ts')).main,
   status: async () => (await import('./status.ts')).main,
   net: async () => (await import('./net.ts')).main,
   leases: async () => (await import('./leases.ts')).main,
