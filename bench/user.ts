@@ -25,7 +25,7 @@
 //   BENCH_PROFILE=DIR      run qnet with --cpu-prof into DIR and print its top functions
 //   BENCH_QNET=PATH        qnet entry point to run (default: this checkout's src/cli/main.ts)
 //   BENCH_REPEAT=N         bulk transfers per direction and case; the median is reported (default 3)
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

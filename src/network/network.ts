@@ -7,14 +7,16 @@
 // build the options and read the state.
 import { Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
-import { TcpStack, type TcpConn } from '../stack/tcp.ts';
+import { TcpStack } from '../stack/tcp/stack.ts';
+import type { TcpConn } from '../stack/tcp/conn.ts';
 import { DhcpServer, type StaticHost, type Lease, type LeaseEvent } from '../services/dhcp.ts';
 import { TcpNat } from '../services/tcp-nat.ts';
 import { UdpNat } from '../services/udp-nat.ts';
 import { HostForwarder, type ActiveHostFwd } from '../services/hostfwd.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
 import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
-import { DnsForwarder, serveDnsStream, TYPE_A } from '../services/dns.ts';
+import { DnsForwarder, TYPE_A } from '../services/dns.ts';
+import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
@@ -104,7 +106,8 @@ export class Network {
     this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
-    this.tcp = new TcpStack(this.gw, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.gw.onTcp = (p) => this.tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
     this.dhcp = new DhcpServer(this.gw, {
       serverIp: opts.gateway,
       router: opts.gateway,

@@ -1,6 +1,7 @@
 // Rewrites a command line so its user-mode and socket networks are served by
 // qnet: each becomes a -netdev stream client of a qnet process on a UNIX socket.
-import { analyze, type Analysis, type AnalyzeOptions, type Diagnostic } from './analyze.ts';
+import { analyze } from './analyze.ts';
+import type { Analysis, AnalyzeOptions, Diagnostic } from './analysis.ts';
 import { shellJoin } from './args.ts';
 import { assemble, blockingErrors, deviceArg, netdevArg, toModern, type NetdevOut } from './convert.ts';
 import { formatQemuOpts } from './opts.ts';

@@ -1,7 +1,11 @@
 // Rewrites a command line's network into modern -netdev/-device pairs, the
 // -nic shorthand, or libvirt <interface>/<hostdev> XML. Everything that is not
 // about networking passes through untouched and in order.
-import { MAX_LEGACY_NICS, analyze, hubMembers, parsePciAddr, type Analysis, type AnalyzeOptions, type Diagnostic, type Nic } from './analyze.ts';
+import { analyze } from './analyze.ts';
+import type { Analysis, AnalyzeOptions, Diagnostic, Nic } from './analysis.ts';
+import { parsePciAddr } from './analyze-context.ts';
+import { MAX_LEGACY_NICS } from './options.ts';
+import { hubMembers } from './topology.ts';
 import { BACKENDS, findNicModel, legacyModelName } from './model.ts';
 import { formatQemuOpts, parseBool, parseQemuOpts } from './opts.ts';
 

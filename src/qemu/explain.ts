@@ -1,5 +1,8 @@
 // Plain-language description of what a command line's network builds.
-import { analyze, hubIds, hubMembers, parsePciAddr, reach, type Analysis, type AnalyzeOptions, type Netdev, type Nic } from './analyze.ts';
+import { analyze } from './analyze.ts';
+import type { Analysis, AnalyzeOptions, Netdev, Nic } from './analysis.ts';
+import { parsePciAddr } from './analyze-context.ts';
+import { hubIds, hubMembers, reach } from './topology.ts';
 import { BACKENDS, QEMU_DEFAULT_MAC, findNicModel } from './model.ts';
 import { parseBool } from './opts.ts';
 import { parseUserNetdev } from './user-options.ts';

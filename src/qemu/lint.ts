@@ -1,5 +1,6 @@
 // lint: the analysis reduced to a verdict and QEMU-style messages.
-import { analyze, type Analysis, type AnalyzeOptions, type Diagnostic } from './analyze.ts';
+import { analyze } from './analyze.ts';
+import type { Analysis, AnalyzeOptions, Diagnostic } from './analysis.ts';
 
 export interface LintOutput {
   /** True when QEMU would start (no errors). */

@@ -20,134 +20,28 @@
 //   guest hostnames): an address list is answered directly (A records, authoritative, TTL
 //   `localTtl`, 0..60 s), `[]` is NODATA, `null` is NXDOMAIN and `undefined` means "not mine,
 //   forward it".
-// - TCP (RFC 1035 4.2.2 / RFC 7766): serveDnsStream() reads 2-byte length-prefixed messages
-//   (several per connection, split anywhere), forwards each over its own TCP connection to an
-//   upstream (a guest uses TCP after a truncated UDP answer, so UDP upstream would truncate
-//   again), and writes the answers back length-prefixed, in completion order (allowed by RFC
-//   7766 6.2.1.1, the IDs tell them apart). At most 16 queries of one connection are in flight;
-//   reading pauses beyond that.
-// - The minimal codec needed lives here: header fields, name reading with compression-pointer
-//   loop protection (pointers must go strictly backwards, at most 255 bytes of name), the first
-//   question, and building A answers, NODATA, NXDOMAIN and SERVFAIL replies.
+// - TCP: a query that arrived over TCP (dns-tcp.ts) is forwarded over its own TCP
+//   connection to an upstream (a guest uses TCP after a truncated UDP answer, so UDP upstream
+//   would truncate again).
+// - The codec is in dns-codec.ts, DNS over TCP from guests in dns-tcp.ts.
 //
 // Trade-offs: no cache (the host's resolver has one; a cache would have to honour TTLs and
 // negative caching); no EDNS rewriting (the guest's OPT record goes upstream as is, but local
 // answers carry no OPT); queries are not validated beyond the header, since upstream judges them.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { Duplex } from 'node:stream';
 import { randomInt } from 'node:crypto';
-import type { Gateway, UdpDatagram } from '../stack/gateway.ts';
+import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
-import { ip4ToBuf, ip6ToString, parseIp6 } from '../wire/addr.ts';
+import { ip6ToString, parseIp6 } from '../wire/addr.ts';
 import { readResolvConf, type Upstream } from './upstreams.ts';
+import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A, TYPE_ANY, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
 import { logger } from '../util/log.ts';
 
 export type { Upstream } from './upstreams.ts';
+export { TYPE_A } from './dns-codec.ts';
 
 const log = logger('dns');
-
-export const DNS_PORT = 53;
-export const TYPE_A = 1;
-export const TYPE_ANY = 255;
-export const CLASS_IN = 1;
-export const RCODE_NOERROR = 0;
-export const RCODE_FORMERR = 1;
-export const RCODE_SERVFAIL = 2;
-export const RCODE_NXDOMAIN = 3;
-const HEADER = 12;
-
-// ---- codec ----
-
-export interface DnsQuestion {
-  /** lowercase, dot-separated, no trailing dot ('' for the root) */
-  name: string;
-  type: number;
-  cls: number;
-  /** offset just after the question */
-  end: number;
-}
-
-/**
- * Reads a (possibly compressed) domain name at `off`. Returns the name and the offset after it in
- * the original byte stream, or null when malformed: out of bounds, a reserved label type, a
- * pointer that does not go strictly backwards (which rules out loops), or over 255 bytes.
- */
-export function readName(msg: Buffer, off: number): { name: string; end: number } | null {
-  const labels: string[] = [];
-  let p = off;
-  let end = -1;
-  let wire = 1;
-  let limit = off; // a pointer must point before the start of the current run of labels
-  for (let hops = 0; hops < 128; hops++) {
-    for (;;) {
-      if (p >= msg.length) return null;
-      const len = msg[p];
-      if (len === 0) {
-        if (end < 0) end = p + 1;
-        return { name: labels.join('.'), end };
-      }
-      if ((len & 0xc0) === 0xc0) {
-        if (p + 1 >= msg.length) return null;
-        const target = ((len & 0x3f) << 8) | msg[p + 1];
-        if (end < 0) end = p + 2;
-        if (target >= limit) return null;
-        p = target;
-        limit = target;
-        break;
-      }
-      if (len & 0xc0) return null;
-      if (p + 1 + len > msg.length) return null;
-      wire += len + 1;
-      if (wire > 255) return null;
-      labels.push(msg.toString('latin1', p + 1, p + 1 + len).toLowerCase());
-      p += 1 + len;
-    }
-  }
-  return null;
-}
-
-/** The first question of a message, or null. */
-export function parseQuestion(msg: Buffer): DnsQuestion | null {
-  if (msg.length < HEADER || msg.readUInt16BE(4) < 1) return null;
-  const n = readName(msg, HEADER);
-  if (!n || n.end + 4 > msg.length) return null;
-  return { name: n.name, type: msg.readUInt16BE(n.end), cls: msg.readUInt16BE(n.end + 2), end: n.end + 4 };
-}
-
-/**
- * A reply to `query`: same ID, opcode and RD, QR and RA set, the first question echoed when
- * `q` is given, then one A record per address (the owner is a pointer to the question name).
- */
-export function buildReply(query: Buffer, q: DnsQuestion | null, rcode: number, addrs: number[] = [], ttl = 0, aa = false): Buffer {
-  const qlen = q ? q.end - HEADER : 0;
-  const out = Buffer.alloc(HEADER + qlen + addrs.length * 16);
-  query.copy(out, 0, 0, 2);
-  const opcode = (query[2] >> 3) & 0xf;
-  out[2] = 0x80 | (opcode << 3) | (aa ? 0x04 : 0) | (query[2] & 0x01);
-  out[3] = 0x80 | (rcode & 0xf);
-  out.writeUInt16BE(q ? 1 : 0, 4);
-  out.writeUInt16BE(addrs.length, 6);
-  if (q) query.copy(out, HEADER, HEADER, q.end);
-  let o = HEADER + qlen;
-  for (const a of addrs) {
-    out.writeUInt16BE(0xc000 | HEADER, o);
-    out.writeUInt16BE(TYPE_A, o + 2);
-    out.writeUInt16BE(CLASS_IN, o + 4);
-    out.writeUInt32BE(ttl >>> 0, o + 6);
-    out.writeUInt16BE(4, o + 10);
-    ip4ToBuf(a, out, o + 12);
-    o += 16;
-  }
-  return out;
-}
-
-/** SERVFAIL for a query (question echoed when it parses). */
-export function servfail(query: Buffer): Buffer {
-  return buildReply(query, parseQuestion(query), RCODE_SERVFAIL);
-}
-
-// ---- forwarder ----
 
 export interface DnsForwarderOptions {
   /** gateway address to serve on; default the gateway's second address (slirp's .3), else its first */
@@ -181,6 +75,8 @@ export interface DnsStats {
   unmatched: number;
   upstreamErrors: number;
   outstanding: number;
+  /** handler bugs (never bad input) */
+  errors: number;
 }
 
 interface Pending {
@@ -210,7 +106,7 @@ function addrKey(host: string, port: number): string {
 export class DnsForwarder {
   readonly stats: DnsStats = {
     queries: 0, tcpQueries: 0, local: 0, forwarded: 0, answered: 0, truncated: 0, servfail: 0, timeouts: 0,
-    limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0,
+    limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0, errors: 0,
   };
   readonly listenIp: number;
   resolveLocal: ((name: string, type: number) => number[] | null | undefined) | null;
@@ -227,7 +123,7 @@ export class DnsForwarder {
   private readonly tcpConns = new Set<net.Socket>();
   private closed = false;
 
-  constructor(private readonly gw: Gateway, opts: DnsForwarderOptions = {}) {
+  constructor(private readonly gw: UdpHost, opts: DnsForwarderOptions = {}) {
     const addrs = [...gw.addrs];
     this.listenIp = opts.listenIp ?? addrs[1] ?? addrs[0] ?? 0;
     const ups = opts.upstreams ?? readResolvConf();
@@ -270,8 +166,8 @@ export class DnsForwarder {
         if (!this.closed) this.gw.sendUdp(dst, DNS_PORT, src, sport, answer);
       });
     } catch (err) {
-      this.stats.malformed++;
-      if (log.enabled('debug')) log.debug('query handler error', { err: (err as Error).message });
+      // a bug, not bad input: counted apart from malformed queries, the first one logged
+      if (this.stats.errors++ === 0) log.error('query handler error (a qnet bug; the query was dropped)', { err: (err as Error).stack });
     }
   };
 
@@ -451,96 +347,4 @@ export class DnsForwarder {
     s.on('error', () => next(false));
     s.on('close', () => next(false));
   }
-}
-
-// ---- DNS over TCP from guests ----
-
-const MAX_INFLIGHT_PER_STREAM = 16;
-
-/** Splits a byte stream into length-prefixed DNS messages and forwards them. */
-class StreamSession {
-  private buf: Buffer = Buffer.alloc(0);
-  private inflight = 0;
-  private ended = false;
-  constructor(private readonly fwd: DnsForwarder, private readonly out: (b: Buffer) => void,
-    private readonly finish: () => void, private readonly pause: (on: boolean) => void) {}
-
-  feed(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    this.drain();
-  }
-
-  private draining = false;
-  private drain(): void {
-    if (this.draining) return; // an answer given synchronously: the running loop goes on
-    this.draining = true;
-    while (this.buf.length >= 2 && this.inflight < MAX_INFLIGHT_PER_STREAM) {
-      const len = this.buf.readUInt16BE(0);
-      if (this.buf.length < 2 + len) break;
-      const msg = Buffer.from(this.buf.subarray(2, 2 + len));
-      this.buf = this.buf.subarray(2 + len);
-      this.inflight++;
-      const ok = this.fwd.query(msg, 0, (answer) => {
-        const hdr = Buffer.alloc(2);
-        hdr.writeUInt16BE(answer.length);
-        this.out(Buffer.concat([hdr, answer]));
-        this.inflight--;
-        this.drain();
-        this.maybeFinish();
-      }, true);
-      if (!ok) this.inflight--; // dropped as malformed
-    }
-    this.draining = false;
-    this.pause(this.inflight >= MAX_INFLIGHT_PER_STREAM);
-  }
-
-  end(): void {
-    this.ended = true;
-    this.maybeFinish();
-  }
-
-  private maybeFinish(): void {
-    if (this.ended && this.inflight === 0) this.finish();
-  }
-}
-
-/** The guest-facing end of a DNS-over-TCP connection: write the guest's bytes, read the answers. */
-class DnsStreamEndpoint extends Duplex {
-  private readonly session: StreamSession;
-  private resumeWrite: (() => void) | null = null;
-  private paused = false;
-  constructor(fwd: DnsForwarder) {
-    super();
-    this.session = new StreamSession(fwd, (b) => { this.push(b); }, () => { this.push(null); }, (on) => {
-      this.paused = on;
-      if (!on && this.resumeWrite) { const r = this.resumeWrite; this.resumeWrite = null; r(); }
-    });
-  }
-  override _read(): void {}
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.session.feed(chunk);
-    if (this.paused) this.resumeWrite = () => cb(); else cb();
-  }
-  override _final(cb: (err?: Error | null) => void): void {
-    this.session.end();
-    cb();
-  }
-}
-
-/**
- * DNS over TCP. `serveDnsStream(fwd)` returns a Duplex to attach to a guest connection (what is
- * written to it are the guest's bytes, what it emits are the answers); `serveDnsStream(stream,
- * fwd)` serves an existing duplex (a socket: its data are queries, answers are written to it).
- */
-export function serveDnsStream(fwd: DnsForwarder): Duplex;
-export function serveDnsStream(stream: Duplex, fwd: DnsForwarder): void;
-export function serveDnsStream(a: Duplex | DnsForwarder, b?: DnsForwarder): Duplex | void {
-  if (a instanceof DnsForwarder) return new DnsStreamEndpoint(a);
-  const stream = a;
-  const fwd = b!;
-  const session = new StreamSession(fwd, (buf) => { if (!stream.destroyed) stream.write(buf); },
-    () => { if (!stream.destroyed) stream.end(); }, (on) => { if (on) stream.pause(); else stream.resume(); });
-  stream.on('data', (d: Buffer) => session.feed(d));
-  stream.on('end', () => session.end());
-  stream.on('error', () => stream.destroy());
 }

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { spawn, type ChildProcessWithoutNullStreams, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { Duplex } from 'node:stream';
-import type { TcpConn } from '../stack/tcp.ts';
+import type { TcpConn } from '../stack/tcp/conn.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('guestfwd');

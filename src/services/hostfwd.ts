@@ -4,8 +4,8 @@
 // removed while the network runs.
 import net from 'node:net';
 import dgram from 'node:dgram';
-import type { Gateway, UdpDatagram } from '../stack/gateway.ts';
-import type { TcpStack } from '../stack/tcp.ts';
+import type { UdpDatagram, UdpHost } from '../stack/output.ts';
+import type { TcpStack } from '../stack/tcp/stack.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
@@ -31,7 +31,7 @@ export function ruleText(r: ForwardRule): string {
 export class HostForwarder {
   readonly rules: ActiveHostFwd[] = [];
 
-  constructor(private readonly gw: Gateway, private readonly tcp: TcpStack, private readonly hostAddr: number,
+  constructor(private readonly gw: UdpHost, private readonly tcp: TcpStack, private readonly hostAddr: number,
     private readonly defaultGuest: () => number,
     /** VM name -> current address (leases, static hosts); enables forwards by name */
     private readonly resolveName?: (name: string) => number | null) {}

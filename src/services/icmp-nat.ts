@@ -4,12 +4,14 @@
 // to the guest as they arrived. Where the host does not allow ping sockets (not root, or
 // net.ipv4.ping_group_range excludes us), requests are dropped and counted, with one clear
 // log line: a reply is never faked, so "unreachable" stays truthful.
-import type { Gateway, IpPacket } from '../stack/gateway.ts';
+import type { IpPacket } from '../stack/gateway.ts';
+import type { IpOutput } from '../stack/output.ts';
+import type { TimerQueue } from '../stack/timers.ts';
 import { Timer } from '../stack/timers.ts';
 import { IcmpEchoSocket } from '../link/icmp.ts';
 import { sysAvailable } from '../link/sys.ts';
-import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, type Icmpv4Header, writeIcmpv4Echo, writeIcmpv4Error } from '../wire/icmpv4.ts';
-import { IPPROTO_ICMP, writeIpv4 } from '../wire/ipv4.ts';
+import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, type Icmpv4Header, writeIcmpv4Echo } from '../wire/icmpv4.ts';
+import { IPPROTO_ICMP } from '../wire/ipv4.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
 
@@ -24,7 +26,7 @@ export class IcmpNat {
   private disabledReason: string | null = null;
   private warned = false;
 
-  constructor(private readonly gw: Gateway, private readonly hostAddr: number, private readonly maxFlows = 256, private readonly idleMs = 30_000) {
+  constructor(private readonly gw: IpOutput & { readonly timers: TimerQueue }, private readonly hostAddr: number, private readonly maxFlows = 256, private readonly idleMs = 30_000) {
     if (!sysAvailable()) this.disabledReason = 'the qnet native addon is not built (run npm rebuild)';
   }
 
@@ -60,22 +62,17 @@ export class IcmpNat {
     sock.onReply((srcIp, _id, seq, data) => {
       this.stats.replies++;
       const from = srcIp === LOOPBACK ? this.hostAddr : srcIp;
-      const o = this.gw.txReserve(8 + data.length);
-      data.copy(this.gw.txBuf, o + 8);
-      writeIcmpv4Echo(this.gw.txBuf, o, ICMP_ECHO_REPLY, f.guestId, seq, data.length);
-      this.gw.txIpv4(o, from, f.guestIp, IPPROTO_ICMP, 8 + data.length);
+      this.gw.sendIp(from, f.guestIp, IPPROTO_ICMP, 8 + data.length, (b, o) => {
+        data.copy(b, o + 8);
+        return writeIcmpv4Echo(b, o, ICMP_ECHO_REPLY, f.guestId, seq, data.length);
+      });
     });
     sock.onError((offender, type, code, dstIp, request) => {
       this.stats.errors++;
       // Quote the guest's own request: its addresses and identifier, the kernel's payload.
-      const qlen = Math.min(request.length, 8 + 8);
-      const quote = Buffer.alloc(20 + qlen);
-      writeIpv4(quote, 0, f.guestIp, dstIp, IPPROTO_ICMP, qlen);
-      request.copy(quote, 20, 0, qlen);
-      if (qlen >= 6) quote.writeUInt16BE(f.guestId, 24);
-      const o = this.gw.txReserve(8 + quote.length);
-      const end = writeIcmpv4Error(this.gw.txBuf, o, type, code, 0, quote, 0, quote.length, 8);
-      this.gw.txIpv4(o, offender, f.guestIp, IPPROTO_ICMP, end - o);
+      const head = Buffer.from(request.subarray(0, Math.min(request.length, 16)));
+      if (head.length >= 6) head.writeUInt16BE(f.guestId, 4);
+      this.gw.sendIcmpErrorForFlow(type, code, offender, f.guestIp, dstIp, IPPROTO_ICMP, head);
     });
     log.debug('ping flow', { guest: ip4ToString(guestIp), id: guestId, localId: sock.localId });
     return f;

@@ -3,13 +3,12 @@
 // guest sees the real outcome: SYN-ACK once connect() succeeds, RST when refused, ICMP
 // unreachable when the host has no route, silence then ICMP host-unreachable on timeout.
 import net from 'node:net';
-import type { TcpConn, TcpStack } from '../stack/tcp.ts';
-import type { Gateway } from '../stack/gateway.ts';
+import type { TcpConn } from '../stack/tcp/conn.ts';
+import type { TcpStack } from '../stack/tcp/stack.ts';
+import type { IpOutput } from '../stack/output.ts';
 import { ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_NET_UNREACH } from '../wire/icmpv4.ts';
 import { ip4ToString } from '../wire/addr.ts';
 import { IPPROTO_TCP } from '../wire/ipv4.ts';
-import { writeIcmpv4Error } from '../wire/icmpv4.ts';
-import { IPPROTO_ICMP, writeIpv4 } from '../wire/ipv4.ts';
 
 export interface NatStats { opened: number; refused: number; unreachable: number; timedOut: number; active: number }
 
@@ -21,7 +20,7 @@ export function hostTarget(dst: number, hostAddr: number, loopback = '127.0.0.1'
 export class TcpNat {
   readonly stats: NatStats = { opened: 0, refused: 0, unreachable: 0, timedOut: 0, active: 0 };
 
-  constructor(private readonly stack: TcpStack, private readonly gw: Gateway, private readonly hostAddr: number) {
+  constructor(stack: TcpStack, private readonly out: IpOutput, private readonly hostAddr: number) {
     stack.onConnectTimeout = (c) => { this.stats.timedOut++; this.unreachable(c, ICMP_HOST_UNREACH); };
   }
 
@@ -53,18 +52,13 @@ export class TcpNat {
 
   /** Tell the guest its SYN can't be delivered (host or network unreachable), then forget it. */
   private unreachable(c: TcpConn, code: number): void {
-    // Rebuild the guest's SYN header (what the ICMP error quotes) from the connection.
-    const quote = Buffer.alloc(28);
-    writeIpv4(quote, 0, c.guestIp, c.remoteIp, IPPROTO_TCP, 20);
-    quote.writeUInt16BE(c.guestPort, 20);
-    quote.writeUInt16BE(c.remotePort, 22);
-    quote.writeUInt32BE(c.irs, 24);
-    const gw = this.gw;
-    const o = gw.txReserve(8 + 28);
-    const end = writeIcmpv4Error(gw.txBuf, o, ICMP_DEST_UNREACH, code, 0, quote, 0, 28, 8);
-    gw.txIpv4(o, this.hostAddr, c.guestIp, IPPROTO_ICMP, end - o);
-    c.close();
+    // The quote: the guest's SYN, rebuilt from the connection (ports and sequence number).
+    const head = Buffer.alloc(8);
+    head.writeUInt16BE(c.guestPort, 0);
+    head.writeUInt16BE(c.remotePort, 2);
+    head.writeUInt32BE(c.irs, 4);
+    this.out.sendIcmpErrorForFlow(ICMP_DEST_UNREACH, code, this.hostAddr, c.guestIp, c.remoteIp, IPPROTO_TCP, head, 20);
+    c.close('unreachable');
   }
 }
 
-export { type TcpStack };

@@ -37,7 +37,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { Gateway, UdpDatagram } from '../stack/gateway.ts';
+import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip4ToString } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
@@ -133,7 +133,7 @@ export class TftpServer {
   private readonly perClient = new Map<number, number>();
   private closed = false;
 
-  constructor(private readonly gw: Gateway, opts: TftpOptions) {
+  constructor(private readonly gw: UdpHost, opts: TftpOptions) {
     this.root = fs.realpathSync(opts.root);
     if (!fs.statSync(this.root).isDirectory()) throw new Error(`tftp: ${opts.root} is not a directory`);
     this.listenIp = opts.listenIp ?? gw.addrs.values().next().value ?? 0;

@@ -4,11 +4,12 @@
 // unreachable, the way it would see it on a real network. Flows expire when idle (DNS-like
 // request/response flows sooner), and a guest can hold only so many at once.
 import dgram from 'node:dgram';
-import type { Gateway, IpPacket } from '../stack/gateway.ts';
+import type { IpPacket } from '../stack/gateway.ts';
+import type { IpOutput, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import type { UdpHeader } from '../wire/udp.ts';
-import { IPPROTO_UDP, writeIpv4, IPPROTO_ICMP } from '../wire/ipv4.ts';
-import { ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, writeIcmpv4Error } from '../wire/icmpv4.ts';
+import { IPPROTO_UDP } from '../wire/ipv4.ts';
+import { ICMP_DEST_UNREACH, ICMP_PORT_UNREACH } from '../wire/icmpv4.ts';
 import { hostTarget } from './tcp-nat.ts';
 
 interface Flow {
@@ -35,7 +36,7 @@ export class UdpNat {
   private readonly idleMs: number;
   private readonly maxPerGuest: number;
 
-  constructor(private readonly gw: Gateway, private readonly hostAddr: number, opts: UdpNatOptions = {}) {
+  constructor(private readonly gw: UdpHost & IpOutput, private readonly hostAddr: number, opts: UdpNatOptions = {}) {
     this.idleMs = opts.idleMs ?? 60_000;
     this.maxPerGuest = opts.maxFlowsPerGuest ?? 512;
   }
@@ -99,14 +100,12 @@ export class UdpNat {
   }
 
   private portUnreachable(f: Flow): void {
-    const quote = Buffer.alloc(28);
-    writeIpv4(quote, 0, f.guestIp, f.dstIp, IPPROTO_UDP, 8);
-    quote.writeUInt16BE(f.guestPort, 20);
-    quote.writeUInt16BE(f.dstPort, 22);
-    quote.writeUInt16BE(8, 24);
-    const o = this.gw.txReserve(36);
-    const end = writeIcmpv4Error(this.gw.txBuf, o, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, quote, 0, 28, 8);
-    this.gw.txIpv4(o, f.dstIp, f.guestIp, IPPROTO_ICMP, end - o);
+    // The quote: the guest's datagram header, rebuilt from the flow.
+    const head = Buffer.alloc(8);
+    head.writeUInt16BE(f.guestPort, 0);
+    head.writeUInt16BE(f.dstPort, 2);
+    head.writeUInt16BE(8, 4);
+    this.gw.sendIcmpErrorForFlow(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, f.dstIp, f.guestIp, f.dstIp, IPPROTO_UDP, head);
   }
 
   private close(f: Flow): void {

@@ -1,55 +1,111 @@
-// One timer mechanism for every flow (retransmission, delayed ACK, idle timeouts,
-// reassembly): a binary heap of deadlines driven by a single node timeout.
+// One timer mechanism for every flow (retransmission, keepalive, idle timeouts, reassembly,
+// DNS retries): a binary heap of deadlines on one clock, driven by a single node timeout.
+//
+// Time is injected: a TimerQueue reads its Clock and never performance.now() directly, so the
+// protocol code above it (TCP above all) runs the same against a manual clock in tests, where
+// `runUntil(t)` fires every due timer in deadline order without any real waiting.
 //
 // Re-arming is cheap on purpose: moving a deadline later only updates a field; the heap
 // entry fires at the old time, sees the new deadline and re-inserts itself. So a TCP
 // flow that pushes its retransmission deadline on every ACK does no heap work per ACK.
 
+/** Milliseconds on a monotonic clock. */
+export interface Clock { now(): number }
+
+export const realClock: Clock = { now: () => performance.now() };
+
+/** A clock that moves only when told to (tests; replays). */
+export class ManualClock implements Clock {
+  constructor(public t = 0) {}
+  now(): number { return this.t; }
+}
+
 export class Timer {
-  /** ms (performance.now() clock); 0 = not armed */
-  deadline = 0;
-  /** when the heap entry for this timer fires; 0 = no entry */
-  scheduled = 0;
+  /** ms on the queue's clock; -1 = not armed */
+  deadline = -1;
+  /** when the heap entry for this timer fires; -1 = no entry */
+  scheduled = -1;
   constructor(readonly fn: () => void) {}
+  get armed(): boolean { return this.deadline >= 0; }
+}
+
+export interface TimerQueueOptions {
+  /**
+   * Drive the queue with a node timeout (default). Off for a manual clock: the owner then
+   * calls runDue()/runUntil() itself.
+   */
+  autoRun?: boolean;
+  /** A timer callback threw: the queue goes on with the other timers. */
+  onError?: (err: unknown) => void;
 }
 
 export class TimerQueue {
   private heap: Timer[] = [];
   private handle: NodeJS.Timeout | null = null;
   private handleAt = 0;
-  private readonly run = (): void => this.fire();
+  private readonly autoRun: boolean;
+  private readonly onError: (err: unknown) => void;
+  private readonly run = (): void => { this.handle = null; this.runDue(); };
+  /** timer callbacks that threw */
+  errors = 0;
+
+  constructor(readonly clock: Clock = realClock, opts: TimerQueueOptions = {}) {
+    this.autoRun = opts.autoRun ?? true;
+    this.onError = opts.onError ?? (() => {});
+  }
+
+  now(): number { return this.clock.now(); }
 
   /** Arm (or re-arm) t to fire `ms` from now. */
   arm(t: Timer, ms: number): void {
-    const at = performance.now() + ms;
+    const at = this.clock.now() + ms;
     t.deadline = at;
-    if (t.scheduled !== 0 && t.scheduled <= at) return; // the existing entry fires first and re-checks
-    if (t.scheduled !== 0) this.remove(t);
+    if (t.scheduled >= 0 && t.scheduled <= at) return; // the existing entry fires first and re-checks
+    if (t.scheduled >= 0) this.remove(t);
     t.scheduled = at;
     this.push(t);
     this.reschedule();
   }
 
-  cancel(t: Timer): void { t.deadline = 0; }
+  cancel(t: Timer): void { t.deadline = -1; }
 
   get size(): number { return this.heap.length; }
 
-  private fire(): void {
-    this.handle = null;
-    const now = performance.now() + 1; // 1 ms slack: node timers may fire a hair early
+  /** The earliest pending heap entry (it may turn out to be a re-armed or cancelled timer), or -1. */
+  get nextAt(): number { return this.heap.length > 0 ? this.heap[0].scheduled : -1; }
+
+  /** Fire every timer whose deadline has passed. */
+  runDue(): void {
+    // 1 ms slack for the node timeout, which may fire a hair early; none for a manual clock
+    const now = this.clock.now() + (this.autoRun ? 1 : 0);
     const h = this.heap;
     while (h.length > 0 && h[0].scheduled <= now) {
       const t = this.pop();
-      t.scheduled = 0;
-      if (t.deadline === 0) continue;
+      t.scheduled = -1;
+      if (t.deadline < 0) continue;
       if (t.deadline > now) { t.scheduled = t.deadline; this.push(t); continue; }
-      t.deadline = 0;
-      try { t.fn(); } catch { /* a flow's bug must not stop every other timer */ }
+      t.deadline = -1;
+      try { t.fn(); } catch (err) { this.errors++; this.onError(err); }
     }
     this.reschedule();
   }
 
+  /**
+   * Manual clocks: advance `clock` to `until`, stopping at each pending deadline on the way
+   * and firing what is due there, so timers fire in order and at their own times.
+   */
+  runUntil(clock: ManualClock, until: number): void {
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      const next = this.nextAt;
+      if (next < 0 || next > until) break;
+      if (next > clock.t) clock.t = next;
+      this.runDue();
+    }
+    if (until > clock.t) clock.t = until;
+  }
+
   private reschedule(): void {
+    if (!this.autoRun) return;
     if (this.heap.length === 0) {
       if (this.handle) { clearTimeout(this.handle); this.handle = null; }
       return;
@@ -58,21 +114,25 @@ export class TimerQueue {
     if (this.handle && this.handleAt <= next) return;
     if (this.handle) clearTimeout(this.handle);
     this.handleAt = next;
-    this.handle = setTimeout(this.run, Math.max(0, next - performance.now()));
+    this.handle = setTimeout(this.run, Math.max(0, next - this.clock.now()));
     this.handle.unref?.();
   }
 
   close(): void {
     if (this.handle) clearTimeout(this.handle);
     this.handle = null;
-    for (const t of this.heap) { t.scheduled = 0; t.deadline = 0; }
+    for (const t of this.heap) { t.scheduled = -1; t.deadline = -1; }
     this.heap = [];
   }
 
   private push(t: Timer): void {
     const h = this.heap;
     h.push(t);
-    let i = h.length - 1;
+    this.siftUp(h.length - 1, t);
+  }
+
+  private siftUp(i: number, t: Timer): void {
+    const h = this.heap;
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (h[p].scheduled <= t.scheduled) break;
@@ -86,11 +146,12 @@ export class TimerQueue {
     const h = this.heap;
     const top = h[0];
     const last = h.pop()!;
-    if (h.length > 0) this.sift(0, last);
+    if (h.length > 0) this.siftDown(0, last);
     return top;
   }
 
-  private sift(i: number, t: Timer): void {
+  /** Place t at i or below; returns where it ended up. */
+  private siftDown(i: number, t: Timer): number {
     const h = this.heap;
     const n = h.length;
     for (;;) {
@@ -102,6 +163,7 @@ export class TimerQueue {
       i = c;
     }
     h[i] = t;
+    return i;
   }
 
   private remove(t: Timer): void {
@@ -109,17 +171,6 @@ export class TimerQueue {
     const i = h.indexOf(t);
     if (i < 0) return;
     const last = h.pop()!;
-    if (i < h.length) {
-      // re-insert `last` at i: sift down then up
-      this.sift(i, last);
-      let j = h.indexOf(last);
-      while (j > 0) {
-        const p = (j - 1) >> 1;
-        if (h[p].scheduled <= last.scheduled) break;
-        h[j] = h[p];
-        h[p] = last;
-        j = p;
-      }
-    }
+    if (i < h.length) this.siftUp(this.siftDown(i, last), last);
   }
 }

@@ -17,10 +17,7 @@
 // buffer. Time for aging comes from a coarse clock ticked by the sweep timer.
 import { MAX_FRAME, Port } from '../link/port.ts';
 import { PcapWriter } from './pcap.ts';
-import { logger } from '../util/log.ts';
 import { macKey, macKeyFromString, macKeyToString } from '../wire/addr.ts';
-
-const log = logger('switch');
 
 export const DEFAULT_VLAN = 1;
 
@@ -299,4 +296,3 @@ export class Switch {
   }
 }
 
-export { log as switchLog };

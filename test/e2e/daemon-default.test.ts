@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { bootGuest, type Guest } from '../helpers/guest.ts';
-import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
+import { Daemon, RunGuest, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
 import { startHttp } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(4).toString('hex');

@@ -208,7 +208,7 @@ describe('qnet up with real QEMU guests', { timeout: 150_000 }, () => {
       const peers = names.filter((n) => n !== vm);
       guests.push(await RunGuest.start(api, 'lab', vm, { script: labScript(vm, peers, httpSrv.port, vm === 'vm1') }));
     }
-    const [vm1, vm2, vm3] = guests;
+    const vm3 = guests[2];
     await Promise.all(guests.map((g) => g.waitFor(/^QNET ready$/m, 60_000)));
     const readyMs = Date.now() - t0;
 

@@ -29,7 +29,6 @@ import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-sw
 
 
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Like sleep, but does not keep the process alive (for races against an exit). */
 
 async function freeUdpPorts(n: number): Promise<number[]> {

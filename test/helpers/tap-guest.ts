@@ -4,7 +4,7 @@
 import path from 'node:path';
 import { Switch } from '../../src/switch/switch.ts';
 import { Gateway } from '../../src/stack/gateway.ts';
-import { TcpStack } from '../../src/stack/tcp.ts';
+import { TcpStack } from '../../src/stack/tcp/stack.ts';
 import { TcpNat } from '../../src/services/tcp-nat.ts';
 import { StreamListener } from '../../src/link/stream.ts';
 import type { Port } from '../../src/link/port.ts';
@@ -30,7 +30,8 @@ export async function startTapGuest(opts: { onPort?: (p: Port) => void } = {}): 
   const gw = new Gateway({ mac: Buffer.from([0x52, 0x55, 10, 0, 2, 2]), net: parseIp4('10.0.2.0')!, prefix: 24, addrs: [host] });
   sw.attach(gw);
   gw.natAddrs.add(host);
-  const tcp = new TcpStack(gw);
+  const tcp = new TcpStack(gw, gw.timers);
+  gw.onTcp = (p) => tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
   const nat = new TcpNat(tcp, gw, host);
   tcp.opener = (c) => { nat.open(c); return true; };
   const l = await StreamListener.listen({ kind: 'unix', path: sock });

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Bed, ip, mac, BCAST_MAC, type RxUdp } from './_harness.ts';
-import { DhcpServer, encodeDnsSearch, type Lease } from '../../src/services/dhcp.ts';
+import { DhcpServer, type Lease } from '../../src/services/dhcp.ts';
+import { encodeDnsSearch } from '../../src/services/dhcp-codec.ts';
 import { ip4FromBuf, ip4ToBuf, ip4ToString } from '../../src/wire/addr.ts';
 import { setLogSink } from '../../src/util/log.ts';
 

@@ -4,7 +4,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { Bed, ip } from './_harness.ts';
-import { DnsForwarder, serveDnsStream, readName, parseQuestion, buildReply } from '../../src/services/dns.ts';
+import { DnsForwarder } from '../../src/services/dns.ts';
+import { serveDnsStream } from '../../src/services/dns-tcp.ts';
+import { readName, parseQuestion, buildReply } from '../../src/services/dns-codec.ts';
 import { parseResolvConf } from '../../src/services/upstreams.ts';
 import { ip4FromBuf, ip4ToBuf } from '../../src/wire/addr.ts';
 

@@ -1,0 +1,274 @@
+// The gateway's TCP: the connection table, and the I/O around the connections (conn.ts).
+//
+// - Input: input() parses and checksums a segment, finds its connection by 4-tuple (guest
+//   address and port, remote address and port) and hands it over. A SYN for no connection
+//   creates one (in Opening) and asks `opener` what it reaches; anything else for no
+//   connection gets a RST (RFC 9293 reset generation). A SYN on a 4-tuple in TIME_WAIT
+//   starts afresh (the guest reuses its port).
+// - Output: connections hand segments to transmit(), which writes them through the send
+//   contract (stack/output.ts) with one writer made at construction (no per-segment
+//   closure). The carrier (the gateway, or an in-memory link in tests) adds the checksum,
+//   the IP header and the link.
+// - Batching: ACKs and host-stream uncorks are deferred to the end of the input batch
+//   (`defer`, a microtask by default): one ACK per connection per batch, one writev to the
+//   host per batch.
+// - Limits: at most `maxConnsPerGuest` connections per guest address (a SYN beyond that
+//   gets a RST and is counted in limitHits); TIME_WAIT connections do not count.
+// - Time and randomness are injected (the timer queue's clock; `random` for initial
+//   sequence numbers and ephemeral ports), so tests are deterministic.
+import { IPPROTO_TCP } from '../../wire/ipv4.ts';
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHeader, TcpOptions, parseTcp, writeTcp } from '../../wire/tcp.ts';
+import { pseudoSumV4 } from '../../wire/checksum.ts';
+import type { TimerQueue } from '../timers.ts';
+import type { IpOutput } from '../output.ts';
+import { logger, type Logger } from '../../util/log.ts';
+import { seqAdd } from './seq.ts';
+import { State, TcpConn } from './conn.ts';
+import type { SendQueue } from './send-queue.ts';
+
+const CONNECT_TIMEOUT_MS = 20_000;
+const EPHEMERAL_LOW = 49152;
+
+export interface TcpStats {
+  segmentsIn: number;
+  segmentsOut: number;
+  /** segments sent again (timeouts, fast retransmit, hole retransmission) */
+  retransmits: number;
+  /** loss episodes entered through duplicate ACKs / SACK */
+  fastRetransmits: number;
+  /** loss episodes that ended with a full ACK */
+  recoveries: number;
+  /** NewReno partial ACKs in recovery */
+  partialAcks: number;
+  /** retransmission timer expiries (excluding handshakes and window probes) */
+  timeouts: number;
+  windowProbes: number;
+  keepalives: number;
+  challengeAcks: number;
+  outOfOrder: number;
+  badChecksum: number;
+  malformed: number;
+  resetsSent: number;
+  refused: number;
+  limitHits: number;
+  connsOpened: number;
+}
+
+export interface TcpStackOptions {
+  /** Most connections per guest address (new ones get RST and are counted). */
+  maxConnsPerGuest?: number;
+  /** in [0, 1): initial sequence numbers and ephemeral ports (default Math.random) */
+  random?: () => number;
+  /** run fn once the current input batch is done (default queueMicrotask) */
+  defer?: (fn: () => void) => void;
+}
+
+/** The segment transmit() is writing (one per stack, reused). */
+interface OutSegment {
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  opts: TcpOptions | null;
+  data: SendQueue | null;
+  dataAt: number;
+  dataLen: number;
+}
+
+export class TcpStack {
+  readonly stats: TcpStats = {
+    segmentsIn: 0, segmentsOut: 0, retransmits: 0, fastRetransmits: 0, recoveries: 0, partialAcks: 0, timeouts: 0,
+    windowProbes: 0, keepalives: 0, challengeAcks: 0, outOfOrder: 0, badChecksum: 0, malformed: 0, resetsSent: 0,
+    refused: 0, limitHits: 0, connsOpened: 0,
+  };
+  readonly log: Logger = logger('tcp');
+  /** guest (ip*65536+port) -> remote (ip*65536+port) -> connection */
+  private readonly conns = new Map<number, Map<number, TcpConn>>();
+  private readonly perGuest = new Map<number, number>();
+  private readonly maxPerGuest: number;
+  private readonly random: () => number;
+  private readonly defer: (fn: () => void) => void;
+  private readonly acks: TcpConn[] = [];
+  private readonly uncorks: TcpConn[] = [];
+  private batchQueued = false;
+  private readonly endOfBatch = (): void => {
+    this.batchQueued = false;
+    const u = this.uncorks;
+    for (let i = 0; i < u.length; i++) u[i].uncork();
+    u.length = 0;
+    const a = this.acks;
+    for (let i = 0; i < a.length; i++) a[i].flushAck();
+    a.length = 0;
+  };
+  readonly synOpts = new TcpOptions();
+  readonly ackOpts = new TcpOptions();
+  private readonly hdr = new TcpHeader();
+  private readonly seg: OutSegment = { sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0, opts: null, data: null, dataAt: 0, dataLen: 0 };
+  private readonly writeSegment = (b: Buffer, o: number): number => {
+    const s = this.seg;
+    const p = writeTcp(b, o, s.sport, s.dport, s.seq, s.ack, s.flags, s.window, s.opts);
+    return s.data && s.dataLen > 0 ? s.data.copyOut(s.dataAt, s.dataLen, b, p) : p;
+  };
+  private nextPort: number;
+  /** Decides what a new guest connection reaches (NAT, guestfwd, a service); false = RST. */
+  opener: ((c: TcpConn) => boolean) | null = null;
+  onConnectTimeout: ((c: TcpConn) => void) | null = null;
+
+  constructor(readonly out: IpOutput, readonly timers: TimerQueue, opts: TcpStackOptions = {}) {
+    this.maxPerGuest = opts.maxConnsPerGuest ?? 4096;
+    this.random = opts.random ?? Math.random;
+    this.defer = opts.defer ?? queueMicrotask;
+    this.nextPort = EPHEMERAL_LOW + Math.floor(this.random() * 8192);
+  }
+
+  get size(): number { let n = 0; for (const m of this.conns.values()) n += m.size; return n; }
+
+  connections(): TcpConn[] {
+    const out: TcpConn[] = [];
+    for (const m of this.conns.values()) for (const c of m.values()) out.push(c);
+    return out;
+  }
+
+  /** The connection for a 4-tuple, if any. */
+  find(guestIp: number, guestPort: number, remoteIp: number, remotePort: number): TcpConn | undefined {
+    return this.conns.get(guestIp * 65536 + guestPort)?.get(remoteIp * 65536 + remotePort);
+  }
+
+  private iss(): number { return (this.random() * 0x100000000) >>> 0; }
+
+  // ---- batching ----
+
+  private queueBatch(): void {
+    if (this.batchQueued) return;
+    this.batchQueued = true;
+    this.defer(this.endOfBatch);
+  }
+
+  queueUncork(c: TcpConn): void { this.uncorks.push(c); this.queueBatch(); }
+  queueAck(c: TcpConn): void { this.acks.push(c); this.queueBatch(); }
+
+  // ---- input ----
+
+  /** A segment from a guest: buf[off, end) is the TCP part of an IPv4 packet src -> dst. */
+  input(src: number, dst: number, buf: Buffer, off: number, end: number): void {
+    const h = this.hdr;
+    const err = parseTcp(buf, off, end, h, pseudoSumV4(src, dst, IPPROTO_TCP, end - off));
+    if (err) { this.stats.malformed++; return; }
+    if (!h.checksumOk) { this.stats.badChecksum++; return; }
+    this.stats.segmentsIn++;
+    const c = this.find(src, h.srcPort, dst, h.dstPort);
+    if (c) {
+      // A new SYN on a 4-tuple still in TIME_WAIT: the guest reuses the port, so start afresh.
+      if (c.state === State.TimeWait && (h.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) c.close('port reused');
+      else { c.input(h, buf); return; }
+    }
+    if ((h.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) !== TCP_SYN) {
+      if (!(h.flags & TCP_RST)) this.resetFor(src, dst, h);
+      return;
+    }
+    if ((this.perGuest.get(src) ?? 0) >= this.maxPerGuest) {
+      this.stats.limitHits++;
+      this.resetFor(src, dst, h);
+      return;
+    }
+    const conn = new TcpConn(this, src, h.srcPort, dst, h.dstPort);
+    conn.acceptSyn(h, this.iss());
+    this.add(conn);
+    if (!this.opener || !this.opener(conn)) { conn.refuse(); return; }
+    if (conn.state === State.Opening) this.timers.arm(conn.rtxTimer, CONNECT_TIMEOUT_MS);
+  }
+
+  connectTimedOut(c: TcpConn): void {
+    this.onConnectTimeout?.(c);
+    c.close('host connect timed out');
+  }
+
+  // ---- output ----
+
+  /** Write one segment of connection c to its guest. */
+  transmit(c: TcpConn, seq: number, ack: number, flags: number, window: number, opts: TcpOptions | null, dataAt: number, dataLen: number): void {
+    const s = this.seg;
+    s.sport = c.remotePort; s.dport = c.guestPort; s.seq = seq; s.ack = ack; s.flags = flags; s.window = window;
+    s.opts = opts; s.data = c.sendQ; s.dataAt = dataAt; s.dataLen = dataLen;
+    this.out.sendIp(c.remoteIp, c.guestIp, IPPROTO_TCP, 60 + dataLen, this.writeSegment);
+    this.stats.segmentsOut++;
+    if (flags & TCP_RST) this.stats.resetsSent++;
+  }
+
+  /** RST for a segment that matches no connection (RFC 9293 3.10.7.1). */
+  private resetFor(guestIp: number, remoteIp: number, h: TcpHeader): void {
+    const s = this.seg;
+    s.sport = h.dstPort; s.dport = h.srcPort; s.window = 0; s.opts = null; s.data = null; s.dataAt = 0; s.dataLen = 0;
+    if (h.flags & TCP_ACK) {
+      s.seq = h.ack; s.ack = 0; s.flags = TCP_RST;
+    } else {
+      const len = h.payloadEnd - h.payloadOffset + (h.flags & TCP_SYN ? 1 : 0) + (h.flags & TCP_FIN ? 1 : 0);
+      s.seq = 0; s.ack = seqAdd(h.seq, len); s.flags = TCP_RST | TCP_ACK;
+    }
+    this.out.sendIp(remoteIp, guestIp, IPPROTO_TCP, 20, this.writeSegment);
+    this.stats.resetsSent++;
+  }
+
+  // ---- the table ----
+
+  /** Open a connection into a guest (hostfwd): from remoteIp:port (ephemeral if 0). */
+  connect(guestIp: number, guestPort: number, remoteIp: number, remotePort = 0): TcpConn | null {
+    if ((this.perGuest.get(guestIp) ?? 0) >= this.maxPerGuest) { this.stats.limitHits++; return null; }
+    let rp = remotePort;
+    if (rp === 0) {
+      for (let i = 0; i < 65536 - EPHEMERAL_LOW; i++) {
+        rp = this.nextPort;
+        this.nextPort = this.nextPort >= 65535 ? EPHEMERAL_LOW : this.nextPort + 1;
+        if (!this.find(guestIp, guestPort, remoteIp, rp)) break;
+      }
+    }
+    if (this.find(guestIp, guestPort, remoteIp, rp)) { this.stats.limitHits++; return null; }
+    const c = new TcpConn(this, guestIp, guestPort, remoteIp, rp);
+    this.add(c);
+    c.openActive(this.iss());
+    return c;
+  }
+
+  private add(c: TcpConn): void {
+    const gk = c.guestIp * 65536 + c.guestPort;
+    let m = this.conns.get(gk);
+    if (!m) { m = new Map(); this.conns.set(gk, m); }
+    m.set(c.remoteIp * 65536 + c.remotePort, c);
+    this.perGuest.set(c.guestIp, (this.perGuest.get(c.guestIp) ?? 0) + 1);
+    this.stats.connsOpened++;
+  }
+
+  /** c no longer counts against its guest's limit (TIME_WAIT, or gone). */
+  uncount(c: TcpConn): void {
+    if (!c.counted) return;
+    c.counted = false;
+    const n = (this.perGuest.get(c.guestIp) ?? 1) - 1;
+    if (n <= 0) this.perGuest.delete(c.guestIp); else this.perGuest.set(c.guestIp, n);
+  }
+
+  remove(c: TcpConn): void {
+    const gk = c.guestIp * 65536 + c.guestPort;
+    const m = this.conns.get(gk);
+    if (m?.get(c.remoteIp * 65536 + c.remotePort) === c) {
+      m.delete(c.remoteIp * 65536 + c.remotePort);
+      if (m.size === 0) this.conns.delete(gk);
+      this.uncount(c);
+    }
+  }
+
+  /** Connections of a guest address counted against its limit. */
+  countOf(guestIp: number): number { return this.perGuest.get(guestIp) ?? 0; }
+
+  /** Reset the host side of every connection of a guest address (its VM is gone). */
+  abortGuest(ip: number): number {
+    let n = 0;
+    for (const c of this.connections()) if (c.guestIp === ip) { c.abort(false, 'the guest port closed'); n++; }
+    return n;
+  }
+
+  close(): void {
+    for (const c of this.connections()) c.abort(true, 'network stopped');
+  }
+}
