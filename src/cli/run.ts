@@ -141,7 +141,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid!, qmp, sock: hostdev ? '' : sock, startedAt: Date.now() };
       try {
-        await api.post('/v1/vms', rec);
+        await api.post('/v1/vms', hostdev ? { ...rec, sock: undefined } : rec);
         registered = true;
       } catch (e) {
         child.kill('SIGTERM');
