@@ -9,8 +9,9 @@
 //
 // Assignments are part of the daemon's state (networks.NET.vfs in state.json), so a restart
 // keeps the VFs of VMs that still run. A VF whose holder died without a DELETE (qnet run was
-// killed, QEMU crashed before registering) is given back by the reaper, which runs at start and
-// every REAP_MS while any VF is assigned.
+// killed, QEMU crashed before registering) is given back by the reaper, which runs at start,
+// when `GET /v1/vms` finds a VM gone, and every REAP_MS while a pool exists (it only looks at
+// pids until it finds a dead one). Holders are known by pid, as the daemon's VMs are.
 import { Host } from '../host/pci/sysfs.ts';
 import { DriverRecords, RefusedError } from '../host/pci/vfio.ts';
 import { VfPool, type VfAssignment } from '../host/pci/vfpool.ts';
