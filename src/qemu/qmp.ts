@@ -61,7 +61,11 @@ export class QmpClient extends EventEmitter {
     super();
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => this.onData(d));
-    sock.on('error', (e) => this.fail(new Error(`QMP socket ${path}: ${e.message}`)));
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      // a QEMU that died mid-conversation shows up as a reset or a broken pipe: say what it means
+      if (e.code === 'ECONNRESET' || e.code === 'EPIPE') this.fail(new Error(`QMP connection to ${path} closed (QEMU exited?): ${e.code}`));
+      else this.fail(new Error(`QMP socket ${path}: ${e.message}`));
+    });
     sock.on('close', () => this.fail(new Error(`QMP connection to ${path} closed (QEMU exited?)`)));
   }
 
