@@ -88,7 +88,8 @@ export function formatDevices(devs: (PciDevice & { assignable: Assignability })[
       out += '\nIOMMU groups:\n';
       for (const [g, ms] of [...groups].sort((a, b) => a[0] - b[0])) out += `  ${g}: ${ms.map((m) => `${m.bdf} (${m.driver ?? 'no driver'}${m.bridge ? ', bridge' : ''})`).join(', ')}\n`;
     }
-    const why = devs.filter((d) => !d.assignable.ready && d.assignable.reason);
+    // (no IOMMU is said once, below)
+    const why = devs.filter((d) => !d.assignable.ready && d.assignable.reason && d.assignable.reason !== o.iommu);
     if (why.length) {
       out += '\nassignment:\n';
       for (const d of why) out += `  ${d.bdf}: ${d.assignable.bindable ? `run ${d.assignable.reason}` : d.assignable.reason}\n`;

@@ -179,6 +179,7 @@ export class Daemon implements DaemonControl {
   // ---- DaemonControl ----
 
   private get(name: string): Running {
+    if (this.hostdev.has(name)) throw new BadRequestError(`network '${name}' is a VF pool (mode hostdev): qnet is not on its data path, so it has no ports, forwards or captures`);
     const r = this.running.get(name);
     if (!r) throw new NotFoundError(`no network '${name}' (networks: ${[...this.running.keys()].join(', ') || 'none'})`);
     return r;

@@ -53,6 +53,8 @@ test('daemon: a VF pool hands out VFs, lists them, keeps them across a restart, 
     assert.throws(() => d.attach('sriov', 'vm1'), /network 'sriov' is a VF pool \(mode hostdev\): its VFs go to qnet run only/);
     await assert.rejects(d.attachHostdev('sriov', 'vm1')!, /hands out VFs to qnet run only/);
     assert.equal(d.attachHostdev('nope', 'vm1'), undefined);
+    await assert.rejects(d.addForward('sriov', { proto: 'tcp', hostPort: 0, guest: 'vm1', guestPort: 22 }), /network 'sriov' is a VF pool \(mode hostdev\): qnet is not on its data path/);
+    assert.deepEqual(d.leases('sriov'), []);
 
     const att = await d.attachHostdev('sriov', 'vm1', process.pid)!;
     assert.deepEqual(att.args, ['-device', 'vfio-pci,host=0000:01:10.0,id=qnet0']);

@@ -185,7 +185,7 @@ async function main(): Promise<void> {
     await qmpQuit((await registered(vm)).qmp);
     await exited(r);
   }
-  say('pool-end', (await pool()).free, vfs.map(driverOf).join(','));
+  say('pool-end', (await pool()).free, vfs.map(driverOf).join(','), (await vfinfo(ifname)).map((i) => `${i.address}/${i.vlan_list?.[0]?.vlan ?? 0}`).join(','));
   void vm2;
   up.kill('SIGTERM');
   say('up-exit', await exited(up));
