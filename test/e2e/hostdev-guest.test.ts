@@ -14,6 +14,9 @@ import assert from 'node:assert/strict';
 import { TEST_EXIT_MARKER, parseResults } from '../helpers/guest.ts';
 import { bootSriovGuest, sriovBed } from '../helpers/sriov-guest.ts';
 import { repoRoot } from '../helpers/user-net.ts';
+import { LAYOUT } from '../helpers/sysfs-layout.ts';
+import { FakeKernel } from '../host/fake-kernel.ts';
+import fs from 'node:fs';
 
 const bed = await sriovBed();
 
@@ -42,6 +45,23 @@ test('device assignment on a real kernel: SR-IOV VFs, vfio-pci, QEMU opening a V
   assert.deepEqual(v('vfs'), ['0000:01:10.0', '0000:01:10.2', '0000:01:10.4']);
   assert.deepEqual(v('vf-drivers'), ['igbvf', 'igbvf', 'igbvf']);
   assert.equal(v('vf-set')[0], '0');
+
+  // the fixture trees are laid out as this kernel lays out sysfs: the same symlink targets for
+  // the same topology (group numbers aside)
+  const norm = (t: string) => t.replace(/iommu_groups\/\d+/g, 'iommu_groups/N');
+  const real = parseLines(g.output, 'link').map(([rel, target]) => `${norm(rel)} -> ${norm(target)}`);
+  assert.equal(real.length, 18);
+  assert.ok(!real.some((l) => l.endsWith('(none)')), real.join('\n'));
+  const k = new FakeKernel({ vfio: false });
+  try {
+    k.addDevice({ bdf: '0000:00:00.0', vendor: '8086', device: '29c0', class: '060000', group: 0 });
+    k.addDevice({ bdf: '0000:00:01.0', vendor: '1b36', device: '000c', class: '060400', driver: 'pcieport', group: 1 });
+    k.addDevice({ bdf: '0000:01:00.0', parent: '0000:00:01.0', vendor: '8086', device: '10c9', class: '020000', driver: 'igb', netdev: 'eth0', group: 4, sriov: { total: 7, vfDevice: '10ca', offset: 0x80, stride: 2, vfDriver: 'igbvf' } });
+    k.host().write('bus/pci/devices/0000:01:00.0/sriov_numvfs', '3');
+    const group = fs.readlinkSync(`${k.sys}/bus/pci/devices/0000:01:10.0/iommu_group`).split('/').pop()!;
+    const fixture = LAYOUT('0000:01:00.0', '0000:01:10.0', 'eth0', group).map((rel) => `${norm(rel)} -> ${norm(fs.readlinkSync(`${k.sys}/${rel}`))}`);
+    assert.deepEqual(fixture, real);
+  } finally { k.cleanup(); }
   assert.deepEqual(v('vf0-ip'), ['52:54:00:aa:bb:01', '42', 'true', 'false']);
 
   // vfio-pci: loaded by qnet, the VF bound, its group's node there, the driver remembered

@@ -25,6 +25,7 @@ import { Host } from '../../src/host/pci/sysfs.ts';
 import { QmpClient } from '../../src/qemu/qmp.ts';
 import { ApiClient } from '../../src/daemon/client.ts';
 import type { NetworkInfo, VmRecord } from '../../src/daemon/types.ts';
+import { LAYOUT } from './sysfs-layout.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const QNET = path.join(REPO, 'bin', 'qnet.js');
@@ -104,6 +105,13 @@ async function main(): Promise<void> {
   say('vfs', ...vfs);
   say('vf-drivers', ...vfs.map(driverOf));
   const vf0 = vfs[0];
+  // the sysfs layout the fixture trees copy (test/host/fake-kernel.ts), as this kernel makes it
+  const vfGroup = path.basename(fs.readlinkSync(`/sys/bus/pci/devices/${vf0}/iommu_group`));
+  for (const rel of LAYOUT(pf.bdf, vf0, ifname, vfGroup)) {
+    let target = '(none)';
+    try { target = fs.readlinkSync(`/sys/${rel}`); } catch { /* missing */ }
+    say('link', rel, target);
+  }
 
   // 4. VF 0's MAC and VLAN through the PF
   const vr = await cli(hostMain, ['vf', ifname, '0', '--mac', '52:54:00:aa:bb:01', '--vlan', '42', '--spoofchk', 'on', '--trust', 'off']);

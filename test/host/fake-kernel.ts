@@ -58,6 +58,23 @@ function errno(code: string, msg: string): Error {
   return Object.assign(new Error(`${code}: ${msg}`), { code });
 }
 
+/**
+ * The target of a sysfs symlink in directory `from` pointing at `target` (both relative to the
+ * sysfs root), as the kernel writes it (kernfs_get_target_path): up from `from` until reaching
+ * an ancestor of the target's parent, then down. It differs from path.relative() when the target
+ * is an ancestor of the link: `net/eth0/device` reads `../../../0000:01:00.0`, not `../..`.
+ */
+export function kernfsRelative(from: string, target: string): string {
+  const within = (dir: string, p: string) => dir === '.' || p === dir || p.startsWith(dir + '/');
+  let base = path.normalize(from);
+  let up = '';
+  while (base !== '.' && !within(base, path.dirname(target))) {
+    base = path.dirname(base);
+    up += '../';
+  }
+  return up + (base === '.' ? target : path.relative(base, target));
+}
+
 function bdfParts(bdf: string): { domain: string; bus: number; slot: number; fn: number } {
   const [domain, bus, sf] = bdf.split(':');
   const [slot, fn] = sf.split('.');
@@ -131,7 +148,7 @@ export class FakeKernel {
     const p = this.abs(rel);
     fs.mkdirSync(path.dirname(p), { recursive: true });
     fs.rmSync(p, { force: true });
-    fs.symlinkSync(path.relative(path.dirname(p), this.abs(target)), p);
+    fs.symlinkSync(kernfsRelative(path.dirname(rel), target), p);
   }
   private unlink(rel: string): void { fs.rmSync(this.abs(rel), { force: true, recursive: false }); }
 
