@@ -12,7 +12,8 @@
 #   - A busybox initramfs whose /init loads virtio/9p and the NIC drivers, mounts the host's
 #     root file system read-only over virtio-9p (mount tag `hostroot`) at /host, puts its own
 #     proc/sys/dev, tmpfs dirs and the guest kernel's modules over it, and chroots there to run
-#     /test.sh. qnet, node and the inner QEMU are the host's own, seen read-only.
+#     /test.sh. qnet, node and the inner QEMU are the host's own, seen read-only; the host's
+#     root is also at /run/hostroot with nothing mounted over it.
 #
 # Output under ${QNET_CACHE:-$HOME/.cache/qnet}/sriov/:
 #   qemu-system-x86_64   a wrapper running the unpacked QEMU (its own firmware dir, no modules)
@@ -173,6 +174,9 @@ mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /dev/pts && mount -t devpts devpts /host/dev/pts 2>/dev/null
 for d in tmp run var/tmp var/lib root; do mount -t tmpfs tmpfs "/host/$d"; done
+# the host's root once more, with nothing over it (its /tmp holds caches a test may copy): a
+# non-recursive bind leaves the mounts above out
+mkdir -p /host/run/hostroot && mount --bind /host /host/run/hostroot
 mount --bind /lib/modules /host/lib/modules
 # wait for the NICs the drivers probe
 i=0
