@@ -29,7 +29,7 @@ export interface HostOptions {
   procfs?: string;
   /** devfs root (default /dev) */
   devfs?: string;
-  /** the `ip` tool (default: /sbin/ip for the live kernel; $QNET_IP or nothing for a fixture) */
+  /** the `ip` tool (default: ip from PATH for the live kernel; $QNET_IP or nothing for a fixture) */
   ip?: IpRunner;
   /** loads a kernel module (default: modprobe, for the live kernel only) */
   modprobe?: (module: string) => Promise<void>;
