@@ -6,8 +6,9 @@
 // pool network hands VFs to two VMs started with `qnet run`, at once, and the first VM's VF
 // is free again (igbvf, settings restored) when its QEMU quits.
 //
-// One guest boot does it all (test/helpers/sriov-driver.ts, reporting QNET lines); about a
-// minute on an idle 2-core machine. The test bed (testbed/build-sriov-guest.sh) is prepared by
+// One guest boot does it all (test/helpers/sriov-driver.ts, reporting QNET lines): 75-90 s on
+// a quiet 2-core machine, 2-4 minutes when other work competes for the cores (the step times
+// are printed as test diagnostics). The test bed (testbed/build-sriov-guest.sh) is prepared by
 // scripts/ensure-test-deps.sh; without it the test skips and says why.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
