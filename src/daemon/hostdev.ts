@@ -17,7 +17,7 @@ import { DriverRecords, RefusedError } from '../host/pci/vfio.ts';
 import { VfPool, type VfAssignment } from '../host/pci/vfpool.ts';
 import type { NetworkConfig } from '../config/config.ts';
 import type { StateStore } from './state.ts';
-import { BadRequestError, type AttachResult, type NetworkInfo, type VmRecord } from './types.ts';
+import { BadRequestError, type AttachResult, type NetworkInfo, type StatusInfo, type VmRecord } from './types.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('hostdev');
@@ -105,7 +105,7 @@ export class HostdevNetworks {
     };
   }
 
-  summary(name: string): { name: string; mode: 'hostdev'; subnet: string; ports: number; leases: number; duplicateMacs: string[]; pool: { pfs: string[]; total: number; free: number; assigned: number } } {
+  summary(name: string): StatusInfo['networks'][number] & { pool: NonNullable<StatusInfo['networks'][number]['pool']> } {
     const info = this.pool(name).info();
     return {
       name, mode: 'hostdev', subnet: '', ports: this.pool(name).assignments.length, leases: 0, duplicateMacs: [],
@@ -126,7 +126,7 @@ export class HostdevNetworks {
     }
     log.info('VF assigned', { network, vm, vf: a.bdf, pf: a.pf, index: a.index, mac, vlan: a.vlan || undefined });
     return {
-      network, name: vm, mac, model: 'vfio-pci',
+      network, name: vm, mac, model: 'vfio-pci', kind: 'hostdev',
       args: ['-device', `vfio-pci,host=${a.bdf},id=qnet0`],
       hostdev: { bdf: a.bdf, pf: a.pf, index: a.index, vlan: a.vlan },
     };

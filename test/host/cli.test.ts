@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { standardMachine, type FakeKernel } from './fake-kernel.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { main as hostMain } from '../../src/cli/host.ts';
-import { main as doctorMain } from '../../src/cli/doctor.ts';
+import { main as doctorMain, CHECKS, pciCheck } from '../../src/cli/doctor.ts';
 import { pciDoctorChecks } from '../../src/host/pci/doctor-checks.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -116,12 +116,30 @@ test('qnet doctor: a host ready for assignment, and one without an IOMMU', async
     assert.match(f[4].summary, /^SR-IOV NICs: enp1s0 \(0000:01:00\.0, .*igb\): 0 of 7 VFs; enp5s0 \(0000:05:00\.0, .*\): 0 of 7 VFs$/);
     assert.match(f[5].summary, /0000:02:00\.0 shares group 4 with 0000:02:00\.1 \(e1000e, a host driver\)/);
 
+    // the command's report: the PCI check is one of its checks (after the kernel-network ones)
+    assert.deepEqual(CHECKS.filter((c) => c.id === 'pci').length, 1);
+    assert.notEqual(CHECKS.findIndex((c) => c.id === 'tun'), -1);
     let out = '';
-    const code = await doctorMain([], { host: bare.host(), out: (s) => { out += s; } });
+    const code = await doctorMain([], { host: bare.host(), checks: [pciCheck()], out: (s) => { out += s; } });
     assert.equal(code, 1);
     assert.match(out, /^FAIL  IOMMU \(VT-d \/ AMD-Vi\): off: no IOMMU units in \/sys\/class\/iommu, no IOMMU groups\n +fix: enable VT-d/);
     assert.match(out, /\nWARN  vfio modules: not loaded: vfio, vfio_iommu_type1, vfio_pci; no vfio-pci driver; no .*\/dev\/vfio\/vfio\n/);
     assert.match(out, /\n1 problem, 1 warning\n$/);
+
+    // in the whole report, without a hostdev network (nor a tree named), a missing IOMMU warns
+    const st = makeTempDir('doctor-cfg-');
+    try {
+      const plain = { checks: [pciCheck(() => bare.host())], out: (s: string) => { out += s; } };
+      out = '';
+      assert.equal(await doctorMain([], plain), 0);
+      assert.match(out, /^WARN  IOMMU \(VT-d \/ AMD-Vi\): off: .*\n +a warning, not a failure: no hostdev network is configured/);
+      assert.match(out, /\n0 problems, 2 warnings\n$/);
+      const conf = path.join(st.path, 'qnet.yaml');
+      fs.writeFileSync(conf, `stateDir: ${st.path}/state\nruntimeDir: ${st.path}/run\nnetworks:\n  - name: sriov\n    mode: hostdev\n    pf: enp1s0\n`);
+      out = '';
+      assert.equal(await doctorMain(['-c', conf], plain), 1);
+      assert.match(out, /^FAIL  IOMMU/);
+    } finally { st.remove(); }
   } finally { k.cleanup(); bare.cleanup(); }
 });
 
@@ -149,4 +167,17 @@ test('qnet host as a command with --sysfs DIR (and QNET_IP standing in for ip)',
     assert.equal(r.code, 1);
     assert.match(r.err, /cannot run 'ip -json route show default' for the sysfs tree .*: it is not this machine's kernel \(set QNET_IP/);
   } finally { k.cleanup(); st.remove(); }
+});
+
+test('qnet doctor --sysfs DIR: the device-assignment findings join the kernel-network ones in one report', async () => {
+  const k = standardMachine({ vfio: true });
+  try {
+    const r = await qnet(['doctor', '--json', '--acl', '/nonexistent.conf', '--sysfs', k.sys, '--procfs', k.proc, '--devfs', k.dev]);
+    assert.ok(r.code === 0 || r.code === 1, r.err);
+    const f = JSON.parse(r.out) as { check: string; status: string; summary: string }[];
+    const ids = f.map((x) => x.check);
+    for (const id of ['tun', 'kvm', 'forward', 'iommu', 'irq-remapping', 'vfio', 'sriov']) assert.ok(ids.includes(id), `${id} in ${ids.join(' ')}`);
+    assert.ok(ids.indexOf('tun') < ids.indexOf('iommu'), 'kernel-network checks first, then device assignment');
+    assert.equal(f.find((x) => x.check === 'iommu')?.summary, 'IOMMU (VT-d / AMD-Vi): on: dmar0, 5 IOMMU groups');
+  } finally { k.cleanup(); }
 });

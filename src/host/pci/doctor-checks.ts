@@ -10,29 +10,20 @@
 //   sriov            which NICs are SR-IOV capable, and how many VFs each has enabled
 //   nic-groups       NICs sharing an IOMMU group with another device (assigning one means all)
 //
-// Each check gives one finding; the doctor command prints them and exits non-zero on `fail`.
+// Each check gives one finding; `qnet doctor` prints them with the other checks' findings and
+// exits non-zero on `fail`.
 // Nothing here writes or loads anything.
 import fs from 'node:fs';
+import type { Finding, Status } from '../doctor.ts';
 import type { Host } from './sysfs.ts';
 import { deviceTitle, listDevices, type PciDevice } from './devices.ts';
 import { dmaSafeDriver } from './vfio.ts';
 
-// The result has the shape of the doctor framework's findings (src/host/doctor.ts of the
-// kernel-networks work: check, status, summary, detail, fix), so these checks join that report
-// as one more check function.
-export type CheckStatus = 'ok' | 'info' | 'warn' | 'fail' | 'skip';
-
-export interface PciFinding {
-  /** stable identifier, e.g. 'iommu' */
-  check: string;
-  status: CheckStatus;
-  /** one line: what is checked and what was found */
-  summary: string;
-  /** more lines */
-  detail?: string[];
-  /** what to do about it (warn/fail) */
-  fix?: string;
-}
+// The findings are the doctor framework's (src/host/doctor.ts: check, status, summary, detail,
+// fix); src/cli/doctor.ts runs these as one more check function, in the same report as the
+// kernel-network checks.
+export type CheckStatus = Status;
+export type PciFinding = Finding;
 
 function cpuVendor(host: Host): 'intel' | 'amd' | undefined {
   const c = host.procRead('cpuinfo') ?? '';
