@@ -147,6 +147,15 @@ class Ip6Table {
     return this.store.subarray(s * 16, s * 16 + 16);
   }
 
+  /**
+   * The packet path's view (no subarray per use): the table's memory, where id's 16 bytes are at
+   * offset(id). Valid until the next intern() (the table may grow).
+   */
+  get memory(): Buffer { return this.store; }
+  offset(id: number): number { return (id - V6_BASE) * 16; }
+  /** The first byte of id's address (0xff: multicast). */
+  firstByte(id: number): number { return this.store[(id - V6_BASE) * 16]; }
+
   references(id: number): number { return this.refs[id - V6_BASE]; }
 }
 
@@ -182,17 +191,20 @@ export function parseAddr(s: string): number | null {
 
 /** Write the 16 bytes of an IPv6 id into buf at off. */
 export function writeAddr6(a: number, buf: Buffer, off: number): void {
-  ip6.bytes(a).copy(buf, off);
+  const m = ip6.memory;
+  const o = ip6.offset(a);
+  for (let k = 0; k < 16; k++) buf[off + k] = m[o + k];
 }
 
 /** Is `a` inside prefix/len (both IPv6)? */
 export function inPrefix6(a: number, prefix: Buffer, len: number): boolean {
   if (a < V6_BASE) return false;
-  const b = ip6.bytes(a);
+  const b = ip6.memory;
+  const o = ip6.offset(a);
   const full = len >> 3;
-  if (b.compare(prefix, 0, full, 0, full) !== 0) return false;
+  for (let k = 0; k < full; k++) if (b[o + k] !== prefix[k]) return false;
   const rest = len & 7;
   if (rest === 0) return true;
   const mask = (0xff << (8 - rest)) & 0xff;
-  return (b[full] & mask) === (prefix[full] & mask);
+  return (b[o + full] & mask) === (prefix[full] & mask);
 }

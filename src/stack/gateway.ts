@@ -283,7 +283,7 @@ export class Gateway extends Port implements IpOutput, UdpHost {
   /** Addressed to the gateway itself or to a group (broadcast, multicast). */
   private reachesServices(p: IpPacket): boolean {
     if (this.addrs.has(p.dst) || p.dst === this.linkLocal) return true;
-    return p.v6 ? ip6.bytes(p.dst)[0] === 0xff : this.v4.isGroup(p.dst);
+    return p.v6 ? ip6.firstByte(p.dst) === 0xff : this.v4.isGroup(p.dst);
   }
 
   // ---- output: the send contract (stack/output.ts) ----

@@ -119,8 +119,9 @@ export function macEquals(a: Buffer, ao: number, b: Buffer, bo: number): boolean
 
 /** a[ao, ao+16) === b[bo, bo+16) (IPv6 addresses), in JS for the same reason. */
 export function equal16(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
-  return a.readUInt32BE(ao) === b.readUInt32BE(bo) && a.readUInt32BE(ao + 4) === b.readUInt32BE(bo + 4) &&
-    a.readUInt32BE(ao + 8) === b.readUInt32BE(bo + 8) && a.readUInt32BE(ao + 12) === b.readUInt32BE(bo + 12);
+  // from the end: addresses on one segment share their first half
+  for (let k = 15; k >= 0; k--) if (a[ao + k] !== b[bo + k]) return false;
+  return true;
 }
 
 /** Writes the MAC of a macKey() value into buf[off, off+6). */
