@@ -27,6 +27,7 @@
 //   BENCH_ONLY=qnet|slirp|qnet-9000  run one case only
 //   BENCH_TESTS=mem,up,down,up6,down6,conns,rr   subset of the measurements
 //   BENCH_PROFILE=DIR      run qnet with --cpu-prof into DIR and print its top functions
+//   BENCH_QNET_FLAGS=...   more node flags for qnet (e.g. --heap-prof --heap-prof-dir=DIR)
 //   BENCH_QNET=PATH        qnet entry point to run (default: this checkout's src/cli/main.ts)
 //   BENCH_REPEAT=N         bulk transfers per direction and case; the median is reported (default 3)
 import type { ChildProcess } from 'node:child_process';
@@ -232,6 +233,7 @@ async function setup(name: CaseName, kind: Kind, mtu: number, tmp: string): Prom
         fs.mkdirSync(PROFILE, { recursive: true });
         flags.push('--cpu-prof', `--cpu-prof-dir=${PROFILE}`);
       }
+      if (process.env.BENCH_QNET_FLAGS) flags.push(...process.env.BENCH_QNET_FLAGS.split(/\s+/).filter(Boolean));
       qnet = ns.spawn([process.execPath, ...flags, QNET_MAIN, 'user',
         `net=10.0.2.0/24,restrict=off,dnsupstream=127.0.0.1:53${mtu !== 1500 ? `,mtu=${mtu}` : ''}`, '--listen', `unix:${sock}`], { cwd: root });
       qnetOut = new Lines(qnet.stdout);

@@ -3,13 +3,17 @@
 // IPv4 and IPv6 alike. The guest sees the real outcome: SYN-ACK once connect() succeeds, RST
 // when refused, ICMP(v6) unreachable at once when the host has no route (so a guest with
 // both families falls back to the other without waiting), silence then host-unreachable on
-// timeout.
+// timeout. Host data is read into one shared buffer and copied into the connection's send
+// queue (no allocation per read).
 import net from 'node:net';
 import type { TcpConn } from '../stack/tcp/conn.ts';
 import type { TcpStack } from '../stack/tcp/stack.ts';
 import type { IpOutput } from '../stack/output.ts';
 import { IPPROTO_TCP } from '../wire/ipv4.ts';
 import { hostAddrFor, hostTarget, unreachable, unreachableFor, type HostAddrs, type Unreachable } from './host-target.ts';
+
+/** The read buffer all NAT sockets share (a read is consumed before the next one starts). */
+const READ_BUF = Buffer.allocUnsafe(64 * 1024);
 
 export interface NatStats { opened: number; refused: number; unreachable: number; timedOut: number; active: number }
 
@@ -22,7 +26,12 @@ export class TcpNat {
 
   /** Open the host side for a guest connection; the connection is answered when it is up. */
   open(c: TcpConn): void {
-    const sock = net.connect({ host: hostTarget(c.remoteIp, this.host), port: c.remotePort, noDelay: true });
+    const sock = net.connect({
+      host: hostTarget(c.remoteIp, this.host), port: c.remotePort, noDelay: true,
+      // every NAT socket reads into one buffer; the connection copies what it got into its
+      // send queue's pooled blocks (stack/tcp/send-queue.ts) instead of Node allocating per read
+      onread: { buffer: READ_BUF, callback: (n: number) => { c.hostDataBorrowed(READ_BUF, n); return true; } },
+    });
     this.stats.active++;
     let settled = false;
     sock.once('connect', () => {

@@ -47,6 +47,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader, type TcpOp
 import { seqAdd, seqDiff, seqInRange, seqLe, seqLt } from './seq.ts';
 import { RttEstimator } from './rtt.ts';
 import { SendQueue, SackScoreboard } from './send-queue.ts';
+import type { Slab } from './rx-slab.ts';
 import { ReorderQueue } from './recv-queue.ts';
 import { NewReno, type CongestionControl } from './congestion.ts';
 import { attachStream, type HostEnd, type HostEvents } from './host.ts';
@@ -146,7 +147,7 @@ export class TcpConn implements HostEvents {
   private hostPaused = false;
   private corked = false;
   /** this batch's in-order data in the stack's rx slab, not yet written to the host */
-  private runBuf: Buffer | null = null;
+  private runSlab: Slab | null = null;
   private runStart = 0;
   private runEnd = 0;
   /** still counted against the guest's connection limit */
@@ -250,7 +251,18 @@ export class TcpConn implements HostEvents {
   hostData(d: Buffer): void {
     if (this.state === State.Closed || this.finQueued) return;
     this.sendQ.push(d);
-    this.bytesIn += d.length;
+    this.queuedFromHost(d.length);
+  }
+
+  /** Host data in a buffer lent for the call only (a socket's shared read buffer): copied in. */
+  hostDataBorrowed(buf: Buffer, len: number): void {
+    if (this.state === State.Closed || this.finQueued) return;
+    this.sendQ.append(buf, 0, len);
+    this.queuedFromHost(len);
+  }
+
+  private queuedFromHost(len: number): void {
+    this.bytesIn += len;
     if (this.sendQ.length >= SND_BUF && this.host && !this.hostPaused) {
       this.hostPaused = true;
       this.host.pause();
@@ -644,11 +656,13 @@ export class TcpConn implements HostEvents {
    */
   private appendRun(buf: Buffer, from: number, to: number): void {
     const len = to - from;
-    const slab = this.stack.rxSlab;
-    const at = slab.reserve(len);
-    if (this.runBuf !== slab.buf || this.runEnd !== at) {
+    const rx = this.stack.rxSlab;
+    const at = rx.reserve(len);
+    const slab = rx.cur;
+    if (this.runSlab !== slab || this.runEnd !== at) {
       this.flushRun();
-      this.runBuf = slab.buf;
+      slab.pending++; // the run holds its slab from now on, not only once it is written
+      this.runSlab = slab;
       this.runStart = at;
     }
     buf.copy(slab.buf, at, from, to);
@@ -656,10 +670,16 @@ export class TcpConn implements HostEvents {
   }
 
   private flushRun(): void {
-    const b = this.runBuf;
-    if (b === null) return;
-    this.runBuf = null;
-    this.host?.write(b.subarray(this.runStart, this.runEnd));
+    const s = this.runSlab;
+    if (s === null) return;
+    this.runSlab = null;
+    const h = this.host;
+    if (h === null) { s.done(); return; }
+    const view = s.buf.subarray(this.runStart, this.runEnd);
+    if (h.writeLent) { h.writeLent(view, s.done); return; }
+    s.kept = true;
+    h.write(view);
+    s.done();
   }
 
   // ---- loss recovery ----
@@ -770,7 +790,8 @@ export class TcpConn implements HostEvents {
   private releaseHost(): void {
     const h = this.host;
     this.host = null;
-    this.runBuf = null;
+    this.runSlab?.done();
+    this.runSlab = null;
     h?.release();
   }
 

@@ -3,12 +3,20 @@
 //
 // The connection talks to it only through HostEnd, and hears from it only through its
 // host*() methods, so TCP's tests can put an in-memory host there and drive it by hand.
-// attachStream() joins a Node Duplex (a socket, a child's pipes) to a connection.
+// attachStream() joins a Node Duplex (a socket, a child's pipes) to a connection; a socket is
+// lent guest data (writeLent) and gives it back once written, other streams keep what they get.
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 export interface HostEnd {
   /** guest data for the host; the buffer is the host's to keep */
   write(data: Buffer): void;
+  /**
+   * Guest data lent to the host: it calls done() once it no longer needs the buffer (a socket:
+   * once written), and the buffer is then reused (stack/tcp/rx-slab.ts). Hosts without it get
+   * write() and keep what they are given.
+   */
+  writeLent?(data: Buffer, done: () => void): void;
   /** the guest sent FIN: end the host's input */
   end(): void;
   /** abort: reset the host side (a TCP RST where the host is a socket) */
@@ -54,6 +62,12 @@ class StreamHost implements HostEnd {
   get backlog(): number { return this.s.writableLength; }
 }
 
+/** A socket writes what it is lent and gives it back from the write's callback. */
+class SocketHost extends StreamHost {
+  constructor(private readonly sock: net.Socket) { super(sock); }
+  writeLent(data: Buffer, done: () => void): void { this.sock.write(data, done); }
+}
+
 /** Join a Duplex to a connection: its events become the connection's host events. */
 export function attachStream(c: HostEvents & { attachHost(h: HostEnd): void }, s: Duplex): void {
   s.on('data', (d: Buffer) => c.hostData(d));
@@ -61,5 +75,5 @@ export function attachStream(c: HostEvents & { attachHost(h: HostEnd): void }, s
   s.on('drain', () => c.hostDrained());
   s.on('error', () => c.hostFailed());
   s.on('close', () => c.hostClosed());
-  c.attachHost(new StreamHost(s));
+  c.attachHost(s instanceof net.Socket ? new SocketHost(s) : new StreamHost(s));
 }

@@ -1,18 +1,38 @@
 // The send side's data: bytes from the host stream that the guest has not acknowledged yet,
 // and the SACK scoreboard of what the guest reported holding beyond snd.una.
 //
-// SendQueue keeps the host's chunks as they came (no copying on the way in); a segment's
-// payload is copied once, straight into the transmit buffer (copyOut). Acknowledged bytes
-// are dropped from the front. Its size is bounded by the connection, which pauses the host
-// stream when the queue is full.
+// SendQueue holds host data two ways. push() keeps a chunk the host gave away as it came (no
+// copy on the way in). append() copies from a buffer the host lends for the call (a socket's
+// one read buffer, see services/tcp-nat.ts) into fixed-size blocks from a shared pool, so a
+// bulk transfer allocates nothing per read: Node's per-read 64 KiB buffers were the largest
+// source of garbage on the host->guest path. Either way a segment's payload is copied once,
+// straight into the transmit buffer (copyOut). Acknowledged bytes are dropped from the front
+// and emptied blocks go back to the pool. Its size is bounded by the connection, which pauses
+// the host stream when the queue is full; the pool keeps at most POOL_KEEP spare blocks.
 //
 // SackScoreboard holds the SACKed ranges (RFC 2018) above snd.una as sorted, disjoint,
 // flat [start, end) pairs: at most MAX_RANGES of them (the oldest are forgotten beyond
 // that), blocks below snd.una or beyond snd.max ignored (they are stale or bogus).
 import { seqDiff, seqLe, seqLt } from './seq.ts';
 
+export const BLOCK = 64 * 1024;
+const POOL_KEEP = 256;
+
+/** Spare blocks shared by every queue of the process. */
+const spare: Buffer[] = [];
+
+function takeBlock(): Buffer { return spare.pop() ?? Buffer.allocUnsafe(BLOCK); }
+function giveBlock(b: Buffer): void { if (spare.length < POOL_KEEP) spare.push(b); }
+
+/** Blocks waiting in the pool (tests, metrics). */
+export function spareBlocks(): number { return spare.length; }
+
 export class SendQueue {
   private chunks: Buffer[] = [];
+  /** valid bytes of each chunk (a pool block fills up over several appends) */
+  private lens: number[] = [];
+  /** chunk i is a pool block (returned when dropped) */
+  private pooled: boolean[] = [];
   /** offset in chunks[0] of the first unacknowledged byte */
   private headOff = 0;
   /** unacknowledged + unsent bytes */
@@ -21,7 +41,28 @@ export class SendQueue {
   push(data: Buffer): void {
     if (data.length === 0) return;
     this.chunks.push(data);
+    this.lens.push(data.length);
+    this.pooled.push(false);
     this.length += data.length;
+  }
+
+  /** Copy src[from, to) in (src stays the caller's). */
+  append(src: Buffer, from: number, to: number): void {
+    this.length += to - from;
+    let last = this.chunks.length - 1;
+    while (from < to) {
+      if (last < 0 || !this.pooled[last] || this.lens[last] === BLOCK) {
+        this.chunks.push(takeBlock());
+        this.lens.push(0);
+        this.pooled.push(true);
+        last++;
+      }
+      const fill = this.lens[last];
+      const n = Math.min(to - from, BLOCK - fill);
+      src.copy(this.chunks[last], fill, from, from + n);
+      this.lens[last] = fill + n;
+      from += n;
+    }
   }
 
   /** The first n bytes were acknowledged. */
@@ -29,17 +70,24 @@ export class SendQueue {
     if (n > this.length) n = this.length;
     this.length -= n;
     while (n > 0 && this.chunks.length > 0) {
-      const c = this.chunks[0];
-      const avail = c.length - this.headOff;
+      const avail = this.lens[0] - this.headOff;
       if (n >= avail) {
         n -= avail;
-        this.chunks.shift();
+        this.shift();
         this.headOff = 0;
       } else {
         this.headOff += n;
         n = 0;
       }
     }
+    // all acknowledged: the emptied tail block goes back to the pool too
+    if (this.length === 0 && this.chunks.length > 0) this.clear();
+  }
+
+  private shift(): void {
+    const c = this.chunks.shift()!;
+    this.lens.shift();
+    if (this.pooled.shift()) giveBlock(c);
   }
 
   /** Copy n bytes starting `at` bytes into the queue to dst[off]; returns the end offset in dst. */
@@ -48,10 +96,10 @@ export class SendQueue {
     let w = off;
     let left = n;
     for (let i = 0; i < this.chunks.length && left > 0; i++) {
-      const c = this.chunks[i];
-      if (skip >= c.length) { skip -= c.length; continue; }
-      const take = Math.min(left, c.length - skip);
-      c.copy(dst, w, skip, skip + take);
+      const len = this.lens[i];
+      if (skip >= len) { skip -= len; continue; }
+      const take = Math.min(left, len - skip);
+      this.chunks[i].copy(dst, w, skip, skip + take);
       w += take;
       left -= take;
       skip = 0;
@@ -60,7 +108,10 @@ export class SendQueue {
   }
 
   clear(): void {
+    for (let i = 0; i < this.chunks.length; i++) if (this.pooled[i]) giveBlock(this.chunks[i]);
     this.chunks = [];
+    this.lens = [];
+    this.pooled = [];
     this.headOff = 0;
     this.length = 0;
   }

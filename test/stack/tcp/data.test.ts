@@ -3,7 +3,7 @@
 // zero windows and persist probes. In memory, manual clock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Bed, bytes, describe, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from './_bed.ts';
+import { Bed, bytes, describe, type FakeHost, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from './_bed.ts';
 import { BURST, PERSIST_MAX_MS, RCV_BUF, RCV_WSCALE, SND_BUF, State } from '../../../src/stack/tcp/conn.ts';
 
 test('guest -> host: in-order data goes to the host and is acknowledged once per batch', () => {
@@ -63,6 +63,49 @@ test('guest -> host: interleaved connections in one batch each get their own dat
   assert.equal(other.text, 'b1b2');
   assert.ok(other.ended);
   assert.equal(textAtEnd, 'b1b2', 'the FIN ended the host after its data');
+});
+
+test('guest -> host: a lending host holds its views until done(); only then is their slab reused', () => {
+  const bed = new Bed();
+  const { host, g, r } = bed.open();
+  const lent: { data: Buffer; copy: Buffer; done: () => void }[] = [];
+  (host as FakeHost & { writeLent?: (d: Buffer, done: () => void) => void }).writeLent = (d, done) => { lent.push({ data: d, copy: Buffer.from(d), done }); host.written.push(Buffer.from(d)); };
+  const rx = bed.stack.rxSlab;
+  const spares0 = rx.spares;
+  let seq = g;
+  const batch = (b: number) => {
+    bed.guestBatch([0, 1, 2, 3].map((k) => ({ seq: seq + k * 10240, ack: r, flags: TCP_ACK, data: bytes(10240, 0x41 + ((b * 4 + k) % 26)) })));
+    seq += 4 * 10240;
+  };
+  for (let b = 0; b < 6; b++) batch(b); // 240 KiB: all in the first slab
+  lent[0].done(); // one view of that slab comes back, five are still out
+  for (let b = 6; b < 18; b++) batch(b); // two more slabs' worth
+  assert.equal(lent.length, 20, 'one lent view per batch (each batch that crossed into a new slab: two)');
+  assert.equal(rx.spares, spares0, 'nothing recycled while views are out');
+  for (const l of lent.slice(1)) assert.ok(l.data.equals(l.copy), 'a view out on loan is never overwritten');
+  for (const l of lent.slice(1)) l.done();
+  // every view given back before a batch that crosses into a new slab: the run that batch
+  // began in the old slab still holds it (a fast socket, whose writes complete at once)
+  lent.length = 0;
+  for (let b = 18; b < 24; b++) { batch(b); for (const l of lent.splice(0)) l.done(); }
+  for (let b = 24; b < 36; b++) batch(b);
+  for (const l of lent) assert.ok(l.data.equals(l.copy), 'a view written from a retired slab is never overwritten');
+  for (const l of lent) l.done();
+  assert.ok(rx.spares > spares0, 'retired slabs whose views all came back are reused');
+  assert.equal(host.bytes, 36 * 40960);
+});
+
+test('guest -> host: a keeping host (write) marks its slab kept: never recycled', () => {
+  const bed = new Bed();
+  const { g, r } = bed.open();
+  const rx = bed.stack.rxSlab;
+  const spares0 = rx.spares;
+  let seq = g;
+  for (let b = 0; b < 16; b++) {
+    bed.guestBatch([0, 1, 2, 3].map((k) => ({ seq: seq + k * 10240, ack: r, flags: TCP_ACK, data: bytes(10240) })));
+    seq += 4 * 10240;
+  }
+  assert.equal(rx.spares, spares0);
 });
 
 test('guest -> host: the host gets its own copy, not a view of the frame', () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { seqAdd, seqDiff, seqGe, seqGt, seqInRange, seqLe, seqLt } from '../../../src/stack/tcp/seq.ts';
 import { RttEstimator } from '../../../src/stack/tcp/rtt.ts';
 import { NewReno } from '../../../src/stack/tcp/congestion.ts';
-import { SackScoreboard, SendQueue } from '../../../src/stack/tcp/send-queue.ts';
+import { BLOCK, SackScoreboard, SendQueue, spareBlocks } from '../../../src/stack/tcp/send-queue.ts';
 import { ReorderQueue } from '../../../src/stack/tcp/recv-queue.ts';
 
 test('seq: comparisons wrap around 2^32', () => {
@@ -97,6 +97,31 @@ test('send queue: chunks are kept as given; copyOut and drop work across chunk e
   assert.equal(out.toString(), 'efgh......');
   q.drop(100);
   assert.equal(q.length, 0);
+});
+
+test('send queue: borrowed data is copied into pool blocks across their edges, in order with kept chunks', () => {
+  const q = new SendQueue();
+  const lent = Buffer.alloc(BLOCK, 0x61);
+  lent.fill(0x62, BLOCK - 10);
+  q.append(lent, 0, BLOCK - 5); // one block, nearly full
+  lent.fill(0x7a); // the lender reuses its buffer: the queue has its own copy
+  q.append(Buffer.from('0123456789'), 0, 10); // 5 bytes finish the block, 5 start the next
+  q.push(Buffer.from('KEPT'));
+  q.append(Buffer.from('xyz'), 1, 3); // after a kept chunk: a new block, not the old one
+  assert.equal(q.length, BLOCK - 5 + 10 + 4 + 2);
+  const out = Buffer.alloc(32);
+  const end = q.copyOut(BLOCK - 12, 23, out, 0);
+  assert.equal(out.toString('latin1', 0, end), 'aa' + 'b'.repeat(5) + '0123456789' + 'KEPT' + 'yz');
+  const before = spareBlocks();
+  q.drop(BLOCK); // the first block is acknowledged: back to the pool
+  assert.equal(spareBlocks(), before + 1);
+  q.drop(q.length); // all acknowledged: the others too
+  assert.equal(spareBlocks(), before + 3);
+  assert.equal(q.length, 0);
+  q.append(Buffer.from('again'), 0, 5);
+  assert.equal(spareBlocks(), before + 2, 'appends take pooled blocks first');
+  q.clear();
+  assert.equal(spareBlocks(), before + 3, 'clear returns them');
 });
 
 test('sack scoreboard: blocks merge, stay sorted, and clip at snd.una', () => {
