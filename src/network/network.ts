@@ -5,6 +5,17 @@
 //   isolated  guests, DHCP and DNS, and no way out (libvirt's isolated network)
 // Attach points (where QEMU connects) are part of the network; the daemon and the CLI only
 // build the options and read the state.
+//
+// Names (shared networks): a name belongs to its static host, else to the VM registered under
+// it (`qnet attach`/`qnet run` record VM name -> MAC in vmMacs), else to the first live lease
+// that asked for it. Another MAC asking DHCP for a taken name gets an address but not the
+// name (logged and counted as the `dhcp.nameTaken` limit). DNS and forwards by name resolve to
+// the owner only, never to whoever asked for the name last.
+//
+// Limits: every limit hit by a guest of this network (DHCP leases per port, names, stream
+// listener caps, ...) is reported to `limits`, which counts it for /metrics and logs it at
+// most once per interval per port. DHCP learns which switch port a message came from through
+// portOf(): the port the switch learned the frame's source MAC on.
 import { Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
 import { TcpStack } from '../stack/tcp/stack.ts';
@@ -20,10 +31,11 @@ import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString, macKey, macKeyToString, parseIp4 } from '../wire/addr.ts';
+import { ip4ToString, macKey, macKeyToString, macToString, parseIp4 } from '../wire/addr.ts';
+import { LimitLog } from '../util/limits.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
-import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
+import { connectAttachPoint, listenAttachPoint, type AttachSpec, type OpenAttachPoint } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
 
@@ -62,6 +74,8 @@ export interface NetworkOptions {
   connect?: AttachSpec[];
   pcap?: string;
   maxConnsPerGuest?: number;
+  /** pool addresses one switch port may hold (DHCP); default 8, 0: no limit */
+  maxLeasesPerPort?: number;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
 }
 
@@ -91,14 +105,18 @@ export class Network {
   /** MACs seen on two live ports at once */
   readonly duplicateMacs = new Map<string, { ports: string[]; at: number }>();
   private readonly closers: (() => void)[] = [];
+  private readonly attachPoints: OpenAttachPoint[] = [];
   private readonly connectors = new Map<string, StreamConnector>();
   /** port -> VM name, for ports qnet knows the owner of */
   readonly portOwners = new Map<Port, string>();
   /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
   readonly vmMacs = new Map<string, string>();
+  /** limit hits of this network's guests: counted for /metrics, logged once per interval */
+  readonly limits: LimitLog;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
+    this.limits = new LimitLog(this.log);
     const guestfwdRules = opts.guestfwd ?? [];
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
     this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);
@@ -123,6 +141,10 @@ export class Network {
       bootfile: opts.bootfile,
       staticHosts: opts.staticHosts,
       onLease: opts.onLease,
+      maxLeasesPerPort: opts.maxLeasesPerPort,
+      portOf: (mac) => this.sw.lookup(macToString(mac, 0))?.name,
+      limits: this.limits,
+      nameAllowed: opts.mode !== 'user' ? (mac, name, port) => this.nameAllowed(mac, name, port) : undefined,
     });
     const shared = opts.mode !== 'user';
     this.dns = new DnsForwarder(this.gw, {
@@ -130,8 +152,9 @@ export class Network {
       // an isolated network has no way out, not even for DNS
       upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
       resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
+      limits: this.limits,
     });
-    this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway }) : null;
+    this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway, limits: this.limits }) : null;
     this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, opts.gateway) : null;
     this.udpNat = this.nat ? new UdpNat(this.gw, opts.gateway) : null;
     this.icmpNat = this.nat ? new IcmpNat(this.gw, opts.gateway) : null;
@@ -172,18 +195,42 @@ export class Network {
     return n;
   }
 
-  /** A VM's current address by hostname (static hosts first, then leases). */
-  addressOf(name: string): number | null {
+  private staticIp(h: StaticHost): number | null { return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip); }
+
+  /**
+   * Who `name` belongs to: its static host, else the VM registered under it (with that VM's
+   * address, or null while it has none), else the first live lease that carries it.
+   */
+  nameOwner(name: string): { mac: string; ip: number | null; by: 'static' | 'vm' | 'lease' } | null {
     const n = this.shortName(name);
-    for (const h of this.opts.staticHosts ?? []) {
-      if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip);
+    const statics = this.opts.staticHosts ?? [];
+    for (const h of statics) {
+      if (h.hostname?.toLowerCase() === n) return { mac: h.mac.toLowerCase(), ip: this.staticIp(h), by: 'static' };
     }
+    const leases = this.dhcp.leases();
     const vmMac = this.vmMacs.get(n);
-    let best: Lease | null = null;
-    for (const l of this.dhcp.leases()) {
-      if ((l.hostname?.toLowerCase() === n || l.mac === vmMac) && (!best || l.expiresAt > best.expiresAt)) best = l;
+    if (vmMac !== undefined) {
+      const st = statics.find((h) => h.mac.toLowerCase() === vmMac);
+      const ip = st ? this.staticIp(st) : leases.find((l) => l.mac === vmMac)?.ip ?? null;
+      return { mac: vmMac, ip, by: 'vm' };
     }
-    return best ? best.ip : null;
+    const l = leases.find((x) => x.hostname?.toLowerCase() === n);
+    return l ? { mac: l.mac, ip: l.ip, by: 'lease' } : null;
+  }
+
+  /** A VM's current address by name: its owner's (see nameOwner). */
+  addressOf(name: string): number | null {
+    return this.nameOwner(name)?.ip ?? null;
+  }
+
+  /** DHCP asks before binding `mac` under `name`: only a free name or the owner's own. */
+  private nameAllowed(mac: string, name: string, port: string | undefined): boolean {
+    const owner = this.nameOwner(name);
+    if (owner === null || owner.mac === mac) return true;
+    this.limits.hit('dhcp.nameTaken', 1, port ?? mac,
+      'a guest asked DHCP for a name that belongs to another VM; it got an address but not the name (give each VM its own name)',
+      { name: name.toLowerCase(), mac, owner: owner.mac, ownedBy: owner.by });
+    return false;
   }
 
   /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */
@@ -241,6 +288,7 @@ export class Network {
    * the host sides are closed now rather than lingering until keepalives give up.
    */
   private portGone(p: Port): void {
+    this.dhcp.forgetPort(p.name);
     const macs = new Set(this.sw.macsOn(p));
     if (macs.size === 0) return;
     let flows = 0;
@@ -272,8 +320,9 @@ export class Network {
     try {
       for (const f of opts.forwards ?? []) await n.hostfwd.add(f);
       for (const spec of opts.listen ?? []) {
-        const point = await listenAttachPoint(spec, (p) => n.attachPort(p, spec));
+        const point = await listenAttachPoint(spec, (p) => n.attachPort(p, spec), { limits: n.limits });
         n.closers.push(() => point.close());
+        n.attachPoints.push(point);
       }
       for (const spec of opts.connect ?? []) {
         const point = connectAttachPoint(spec, (p) => n.attachPort(p, spec));
@@ -305,6 +354,8 @@ export class Network {
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
       duplicateMacs: this.duplicates(),
+      attachPoints: this.attachPoints.map((a) => a.stats()),
+      limits: this.limits.snapshot(),
     };
   }
 
