@@ -13,6 +13,7 @@
 //       domain: qnet
 //       hosts: [{ mac: 52:54:00:00:00:10, ip: 192.168.122.10, name: db }]
 //       forwards: [{ proto: tcp, hostPort: 8080, guest: web, guestPort: 80 }]
+//       limits: { leasesPerPort: 8 }     # what one guest may take
 //       attach: [unix:/run/user/1000/qnet/default.sock]
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,6 +26,11 @@ import { defaultRuntimeDir, defaultStateDir } from '../common/paths.ts';
 import { parseUserCliOptions, type UserCliOptions } from '../qemu/user-network.ts';
 
 export interface HostEntry { mac: string; ip: number; name?: string }
+/** Per-network limits on what a guest may take (the `limits:` key). */
+export interface NetworkLimits {
+  /** DHCP pool addresses one switch port may hold (leases, offers, declines); 0: no limit */
+  leasesPerPort?: number;
+}
 export interface RecordEntry { name: string; ip: number }
 
 export interface NetworkConfig {
@@ -49,6 +55,7 @@ export interface NetworkConfig {
   pcap?: string;
   /** mode user: the -netdev user option string, parsed */
   user?: UserCliOptions;
+  limits: NetworkLimits;
   /** where each key came from, for messages at run time */
   where: Record<string, string>;
 }
@@ -235,7 +242,17 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
   return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
 }
 
-const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options'];
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'limits'];
+const LIMIT_KEYS = ['leasesPerPort'];
+
+function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits {
+  if (v === undefined || v === null) return {};
+  if (!isMap(v)) r.fail(p, `expected a mapping of limits (${LIMIT_KEYS.join(', ')})`);
+  checkKeys(r, p, v, LIMIT_KEYS);
+  const out: NetworkLimits = {};
+  if (v.leasesPerPort !== undefined) out.leasesPerPort = int(r, [...p, 'leasesPerPort'], v.leasesPerPort, 0, 65535);
+  return out;
+}
 
 function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: string): NetworkConfig {
   if (!isMap(v)) r.fail(p, 'expected a mapping with name, mode, subnet, ...');
@@ -260,7 +277,7 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     let user: UserCliOptions;
     try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
     const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53)) : user.dnsUpstreams;
-    return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), where };
+    return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), limits: parseLimits(r, [...p, 'limits'], v.limits), where };
   }
   if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
   const sub = str(r, [...p, 'subnet'], v.subnet ?? r.fail([...p], 'a nat or isolated network needs a subnet, e.g. subnet: 192.168.122.0/24'));
@@ -315,7 +332,8 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   return {
     name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
-    domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach, where,
+    domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach,
+    limits: parseLimits(r, [...p, 'limits'], v.limits), where,
   };
 }
 
@@ -324,7 +342,7 @@ export function userNetworkConfig(name: string, user: UserCliOptions, attach: At
   const c = user.config;
   return {
     name, mode: 'user', net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
-    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, where: {}, ...extra,
+    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, limits: {}, where: {}, ...extra,
   };
 }
 

@@ -1,6 +1,11 @@
 // The qnet daemon: runs every configured network, keeps their state across restarts, and
 // answers the control API (DaemonControl). Reloading the config (SIGHUP) restarts only the
 // networks whose configuration changed; the others keep their guests and flows.
+//
+// At start it raises the soft descriptor limit to the hard one and splits it (util/fds.ts):
+// a reserve sized from what the API, the attach sockets, DNS and TFTP can hold at most, and
+// the rest for guest flows (`fdBudget`, handed to every network). A start that fails part
+// way stops what did start (every network, listener and socket), so the caller can exit.
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -11,7 +16,13 @@ import { StateStore } from './state.ts';
 import { ip4ToString, parseIp4 } from '../wire/addr.ts';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
+import type { PcapWriter } from '../switch/pcap.ts';
 import { logger } from '../util/log.ts';
+import { LimitLog } from '../util/limits.ts';
+import { FdBudget, reserveFor, type NofileLimits } from '../util/fds.ts';
+import { sys } from '../link/sys.ts';
+import { STREAM_MAX_CONNECTIONS } from '../link/stream.ts';
+import { apiDescriptorReserve } from './api-limits.ts';
 import {
   BadRequestError, NotFoundError,
   type AttachResult, type ForwardRequest, type DaemonControl, type ForwardInfo, type ForwardRule, type LeaseInfo, type NetworkInfo,
@@ -40,6 +51,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     return {
       ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, connect: cfg.connect, pcap: cfg.pcap, name: cfg.name }),
       forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards],
+      maxLeasesPerPort: cfg.limits.leasesPerPort,
     };
   }
   return {
@@ -60,20 +72,65 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     mtu: cfg.mtu,
     forwards: cfg.forwards,
     listen: cfg.attach,
+    maxLeasesPerPort: cfg.limits.leasesPerPort,
   };
+}
+
+/** The soft and hard RLIMIT_NOFILE, raised if the addon can (-1: unlimited). */
+export function raiseNofile(): NofileLimits & { raisedBy: 'qnet' | 'unchanged' | 'unknown' } {
+  try {
+    const [before, soft, hard] = sys().raiseNofile();
+    return { before, soft, hard, raisedBy: soft !== before ? 'qnet' : 'unchanged' };
+  } catch {
+    // no addon: report what the process has (Node raises the soft limit itself at start)
+    try {
+      const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+      const n = (x: string | undefined): number => (x === undefined || x === 'unlimited' ? -1 : Number(x));
+      if (m) return { before: n(m[1]), soft: n(m[1]), hard: n(m[2]), raisedBy: 'unknown' };
+    } catch { /* not Linux */ }
+    return { before: -1, soft: -1, hard: -1, raisedBy: 'unknown' };
+  }
+}
+
+/** Descriptors qnet's own work can hold at most with this config (see fdBudget). */
+export function descriptorNeeds(config: Config): number {
+  // stdio, the loader, epoll/eventfds, the state file, the addon's handles
+  let n = 64 + apiDescriptorReserve(!!config.api.tcp);
+  for (const c of config.networks) {
+    n += c.attach.length * (STREAM_MAX_CONNECTIONS + 1) // each attach socket and its connections
+      + 2 * 64 // DNS upstream sockets, per family
+      + 64 // TFTP transfers
+      + c.forwards.length + 16; // forward listeners, VM connections, guestfwd
+  }
+  return n;
 }
 
 export class Daemon implements DaemonControl {
   private readonly running = new Map<string, Running>();
   private readonly store: StateStore;
   private readonly started = Date.now();
-  private readonly captures = new Set<{ stop(): { frames: number } }>();
+  private readonly captures = new Set<{ stop(): void }>();
   apiSocket = '';
+  /** limit hits outside any network (the API's connection caps) */
+  readonly limits = new LimitLog(log);
+  readonly nofile: NofileLimits;
+  /** the descriptors guest flows may use together; the rest is qnet's own reserve */
+  readonly fdBudget: FdBudget;
 
   private constructor(public config: Config) {
     fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
     this.store = new StateStore(config.stateDir);
     this.store.load();
+    const lim = raiseNofile();
+    this.nofile = lim;
+    const limit = lim.soft < 0 ? 1 << 20 : lim.soft;
+    this.fdBudget = new FdBudget(limit, reserveFor(limit, descriptorNeeds(config)));
+    log.info('descriptor budget', {
+      limit: lim.soft < 0 ? 'unlimited' : lim.soft, hard: lim.hard < 0 ? 'unlimited' : lim.hard,
+      raisedFrom: lim.raisedBy === 'qnet' ? lim.before : undefined,
+      reserved: this.fdBudget.reserve, guestFlows: this.fdBudget.flows,
+    });
+    if (this.fdBudget.flows < 4096) log.warn('the descriptor limit leaves little room for guest connections; raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit)', { guestFlows: this.fdBudget.flows });
   }
 
   static async start(config: Config): Promise<Daemon> {
@@ -96,6 +153,7 @@ export class Daemon implements DaemonControl {
   private async startNetwork(cfg: NetworkConfig): Promise<void> {
     const st = this.store.net(cfg.name);
     const opts = networkOptions(cfg);
+    opts.fdBudget = this.fdBudget;
     opts.onLease = () => { st.leases = r.net.dhcp.exportLeases() as typeof st.leases; this.store.changed(); };
     let net: Network;
     try {
@@ -118,9 +176,12 @@ export class Daemon implements DaemonControl {
   private stopNetwork(name: string): void {
     const r = this.running.get(name);
     if (!r) return;
-    this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
-    r.net.close();
     this.running.delete(name);
+    try {
+      this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+    } finally {
+      r.net.close(); // whatever happened to the state, the network's listeners and sockets go
+    }
     log.info('network down', { network: name });
   }
 
@@ -144,10 +205,15 @@ export class Daemon implements DaemonControl {
     return out;
   }
 
+  /** Stop everything; each network is closed even if another one's stop fails. */
   stop(): void {
-    for (const c of this.captures) c.stop();
-    for (const name of [...this.running.keys()]) this.stopNetwork(name);
+    const errors: string[] = [];
+    for (const c of [...this.captures]) { try { c.stop(); } catch (e) { errors.push((e as Error).message); } }
+    for (const name of [...this.running.keys()]) {
+      try { this.stopNetwork(name); } catch (e) { errors.push(`network ${name}: ${(e as Error).message}`); }
+    }
     this.store.save();
+    if (errors.length) log.error('errors while stopping (everything was closed anyway)', { errors: errors.join('; ') });
   }
 
   /** The running network itself (for in-process users such as `qnet user`). */
@@ -174,7 +240,7 @@ export class Daemon implements DaemonControl {
         name: r.cfg.name, mode: r.cfg.mode, subnet: cidr(r.cfg), ports: r.net.sw.ports.size - 1,
         leases: r.net.dhcp.leases().length, duplicateMacs: r.net.duplicates(),
       })),
-      warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => r.net.duplicates().map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
+      warnings: [...this.config.warnings, ...this.store.problems, ...[...this.running.values()].flatMap((r) => r.net.duplicates().map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
     };
   }
 
@@ -285,18 +351,18 @@ export class Daemon implements DaemonControl {
     throw new NotFoundError(`no port '${key}' on network '${r.cfg.name}' (give a port id, a VM name or a MAC)`);
   }
 
-  startCapture(network: string, file: string, port?: string): { stop(): { frames: number } } {
+  startCapture(network: string, out: PcapWriter, port?: string): { stop(): void } {
     const r = this.get(network);
     const p = port ? this.findPort(r, port) : undefined;
-    const w = r.net.sw.startCapture(file, p);
+    const w = r.net.sw.startCapture(out, p);
     const handle = {
       stop: () => {
         this.captures.delete(handle);
         if (!w.closed) { if (p) r.net.sw.stopCapture(p); else r.net.sw.stopCapture(); }
-        return { frames: w.frames };
       },
     };
     this.captures.add(handle);
+    w.onClose(() => this.captures.delete(handle));
     return handle;
   }
 
@@ -306,7 +372,7 @@ export class Daemon implements DaemonControl {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const [labels, v] of rows) {
         const l = Object.entries(labels).map(([k, x]) => `${k}="${String(x).replace(/["\\\n]/g, '_')}"`).join(',');
-        lines.push(`${name}{${l}} ${v}`);
+        lines.push(l ? `${name}{${l}} ${v}` : `${name} ${v}`);
       }
     };
     const nets = [...this.running.values()];
@@ -324,6 +390,20 @@ export class Daemon implements DaemonControl {
     metric('qnet_udp_flows', 'gauge', 'UDP NAT flows', nets.map((r) => [{ network: r.cfg.name }, r.net.udpNat?.size ?? 0]));
     metric('qnet_dns_queries_total', 'counter', 'DNS queries from guests', nets.map((r) => [{ network: r.cfg.name }, r.net.dns.stats.queries]));
     metric('qnet_duplicate_macs', 'gauge', 'MACs seen on two ports', nets.map((r) => [{ network: r.cfg.name }, r.net.duplicates().length]));
+    metric('qnet_limit_hits_total', 'counter', 'Times a limit refused something, by limit and port (or listener)', [
+      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.count]),
+      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.count])),
+    ]);
+    metric('qnet_limit', 'gauge', 'The value of each limit that was hit', [
+      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.value]),
+      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.value])),
+    ]);
+    let open = -1;
+    try { open = fs.readdirSync('/proc/self/fd').length; } catch { /* not Linux */ }
+    metric('qnet_open_fds', 'gauge', 'Descriptors the daemon holds', [[{}, open]]);
+    metric('qnet_fd_budget', 'gauge', 'The descriptor limit and its split: reserved for qnet, for guest flows, used by guest flows', [
+      [{ part: 'limit' }, this.fdBudget.limit], [{ part: 'reserved' }, this.fdBudget.reserve], [{ part: 'flows' }, this.fdBudget.flows], [{ part: 'flowsUsed' }, this.fdBudget.used],
+    ]);
     return lines.join('\n') + '\n';
   }
 

@@ -33,6 +33,7 @@ import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
 import { ip4ToString, macKey, macKeyToString, macToString, parseIp4 } from '../wire/addr.ts';
 import { LimitLog } from '../util/limits.ts';
+import type { FdBudget } from '../util/fds.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec, type OpenAttachPoint } from './attach.ts';
@@ -76,6 +77,8 @@ export interface NetworkOptions {
   maxConnsPerGuest?: number;
   /** pool addresses one switch port may hold (DHCP); default 8, 0: no limit */
   maxLeasesPerPort?: number;
+  /** the process's descriptor budget for guest flows (host sockets); none: unbounded */
+  fdBudget?: FdBudget;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
 }
 
@@ -113,10 +116,17 @@ export class Network {
   readonly vmMacs = new Map<string, string>();
   /** limit hits of this network's guests: counted for /metrics, logged once per interval */
   readonly limits: LimitLog;
+  /**
+   * Descriptors guest flows may hold (shared by every network of the process). The NAT
+   * services are to tryAcquire() one per host socket they open for a guest and release() it
+   * when it closes, refusing the flow (and reporting a limit hit) when it says no.
+   */
+  readonly fdBudget: FdBudget | null;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
     this.limits = new LimitLog(this.log);
+    this.fdBudget = opts.fdBudget ?? null;
     const guestfwdRules = opts.guestfwd ?? [];
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
     this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);

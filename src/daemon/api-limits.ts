@@ -1,0 +1,81 @@
+// Connection limits of the control API's listeners (api.ts), kept apart from the routes.
+//
+// Without them a local user without the token could open ~20,000 idle TCP connections and
+// hold each until Node's 60 s header timeout, taking every descriptor the daemon had: the
+// unix API stopped answering and VMs could no longer attach. Now, per listener:
+// - at most `maxConnections` at once (Node closes the excess at accept; counted),
+// - at most `maxUnauthenticated` that have not yet shown they may talk: a new one beyond that
+//   evicts the oldest still waiting, so a flood of idle connections cannot keep a real client
+//   out (its request arrives within milliseconds and authenticates it; the flood's never do).
+//   On TCP a connection is authenticated by a request with the right token, checked before
+//   anything else of the request is read; on the unix socket by its first request (the
+//   filesystem already decided who may connect),
+// - short timeouts: the request headers within `headersTimeoutMs` of connecting, the whole
+//   request within `requestTimeoutMs`, and an idle keep-alive connection closed after
+//   `idleTimeoutMs` (Node checks these every second, not every 30 s as by default).
+// The caps bound what the API can hold, which is what the daemon's descriptor budget reserves
+// for it (fdBudget in daemon.ts): guest flows never use that reserve.
+import type http from 'node:http';
+import type net from 'node:net';
+import type { LimitReporter } from '../util/limits.ts';
+
+export interface ApiListenerLimits {
+  maxConnections: number;
+  maxUnauthenticated: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** largest request header block */
+  maxHeaderBytes: number;
+}
+
+export const UNIX_API_LIMITS: ApiListenerLimits = {
+  maxConnections: 64, maxUnauthenticated: 32, headersTimeoutMs: 5000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 16 * 1024,
+};
+export const TCP_API_LIMITS: ApiListenerLimits = {
+  maxConnections: 64, maxUnauthenticated: 16, headersTimeoutMs: 3000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 8 * 1024,
+};
+
+/** Descriptors the API can hold at most (both listeners, their connections). */
+export function apiDescriptorReserve(tcp: boolean): number {
+  return 1 + UNIX_API_LIMITS.maxConnections + (tcp ? 1 + TCP_API_LIMITS.maxConnections : 0);
+}
+
+/** http.createServer options for these limits. */
+export function serverOptions(l: ApiListenerLimits): http.ServerOptions {
+  return {
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: l.idleTimeoutMs,
+    connectionsCheckingInterval: 1000,
+    maxHeaderSize: l.maxHeaderBytes,
+  };
+}
+
+export interface ConnectionGuard {
+  /** this connection has shown it may talk: it no longer counts as waiting */
+  authenticated(sock: net.Socket): void;
+  readonly stats: { refused: number; evicted: number };
+}
+
+/** Apply the connection caps to `server`; hits are reported under `name` (e.g. "api.tcp"). */
+export function guardConnections(server: http.Server, l: ApiListenerLimits, name: string, limits: LimitReporter): ConnectionGuard {
+  server.maxConnections = l.maxConnections;
+  const waiting = new Set<net.Socket>(); // insertion order: oldest first
+  const stats = { refused: 0, evicted: 0 };
+  server.on('drop', () => {
+    stats.refused++;
+    limits.hit(`${name}.connections`, l.maxConnections, name, 'the API has as many connections as it takes; new ones are closed at once until some end');
+  });
+  server.on('connection', (sock: net.Socket) => {
+    waiting.add(sock);
+    sock.once('close', () => waiting.delete(sock));
+    if (waiting.size <= l.maxUnauthenticated) return;
+    const oldest = waiting.values().next().value!;
+    waiting.delete(oldest);
+    stats.evicted++;
+    limits.hit(`${name}.unauthenticated`, l.maxUnauthenticated, name, 'many connections opened the API without sending an (authenticated) request; the oldest waiting one was closed');
+    oldest.destroy();
+  });
+  return { authenticated: (sock) => { waiting.delete(sock); }, stats };
+}
