@@ -154,7 +154,7 @@ export class Network {
       maxLeasesPerPort: opts.maxLeasesPerPort,
       portOf: (mac) => this.sw.lookup(macToString(mac, 0))?.name,
       limits: this.limits,
-      nameAllowed: opts.mode !== 'user' ? (mac, name, port) => this.nameAllowed(mac, name, port) : undefined,
+      nameAllowed: opts.mode !== 'user' ? (mac, name) => this.nameAllowed(mac, name) : undefined,
     });
     const shared = opts.mode !== 'user';
     this.dns = new DnsForwarder(this.gw, {
@@ -233,14 +233,11 @@ export class Network {
     return this.nameOwner(name)?.ip ?? null;
   }
 
-  /** DHCP asks before binding `mac` under `name`: only a free name or the owner's own. */
-  private nameAllowed(mac: string, name: string, port: string | undefined): boolean {
+  /** DHCP asks before binding `mac` under `name`: only a free name or the owner's own (else: whose it is). */
+  private nameAllowed(mac: string, name: string): true | string {
     const owner = this.nameOwner(name);
     if (owner === null || owner.mac === mac) return true;
-    this.limits.hit('dhcp.nameTaken', 1, port ?? mac,
-      'a guest asked DHCP for a name that belongs to another VM; it got an address but not the name (give each VM its own name)',
-      { name: name.toLowerCase(), mac, owner: owner.mac, ownedBy: owner.by });
-    return false;
+    return `${owner.by === 'static' ? 'static host' : owner.by === 'vm' ? 'VM' : 'lease of'} ${owner.mac}`;
   }
 
   /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */

@@ -92,8 +92,8 @@ export interface DhcpOptions {
   maxLeasesPerPort?: number;
   /** the switch port a client's frames come from (by their source MAC); a stable name */
   portOf?: (srcMac: Buffer) => string | undefined;
-  /** may this client (MAC aa:bb:..) be bound under this hostname? default: yes */
-  nameAllowed?: (mac: string, hostname: string, port: string | undefined) => boolean;
+  /** may this client (MAC aa:bb:..) be bound under this hostname? true, or whose the name is; default: yes */
+  nameAllowed?: (mac: string, hostname: string) => true | string;
   /** where limit hits are reported (default: logged by the server itself) */
   limits?: LimitReporter;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
@@ -149,7 +149,7 @@ export class DhcpServer {
   private readonly fileField: Buffer | null;
   private readonly maxPerPort: number;
   private readonly portOf: ((srcMac: Buffer) => string | undefined) | null;
-  private readonly nameAllowed: ((mac: string, hostname: string, port: string | undefined) => boolean) | null;
+  private readonly nameAllowed: ((mac: string, hostname: string) => true | string) | null;
   private readonly limits: LimitReporter;
   private readonly handler = (d: UdpDatagram): void => this.input(d);
 
@@ -254,9 +254,16 @@ export class DhcpServer {
   private hostnameFor(req: DhcpRequest, port: string | undefined, binding: boolean): string | undefined {
     const h = req.hostname;
     if (h === undefined || !this.nameAllowed || this.store.staticFor(req.key)) return h;
-    if (this.nameAllowed(macToString(req.mac, 0), h, port)) return h;
+    const mac = macToString(req.mac, 0);
+    const ok = this.nameAllowed(mac, h);
+    if (ok === true) return h;
     this.store.clearHostname(req.key);
-    if (binding) this.stats.nameRefused++; // counted once per handshake, on the REQUEST
+    if (binding) { // counted once per handshake, on the REQUEST
+      this.stats.nameRefused++;
+      this.limits.hit('dhcp.nameTaken', 1, port ?? mac,
+        'a guest asked DHCP for a name that belongs to another VM; it got an address but not the name (give each VM its own name)',
+        { name: h.toLowerCase(), mac, owner: ok });
+    }
     return undefined;
   }
 
