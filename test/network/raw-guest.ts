@@ -111,6 +111,12 @@ export function dhcpPayload(o: DhcpMsg): Buffer {
   return m;
 }
 
+/** A DNS query for the A record of `name`. */
+export function dnsQuery(name: string, id: number): Buffer {
+  const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
+  return Buffer.from([id >> 8, id & 0xff, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
+}
+
 let nextXid = 0x5e000000;
 
 export class RawGuest {
@@ -251,10 +257,9 @@ export class RawGuest {
   }
 
   /** A DNS A query to the gateway; resolves to the answer addresses (null: NXDOMAIN/SERVFAIL). */
-  async resolve(name: string, id = 0x1234, sport = 40000 + (id & 0x3fff)): Promise<{ rcode: number; addrs: number[] }> {
+  async resolve(name: string, id = 0x1234, sport = 40000 + (id & 0x3fff), dns = this.gwIp): Promise<{ rcode: number; addrs: number[] }> {
     const labels = name.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]);
-    const q = Buffer.from([id >> 8, id & 0xff, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, ...labels, 0, 0, 1, 0, 1]);
-    this.sendUdp(this.ip, sport, this.gwIp, 53, q);
+    this.sendUdp(this.ip, sport, dns, 53, dnsQuery(name, id));
     const r = await this.next((x) => x.udp?.srcPort === 53 && x.udp.dstPort === sport && x.udp.payload.readUInt16BE(0) === id, `the DNS answer for ${name}`);
     const p = r.udp!.payload;
     const addrs: number[] = [];
