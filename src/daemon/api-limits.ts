@@ -10,9 +10,12 @@
 //   On TCP a connection is authenticated by a request with the right token, checked before
 //   anything else of the request is read; on the unix socket by its first request (the
 //   filesystem already decided who may connect),
-// - short timeouts: the request headers within `headersTimeoutMs` of connecting, the whole
-//   request within `requestTimeoutMs`, and an idle keep-alive connection closed after
-//   `idleTimeoutMs` (Node checks these every second, not every 30 s as by default).
+// - short timeouts: a connection that has sent no request at all is closed after
+//   `headersTimeoutMs` (Node's own header timeout only starts with the first byte, which is
+//   why idle connections used to stay for good); a request's headers must be complete within
+//   `headersTimeoutMs` of its first byte and the whole request within `requestTimeoutMs`
+//   (Node checks these every second here, not every 30 s as by default); an idle keep-alive
+//   connection is closed after `idleTimeoutMs`.
 // The caps bound what the API can hold, which is what the daemon's descriptor budget reserves
 // for it (fdBudget in daemon.ts): guest flows never use that reserve.
 import type http from 'node:http';
@@ -68,6 +71,8 @@ export function guardConnections(server: http.Server, l: ApiListenerLimits, name
     limits.hit(`${name}.connections`, l.maxConnections, name, 'the API has as many connections as it takes; new ones are closed at once until some end');
   });
   server.on('connection', (sock: net.Socket) => {
+    // until its first request: an idle socket times out (the http server destroys it then)
+    sock.setTimeout(l.headersTimeoutMs);
     waiting.add(sock);
     sock.once('close', () => waiting.delete(sock));
     if (waiting.size <= l.maxUnauthenticated) return;
@@ -77,5 +82,11 @@ export function guardConnections(server: http.Server, l: ApiListenerLimits, name
     limits.hit(`${name}.unauthenticated`, l.maxUnauthenticated, name, 'many connections opened the API without sending an (authenticated) request; the oldest waiting one was closed');
     oldest.destroy();
   });
-  return { authenticated: (sock) => { waiting.delete(sock); }, stats };
+  return {
+    authenticated: (sock) => {
+      if (!waiting.delete(sock)) return;
+      sock.setTimeout(0); // from now on Node's request and keep-alive timeouts apply
+    },
+    stats,
+  };
 }
