@@ -31,7 +31,7 @@ import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString, macKey, macKeyToString, macToString, parseIp4 } from '../wire/addr.ts';
+import { ip4ToString, macKey, macKeyToString, parseIp4 } from '../wire/addr.ts';
 import { LimitLog } from '../util/limits.ts';
 import type { FdBudget } from '../util/fds.ts';
 
@@ -152,7 +152,7 @@ export class Network {
       staticHosts: opts.staticHosts,
       onLease: opts.onLease,
       maxLeasesPerPort: opts.maxLeasesPerPort,
-      portOf: (mac) => this.sw.lookup(macToString(mac, 0))?.name,
+      portOf: (mac) => this.sw.portOf(mac)?.name,
       limits: this.limits,
       nameAllowed: opts.mode !== 'user' ? (mac, name) => this.nameAllowed(mac, name) : undefined,
     });

@@ -246,7 +246,7 @@ export class DhcpServer {
     this.stats.portLimited++;
     this.limits.hit('dhcp.leasesPerPort', this.maxPerPort, port,
       'one port asked for more DHCP addresses than it may hold (random MACs?); raise the network\'s limits.leasesPerPort if one port really carries that many guests',
-      { mac: macToString(req.mac, 0) });
+      () => ({ mac: macToString(req.mac, 0) }));
     return false;
   }
 

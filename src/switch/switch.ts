@@ -187,6 +187,11 @@ export class Switch {
     return this.fdb.get(vid)?.get(macKeyFromString(mac))?.sp.port;
   }
 
+  /** The port the MAC at buf[off..off+6] was learned on (no string conversion: per-frame callers). */
+  portOf(buf: Buffer, off = 0, vid = DEFAULT_VLAN): Port | undefined {
+    return this.fdb.get(vid)?.get(macKey(buf, off))?.sp.port;
+  }
+
   private tick(): void {
     this.now++;
     const limit = this.now - this.agingTicks;

@@ -35,14 +35,21 @@ export interface LimitLogOptions {
 
 /** What a component that enforces limits needs (services and transports take this). */
 export interface LimitReporter {
-  /** `limit` refused something on `port`; `hint` says what to do (logged). */
-  hit(limit: string, value: number, port: string, hint: string, fields?: Record<string, unknown>): void;
+  /**
+   * `limit` refused something on `port`; `hint` says what to do (logged). `fields` (or a
+   * function making them, called only when a line is logged) add detail to the log line.
+   */
+  hit(limit: string, value: number, port: string, hint: string, fields?: Fields): void;
 }
 
 export const OTHER_PORT = '(other)';
 
+type Fields = Record<string, unknown> | (() => Record<string, unknown>);
+
 export class LimitLog implements LimitReporter {
-  private readonly entries = new Map<string, Entry>();
+  /** limit -> port -> entry (no string building on the hot path of a flood) */
+  private readonly entries = new Map<string, Map<string, Entry>>();
+  private size = 0;
   private readonly intervalMs: number;
   private readonly maxKeys: number;
   private readonly now: () => number;
@@ -53,18 +60,19 @@ export class LimitLog implements LimitReporter {
     this.now = opts.now ?? Date.now;
   }
 
-  hit(limit: string, value: number, port: string, hint: string, fields?: Record<string, unknown>): void {
-    let key = `${limit}\0${port}`;
-    let e = this.entries.get(key);
+  hit(limit: string, value: number, port: string, hint: string, fields?: Fields): void {
+    let byPort = this.entries.get(limit);
+    if (byPort === undefined) { byPort = new Map(); this.entries.set(limit, byPort); }
+    let e = byPort.get(port);
     if (e === undefined) {
-      if (this.entries.size >= this.maxKeys) {
+      if (this.size >= this.maxKeys) {
         port = OTHER_PORT;
-        key = `${limit}\0${port}`;
-        e = this.entries.get(key);
+        e = byPort.get(port);
       }
       if (e === undefined) {
         e = { limit, port, value, count: 0, loggedAt: -Infinity, unlogged: 0 };
-        this.entries.set(key, e);
+        byPort.set(port, e);
+        this.size++;
       }
     }
     e.count++;
@@ -72,20 +80,23 @@ export class LimitLog implements LimitReporter {
     e.value = value;
     const now = this.now();
     if (now - e.loggedAt < this.intervalMs) return;
-    this.log.warn(`limit reached: ${limit}`, { port, limit: value, hits: e.unlogged, ...fields, hint });
+    const extra = typeof fields === 'function' ? fields() : fields;
+    this.log.warn(`limit reached: ${limit}`, { port, limit: value, hits: e.unlogged, ...extra, hint });
     e.loggedAt = now;
     e.unlogged = 0;
   }
 
   /** Every (limit, port) pair hit so far, for metrics. */
   snapshot(): LimitHit[] {
-    return [...this.entries.values()].map(({ limit, port, value, count }) => ({ limit, port, value, count }));
+    const out: LimitHit[] = [];
+    for (const byPort of this.entries.values()) for (const { limit, port, value, count } of byPort.values()) out.push({ limit, port, value, count });
+    return out;
   }
 
-  /** Hits of one limit (all ports), for tests and status. */
+  /** Hits of one limit (all ports, or one), for tests and status. */
   count(limit: string, port?: string): number {
     let n = 0;
-    for (const e of this.entries.values()) if (e.limit === limit && (port === undefined || e.port === port)) n += e.count;
+    for (const e of this.entries.get(limit)?.values() ?? []) if (port === undefined || e.port === port) n += e.count;
     return n;
   }
 }
