@@ -13,7 +13,9 @@ import { Network, type NetworkOptions } from '../network/network.ts';
 import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
-import { ip4ToString, parseIp4 } from '../wire/addr.ts';
+import { ip4ToString, ip6ToString } from '../wire/addr.ts';
+import { addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
+import net from 'node:net';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
 import type { PcapWriter } from '../switch/pcap.ts';
@@ -40,7 +42,11 @@ interface Running {
   net: Network;
 }
 
-function forwardId(proto: string, hostAddr: string, hostPort: number): string { return `${proto}:${hostAddr || '0.0.0.0'}:${hostPort}`; }
+/** `proto:hostAddr:hostPort`, an IPv6 host address in brackets (tcp:[::1]:8022). */
+function forwardId(proto: string, hostAddr: string, hostPort: number): string {
+  const a = hostAddr || '0.0.0.0';
+  return `${proto}:${a.includes(':') ? `[${a}]` : a}:${hostPort}`;
+}
 
 function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
@@ -67,12 +73,16 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     staticHosts: cfg.hosts.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.name })),
     domain: cfg.domain,
     dnsSearch: cfg.domain ? [cfg.domain] : undefined,
-    records: cfg.records,
+    records: cfg.records.map((rec) => ({ name: rec.name, ip: rec.ip ?? parseAddr(rec.ip6!)! })),
     upstreams: cfg.upstreams,
     mtu: cfg.mtu,
     forwards: cfg.forwards,
     listen: cfg.attach,
     maxLeasesPerPort: cfg.limits.leasesPerPort,
+    ipv6: cfg.ipv6 ? {
+      prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
+      hosts: cfg.hosts.filter((h) => h.ip6).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
+    } : undefined,
   };
 }
 
@@ -250,6 +260,7 @@ export class Daemon implements DaemonControl {
     const r = this.get(name);
     return {
       name, mode: r.cfg.mode, subnet: cidr(r.cfg), gateway: ip4ToString(r.cfg.gateway), domain: r.cfg.domain, mtu: r.cfg.mtu,
+      ...(r.net.prefix6 ? { subnet6: `${ip6ToString(r.net.prefix6.prefix, 0)}/${r.net.prefix6.len}`, gateway6: addrToString(r.net.prefix6.router) } : {}),
       attach: r.cfg.attach.map((a) => a.text),
       ports: this.ports(r),
       leases: this.leaseInfo(r),
@@ -275,7 +286,11 @@ export class Daemon implements DaemonControl {
       const names = new Set<string>();
       for (const m of macs) {
         for (const l of leases) if (l.mac === m) { addrs.add(ip4ToString(l.ip)); if (l.hostname) names.add(l.hostname); }
-        for (const [ip, n] of r.net.gw.neighbours) if (n.mac.equals(Buffer.from(m.split(':').map((x) => parseInt(x, 16))))) addrs.add(ip4ToString(ip));
+        const mac = Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
+        for (const [ip, n] of r.net.gw.neighbours) if (n.mac.equals(mac)) addrs.add(ip4ToString(ip));
+        // IPv6: what the guest formed or was given on the prefix (link-local ones are not listed)
+        const p6 = r.net.prefix6;
+        if (p6) for (const [a, n] of r.net.gw.neighbours6) if (n.mac.equals(mac) && inPrefix6(a, p6.prefix, p6.len)) addrs.add(addrToString(a));
       }
       const vm = r.net.portOwners.get(sp.port) ?? macs.map((m) => vmByMac.get(m)).find(Boolean);
       out.push({ id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer, macs, addresses: [...addrs], hostnames: [...names], vm, ...sp.port.counters, drops: { ...sp.drops } });
@@ -288,7 +303,7 @@ export class Daemon implements DaemonControl {
     return r.net.forwards().map((f) => {
       const id = forwardId(f.proto, f.hostAddr, f.boundPort);
       return {
-        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guest || ip4ToString(f.guestIp), guestPort: f.guestPort,
+        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guest || addrToString(f.guestIp), guestPort: f.guestPort,
         connections: f.connections, source: runtime.has(id) || runtime.has(forwardId(f.proto, f.hostAddr, f.hostPort)) ? 'runtime' : 'config',
       };
     });
@@ -311,7 +326,7 @@ export class Daemon implements DaemonControl {
     if (!Number.isInteger(spec.guestPort) || spec.guestPort < 1 || spec.guestPort > 65535) throw new BadRequestError(`guestPort ${spec.guestPort} is out of range 1-65535`);
     if (typeof spec.guest !== 'string' || !spec.guest) throw new BadRequestError('guest (a VM name or IPv4 address) is required');
     const hostAddr = spec.hostAddr ?? '127.0.0.1';
-    if (hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IPv4 address`);
+    if (net.isIP(hostAddr) === 0) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IP address`);
     let active;
     try {
       active = await r.net.hostfwd.add({ ...spec, hostAddr });
@@ -328,10 +343,11 @@ export class Daemon implements DaemonControl {
     const r = this.get(network);
     const before = this.forwardInfo(r);
     const m = /^(tcp|udp):(?:(.*):)?(\d+)$/.exec(id);
-    if (!m) throw new BadRequestError(`'${id}' is not a forward id (PROTO:[HOSTADDR:]HOSTPORT, e.g. tcp:127.0.0.1:8080)`);
+    if (!m) throw new BadRequestError(`'${id}' is not a forward id (PROTO:[HOSTADDR:]HOSTPORT, e.g. tcp:127.0.0.1:8080 or tcp:[::1]:8080)`);
     const proto = m[1] as 'tcp' | 'udp';
     const port = Number(m[3]);
-    const addr = m[2] === undefined ? undefined : m[2] === '0.0.0.0' ? '' : m[2];
+    const given = m[2]?.replace(/^\[(.*)\]$/, '$1');
+    const addr = given === undefined ? undefined : given === '0.0.0.0' ? '' : given;
     const gone = r.net.hostfwd.remove(proto, port, addr);
     if (gone.length === 0) throw new NotFoundError(`no forward ${id} on network '${network}' (forwards: ${before.map((f) => f.id).join(', ') || 'none'})`);
     const st = this.store.net(network);

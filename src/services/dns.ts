@@ -23,7 +23,7 @@
 //   address; beyond that the query is answered SERVFAIL, counted (`stats.limited`) and
 //   reported to `limits`. The socket pool bounds the descriptors DNS can take.
 // - Local records: `resolveLocal(name, type)` is asked first (the shared-network daemon answers
-//   guest hostnames): an address list is answered directly (A records, authoritative, TTL
+//   guest hostnames): an address list is answered directly (A or AAAA records, authoritative, TTL
 //   `localTtl`, 0..60 s), `[]` is NODATA, `null` is NXDOMAIN and `undefined` means "not mine,
 //   forward it".
 // - TCP: a query that arrived over TCP (dns-tcp.ts) is forwarded over its own TCP
@@ -39,10 +39,11 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
-import { ip4ToString as ip4String, ip6ToString, parseIp6 } from '../wire/addr.ts';
+import { ip6ToString, parseIp6 } from '../wire/addr.ts';
+import { addrToString } from '../stack/addr.ts';
 import { LimitLog, type LimitReporter } from '../util/limits.ts';
 import { readResolvConf, type Upstream } from './upstreams.ts';
-import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A, TYPE_ANY, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
+import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
 import { logger } from '../util/log.ts';
 
 export type { Upstream } from './upstreams.ts';
@@ -53,6 +54,8 @@ const log = logger('dns');
 export interface DnsForwarderOptions {
   /** gateway address to serve on; default the gateway's second address (slirp's .3), else its first */
   listenIp?: number;
+  /** more addresses to serve on (the IPv6 DNS address) */
+  listenIps?: number[];
   /** default: the nameservers of /etc/resolv.conf */
   upstreams?: Upstream[];
   /** per attempt; default 2000 ms */
@@ -130,6 +133,7 @@ export class DnsForwarder {
     limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0, sockets: 0, portShared: 0, errors: 0,
   };
   readonly listenIp: number;
+  private readonly listenAlso: number[];
   resolveLocal: ((name: string, type: number) => number[] | null | undefined) | null;
   private readonly upstreams: Target[];
   private readonly timeoutMs: number;
@@ -164,13 +168,16 @@ export class DnsForwarder {
     this.resolveLocal = opts.resolveLocal ?? null;
     this.maxSockets = Math.max(1, opts.maxSockets ?? 64);
     this.limits = opts.limits ?? new LimitLog(log);
+    this.listenAlso = (opts.listenIps ?? []).filter((a) => a !== this.listenIp);
     gw.bindUdp(this.listenIp, DNS_PORT, this.onGuestUdp);
+    for (const a of this.listenAlso) gw.bindUdp(a, DNS_PORT, this.onGuestUdp);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.gw.unbindUdp(this.listenIp, DNS_PORT);
+    for (const a of this.listenAlso) this.gw.unbindUdp(a, DNS_PORT);
     for (const p of this.pending.values()) this.gw.timers.cancel(p.timer);
     this.pending.clear();
     this.perClient.clear();
@@ -215,7 +222,8 @@ export class DnsForwarder {
       if (r !== undefined) {
         this.stats.local++;
         if (r === null) { done(buildReply(msg, q, RCODE_NXDOMAIN, [], 0, true)); return true; }
-        const addrs = q.type === TYPE_A || q.type === TYPE_ANY ? r.filter((a) => Number.isInteger(a)).slice(0, 32) : [];
+        // the resolver answers for the question's type: A addresses, or AAAA ones
+        const addrs = r.filter((a) => Number.isInteger(a) && a >= 0).slice(0, 32);
         done(buildReply(msg, q, RCODE_NOERROR, addrs, this.localTtl, true));
         return true;
       }
@@ -225,7 +233,7 @@ export class DnsForwarder {
     if (this.stats.outstanding >= this.maxOutstanding || n >= this.maxPerClient) {
       this.stats.limited++;
       const perGuest = n >= this.maxPerClient;
-      this.limits.hit(perGuest ? 'dns.queriesPerGuest' : 'dns.queries', perGuest ? this.maxPerClient : this.maxOutstanding, ip4String(client),
+      this.limits.hit(perGuest ? 'dns.queriesPerGuest' : 'dns.queries', perGuest ? this.maxPerClient : this.maxOutstanding, addrToString(client),
         perGuest ? 'a guest has too many DNS queries in flight; more are answered SERVFAIL until some are answered' : 'too many DNS queries are in flight; more are answered SERVFAIL until some are answered');
       this.fail(msg, done);
       return true;

@@ -44,7 +44,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
-import { ip4ToString } from '../wire/addr.ts';
+import { addrToString } from '../stack/addr.ts';
 import { logger } from '../util/log.ts';
 import { LimitLog, type LimitReporter } from '../util/limits.ts';
 
@@ -216,7 +216,7 @@ export class TftpServer {
     if (n >= this.maxPerClient || this.transfers.size + this.starting.size >= this.maxTransfers) {
       this.stats.limited++;
       const perGuest = n >= this.maxPerClient;
-      this.limits.hit(perGuest ? 'tftp.transfersPerGuest' : 'tftp.transfers', perGuest ? this.maxPerClient : this.maxTransfers, ip4ToString(client),
+      this.limits.hit(perGuest ? 'tftp.transfersPerGuest' : 'tftp.transfers', perGuest ? this.maxPerClient : this.maxTransfers, addrToString(client),
         perGuest ? 'a guest runs too many TFTP transfers at once; it is refused until one ends' : 'the TFTP server runs as many transfers as it may; new ones are refused until one ends');
       return this.sendError(TFTP_PORT, client, cport, TFTP_ERR_UNDEF, 'Too many transfers');
     }
@@ -230,7 +230,7 @@ export class TftpServer {
       if (this.closed) return;
       const e = err instanceof TftpError ? err : new TftpError(TFTP_ERR_UNDEF, 'Cannot read file');
       if (e.code === TFTP_ERR_NOT_FOUND) this.stats.notFound++; else this.stats.denied++;
-      if (log.enabled('debug')) log.debug('request refused', { client: ip4ToString(client), file: name.slice(0, 128), err: e.message });
+      if (log.enabled('debug')) log.debug('request refused', { client: addrToString(client), file: name.slice(0, 128), err: e.message });
       this.sendError(TFTP_PORT, client, cport, e.code, e.message);
     }).catch((err: unknown) => {
       this.stats.malformed++;

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { Switch } from '../../src/switch/switch.ts';
-import { Gateway } from '../../src/stack/gateway.ts';
+import { Gateway, type Ipv6Config } from '../../src/stack/gateway.ts';
 import { StreamListener } from '../../src/link/stream.ts';
 import { StreamPeer, tmpDir, delay } from '../link/peers.ts';
 import { ETHERTYPE_IPV4, EthernetHeader, parseEthernet, writeEthernet } from '../../src/wire/ethernet.ts';
@@ -31,9 +31,10 @@ export class Bed {
   private constructor(readonly sw: Switch, readonly gw: Gateway, readonly listener: StreamListener,
     readonly peer: StreamPeer, readonly dir: string) {}
 
-  static async create(mtu?: number): Promise<Bed> {
+  /** ipv6: also give the gateway IPv6 on the segment (DHCPv6, NDP tests) */
+  static async create(mtu?: number, ipv6?: Ipv6Config): Promise<Bed> {
     const sw = new Switch();
-    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu });
+    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu, ipv6 });
     sw.attach(gw);
     const dir = tmpDir('qnet-svc-');
     const sock = path.join(dir, 'sw.sock');
@@ -65,6 +66,21 @@ export class Bed {
 
   /** Raw frame from the guest. */
   sendFrame(f: Buffer): void { this.peer.send(f); }
+
+  /** First not yet consumed raw frame (of any protocol) that `decode` turns into a value, or null on timeout. */
+  async recvFrame<T>(decode: (f: Buffer) => T | null, ms = 2000): Promise<T | null> {
+    const end = Date.now() + ms;
+    for (let i = this.rawCursor; ; ) {
+      for (; i < this.peer.frames.length; i++) {
+        const v = decode(this.peer.frames[i]);
+        if (v !== null) { this.rawCursor = i + 1; return v; }
+      }
+      const left = end - Date.now();
+      if (left <= 0) return null;
+      await this.peer.waitFrames(i + 1, left);
+    }
+  }
+  private rawCursor = 0;
 
   /** First not yet consumed UDP datagram matching `pred` (others stay queued), or null on timeout. */
   async recvUdp(pred: (d: RxUdp) => boolean = () => true, ms = 2000): Promise<RxUdp | null> {
