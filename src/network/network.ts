@@ -328,13 +328,8 @@ export class Network {
   addresses6Of(name: string): number[] {
     const p6 = this.prefix6;
     if (!p6) return [];
-    const n = this.shortName(name);
-    const v4 = this.addressOf(n);
-    let mac = this.vmMacs.get(n);
-    if (!mac && v4 !== null) {
-      const nb = this.gw.neighbours.get(v4);
-      if (nb) mac = macKeyToString(macKey(nb.mac, 0));
-    }
+    // the name's owner (see nameOwner), by its MAC: never whoever answers ARP for its address
+    const mac = this.nameOwner(name)?.mac;
     if (!mac) return [];
     const out: number[] = [];
     for (const [a, nb] of this.gw.neighbours6) {
