@@ -165,6 +165,7 @@ export class Daemon implements DaemonControl {
     const opts = networkOptions(cfg);
     opts.fdBudget = this.fdBudget;
     opts.onLease = () => { st.leases = r.net.dhcp.exportLeases() as typeof st.leases; this.store.changed(); };
+    opts.onLease6 = () => { st.leases6 = r.net.dhcp6?.exportLeases() ?? []; this.store.changed(); };
     let net: Network;
     try {
       net = await Network.start(opts);
@@ -176,6 +177,7 @@ export class Daemon implements DaemonControl {
     const r: Running = { cfg, key: JSON.stringify({ ...cfg, where: undefined }), net };
     this.running.set(cfg.name, r);
     net.dhcp.importLeases(st.leases);
+    if (st.leases6) net.dhcp6?.importLeases(st.leases6);
     for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
     for (const f of st.forwards) {
       try { await net.hostfwd.add(f); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
@@ -189,6 +191,7 @@ export class Daemon implements DaemonControl {
     this.running.delete(name);
     try {
       this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+      if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
     } finally {
       r.net.close(); // whatever happened to the state, the network's listeners and sockets go
     }
@@ -272,7 +275,10 @@ export class Daemon implements DaemonControl {
 
   private leaseInfo(r: Running): LeaseInfo[] {
     const statics = new Set(r.cfg.hosts.map((h) => h.mac));
-    return r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const v4 = r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const statics6 = new Set(r.cfg.hosts.filter((h) => h.ip6).map((h) => h.mac));
+    const v6 = (r.net.dhcp6?.leases() ?? []).map((l) => ({ mac: l.mac, ip: l.ip, hostname: l.hostname, expiresAt: l.expiresAt, static: statics6.has(l.mac) }));
+    return [...v4, ...v6];
   }
 
   private ports(r: Running): PortInfo[] {

@@ -35,6 +35,7 @@ import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
 import { DnsForwarder } from '../services/dns.ts';
 import { TYPE_A, TYPE_AAAA } from '../services/dns-codec.ts';
 import { RouterAdvertiser } from '../services/router-adv.ts';
+import { Dhcp6Server, type Lease6, type LeaseEvent6 } from '../services/dhcp6.ts';
 import type { HostAddrs } from '../services/host-target.ts';
 import { V6_BASE, inPrefix6, parseAddr } from '../stack/addr.ts';
 import { serveDnsStream } from '../services/dns-tcp.ts';
@@ -107,6 +108,7 @@ export interface NetworkOptions {
   /** the process's descriptor budget for guest flows (host sockets); none: unbounded */
   fdBudget?: FdBudget;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
+  onLease6?: (lease: Lease6, event: LeaseEvent6) => void;
   /** IPv6 on the segment; absent: IPv4 only */
   ipv6?: Ipv6Options;
 }
@@ -150,6 +152,7 @@ export class Network {
   readonly hostfwd: HostForwarder;
   readonly guestfwd: GuestForwarder;
   readonly ra: RouterAdvertiser | null;
+  readonly dhcp6: Dhcp6Server | null;
   /** the gateway's addresses that stand for the host, per family */
   readonly hostAddrs: HostAddrs;
   /** the IPv6 prefix (masked) and the DNS address id, when the network has IPv6 */
@@ -238,15 +241,25 @@ export class Network {
     this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs) : null;
     this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs) : null;
     if (this.prefix6 && ipv6) {
+      const o6 = opts.ipv6!;
       const search = opts.dnsSearch?.length ? opts.dnsSearch : opts.domain ? [opts.domain] : undefined;
+      // DHCPv6: stateful addresses from the range (and static hosts), always DNS/search/boot info
+      this.dhcp6 = new Dhcp6Server(this.gw, {
+        serverMac: this.gw.mac, serverAddr: ipv6.linkLocal, prefix: this.prefix6.prefix, prefixLen: this.prefix6.len,
+        range: o6.dhcpRange, dns: [this.prefix6.dns], search, validLifetime: opts.leaseTime,
+        bootfileUrl: opts.tftp && opts.bootfile ? `tftp://[${o6.router}]/${opts.bootfile}` : undefined,
+        staticHosts: o6.hosts?.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.hostname })),
+        onLease: opts.onLease6,
+      });
       const ra = new RouterAdvertiser(this.gw, {
         prefix: this.prefix6.prefix, prefixLen: this.prefix6.len, linkLocal: ipv6.linkLocal, mtu: opts.mtu ?? 1500,
-        dns: [this.prefix6.dns], search, managed: !!opts.ipv6?.dhcpRange, other: true,
+        dns: [this.prefix6.dns], search, managed: this.dhcp6.managed, other: true,
       });
       this.ra = ra;
       this.gw.onRouterSolicit = (p) => ra.solicited(p);
     } else {
       this.ra = null;
+      this.dhcp6 = null;
     }
     this.guestfwd = new GuestForwarder(guestfwdRules);
     this.hostfwd = new HostForwarder(this.gw, this.tcp, this.hostAddrs, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
@@ -289,14 +302,21 @@ export class Network {
   private staticIp(h: StaticHost): number | null { return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip); }
 
   /**
-   * Who `name` belongs to: its static host, else the VM registered under it (with that VM's
-   * address, or null while it has none), else the first live lease that carries it.
+   * Who `name` belongs to: its static host (IPv4, else IPv6), else the VM registered under it
+   * (with that VM's address, or null while it has none), else the first live DHCP lease that
+   * carries it, else the first live DHCPv6 lease. ip is the owner's IPv4 address (or null).
    */
   nameOwner(name: string): { mac: string; ip: number | null; by: 'static' | 'vm' | 'lease' } | null {
     const n = this.shortName(name);
     const statics = this.opts.staticHosts ?? [];
     for (const h of statics) {
       if (h.hostname?.toLowerCase() === n) return { mac: h.mac.toLowerCase(), ip: this.staticIp(h), by: 'static' };
+    }
+    const st6 = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
+    if (st6) {
+      const mac = st6.mac.toLowerCase();
+      const st4 = statics.find((h) => h.mac.toLowerCase() === mac);
+      return { mac, ip: st4 ? this.staticIp(st4) : this.dhcp.leases().find((x) => x.mac === mac)?.ip ?? null, by: 'static' };
     }
     const leases = this.dhcp.leases();
     const vmMac = this.vmMacs.get(n);
@@ -306,7 +326,10 @@ export class Network {
       return { mac: vmMac, ip, by: 'vm' };
     }
     const l = leases.find((x) => x.hostname?.toLowerCase() === n);
-    return l ? { mac: l.mac, ip: l.ip, by: 'lease' } : null;
+    if (l) return { mac: l.mac, ip: l.ip, by: 'lease' };
+    // else the first live DHCPv6 lease (FQDN) of that name (an owner without an IPv4 address)
+    const l6 = this.dhcp6?.leases().find((x) => x.hostname !== undefined && this.shortName(x.hostname) === n);
+    return l6 ? { mac: l6.mac, ip: null, by: 'lease' } : null;
   }
 
   /** A VM's current address by name: its owner's (see nameOwner). */
@@ -328,12 +351,19 @@ export class Network {
   addresses6Of(name: string): number[] {
     const p6 = this.prefix6;
     if (!p6) return [];
-    // the name's owner (see nameOwner), by its MAC: never whoever answers ARP for its address
-    const mac = this.nameOwner(name)?.mac;
-    if (!mac) return [];
+    const n = this.shortName(name);
     const out: number[] = [];
+    const add = (a: number | null): void => { if (a !== null && !out.includes(a)) out.push(a); };
+    // a static IPv6 host of that name, and whatever DHCPv6 gave the name's owner (by its MAC:
+    // never whoever answers ARP for the owner's IPv4 address or asks for the name later)
+    const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
+    if (st) add(parseAddr(st.ip));
+    const mac = this.nameOwner(n)?.mac;
+    if (!mac) return out;
+    for (const l of this.dhcp6?.leases() ?? []) if (l.mac === mac) add(parseAddr(l.ip));
+    // then what it formed itself (SLAAC), as the gateway has seen it on the wire
     for (const [a, nb] of this.gw.neighbours6) {
-      if (inPrefix6(a, p6.prefix, p6.len) && macKeyToString(macKey(nb.mac, 0)) === mac) out.push(a);
+      if (inPrefix6(a, p6.prefix, p6.len) && macKeyToString(macKey(nb.mac, 0)) === mac) add(a);
     }
     return out;
   }
@@ -352,18 +382,13 @@ export class Network {
     }
     const gatewayName = inDomain && (n === 'gateway' || n === 'host');
     const ip = !inDomain ? null : gatewayName ? this.opts.gateway : this.addressOf(n);
-    if (ip === null) {
+    const ip6s = !inDomain ? [] : gatewayName ? (this.prefix6 ? [this.prefix6.router] : []) : this.addresses6Of(n);
+    if (ip === null && ip6s.length === 0) {
       // a name in our own domain that nobody has: authoritative NXDOMAIN, don't leak it upstream
       return this.opts.domain && full !== n ? null : undefined;
     }
-    if (type === TYPE_A) return [ip];
-    if (type === TYPE_AAAA) {
-      if (gatewayName) return this.prefix6 ? [this.prefix6.router] : [];
-      const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
-      const fixed = st ? parseAddr(st.ip) : null;
-      const seen = this.addresses6Of(n);
-      return fixed !== null && !seen.includes(fixed) ? [fixed, ...seen] : seen;
-    }
+    if (type === TYPE_A) return ip === null ? [] : [ip];
+    if (type === TYPE_AAAA) return ip6s;
     return [];
   }
 
@@ -470,6 +495,8 @@ export class Network {
       tftp: this.tftp?.stats ?? null,
       tftp6: this.tftp6?.stats ?? null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
+      dhcp6: this.dhcp6?.stats ?? null,
+      leases6: this.dhcp6?.leases() ?? [],
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
       duplicateMacs: this.duplicates(),
@@ -484,6 +511,7 @@ export class Network {
     this.connectors.clear();
     this.hostfwd.closeAll();
     this.ra?.close();
+    this.dhcp6?.close();
     this.tcp.close();
     this.udpNat?.closeAll();
     this.icmpNat?.closeAll();

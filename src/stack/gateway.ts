@@ -29,7 +29,7 @@ import { Arp } from './arp.ts';
 import { Ndp } from './ndp.ts';
 import { HEADROOM4, Ipv4Layer } from './ipv4.ts';
 import { HEADROOM6, Ipv6Layer } from './ipv6.ts';
-import { V6_BASE, addrToString, inPrefix6, pinAddr } from './addr.ts';
+import { V6_BASE, addrToString, inPrefix6, ip6, pinAddr } from './addr.ts';
 import type { IpOutput, L4Writer, QuotedPacket, UdpDatagram, UdpHandler, UdpHost } from './output.ts';
 import { EthernetHeader, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, parseEthernet, writeEthernet } from '../wire/ethernet.ts';
 import type { Icmpv4Header } from '../wire/icmpv4.ts';
@@ -262,13 +262,21 @@ export class Gateway extends Port implements IpOutput, UdpHost {
 
   /** A checked UDP datagram: to its bound service if there is one (then true). */
   deliverUdp(p: IpPacket, udp: UdpHeader): boolean {
-    const h = this.udpBindings.get(p.dst * 65536 + udp.dstPort) ?? this.udpBindings.get(udp.dstPort);
+    // a service bound to "any of our addresses" (ip 0) gets datagrams to our addresses and to
+    // groups, never ones on their way elsewhere (those belong to the NAT)
+    const h = this.udpBindings.get(p.dst * 65536 + udp.dstPort) ?? (this.reachesServices(p) ? this.udpBindings.get(udp.dstPort) : undefined);
     if (!h) return false;
     const d = this.udpMsg;
     d.srcIp = p.src; d.srcPort = udp.srcPort; d.dstIp = p.dst; d.dstPort = udp.dstPort;
     d.payload = p.buf.subarray(udp.payloadOffset, udp.payloadEnd);
     h(d);
     return true;
+  }
+
+  /** Addressed to the gateway itself or to a group (broadcast, multicast). */
+  private reachesServices(p: IpPacket): boolean {
+    if (this.addrs.has(p.dst) || p.dst === this.linkLocal) return true;
+    return p.v6 ? ip6.bytes(p.dst)[0] === 0xff : this.v4.isGroup(p.dst);
   }
 
   // ---- output: the send contract (stack/output.ts) ----

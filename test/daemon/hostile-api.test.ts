@@ -76,6 +76,7 @@ test('TCP API flooded by nobody with 2,000 idle connections: the unix and TCP AP
     const n = fds();
     assert.ok(n <= before + TCP_API_LIMITS.maxConnections + 8, `the API holds ${n - before} descriptors under the flood`);
   }
+  if (process.env.QNET_VERBOSE) console.log({ tcpRetries, evicted: limits.count('api.tcp.unauthenticated'), refused: limits.count('api.tcp.connections') });
   assert.ok(tcpRetries <= 10, `${tcpRetries} retries for 20 requests`);
   assert.ok(limits.count('api.tcp.unauthenticated') + limits.count('api.tcp.connections') > 1000, 'the flood was refused or evicted, and counted');
   await flood.stop();

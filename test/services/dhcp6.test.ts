@@ -492,7 +492,8 @@ test('dhcp6: unicast: Solicit dropped, Request answered UseMulticast; other dest
     assert.equal((await b.send(c.build(MSG.SOLICIT, { ias: [{}] }, { dst: 'ff02::1' }))).length, 0);
     assert.equal(b.srv.stats.unicast, 1);
     assert.equal(b.srv.stats.useMulticast, 1);
-    assert.equal(b.srv.stats.notForUs, 2);
+    // fec0::99 is not the gateway's: the gateway keeps it from port-only bindings; ff02::1 is a group the server ignores
+    assert.equal(b.srv.stats.notForUs, 1);
     // on-prefix sources are answered too (a Renew from the leased address)
     const { ip } = await lease(b, c);
     const rn = await b.one(c.build(MSG.RENEW, { serverId: SERVER_DUID, ias: [{ addrs: [ip] }] }, { src: ip }));
