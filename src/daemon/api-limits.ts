@@ -16,6 +16,10 @@
 //   `headersTimeoutMs` of its first byte and the whole request within `requestTimeoutMs`
 //   (Node checks these every second here, not every 30 s as by default); an idle keep-alive
 //   connection is closed after `idleTimeoutMs`.
+// - on a unix socket other users may reach (`shared`, for kernel networks with an allow
+//   list), each other user holds at most `maxPerUser` connections, while the daemon's own
+//   user and root count as authenticated from the start (never evicted as waiting ones), so
+//   other users cannot crowd the owner out.
 // The caps bound what the API can hold, which is what the daemon's descriptor budget reserves
 // for it (fdBudget in daemon.ts): guest flows never use that reserve.
 import type http from 'node:http';
@@ -30,13 +34,15 @@ export interface ApiListenerLimits {
   idleTimeoutMs: number;
   /** largest request header block */
   maxHeaderBytes: number;
+  /** connections one other user may hold on a shared unix socket */
+  maxPerUser: number;
 }
 
 export const UNIX_API_LIMITS: ApiListenerLimits = {
-  maxConnections: 64, maxUnauthenticated: 32, headersTimeoutMs: 5000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 16 * 1024,
+  maxConnections: 64, maxUnauthenticated: 32, headersTimeoutMs: 5000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 16 * 1024, maxPerUser: 8,
 };
 export const TCP_API_LIMITS: ApiListenerLimits = {
-  maxConnections: 64, maxUnauthenticated: 16, headersTimeoutMs: 3000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 8 * 1024,
+  maxConnections: 64, maxUnauthenticated: 16, headersTimeoutMs: 3000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 8 * 1024, maxPerUser: 0,
 };
 
 /** Descriptors the API can hold at most (both listeners, their connections). */
@@ -61,11 +67,17 @@ export interface ConnectionGuard {
   readonly stats: { refused: number; evicted: number };
 }
 
-/** Apply the connection caps to `server`; hits are reported under `name` (e.g. "api.tcp"). */
-export function guardConnections(server: http.Server, l: ApiListenerLimits, name: string, limits: LimitReporter): ConnectionGuard {
+/**
+ * Apply the connection caps to `server`; hits are reported under `name` (e.g. "api.tcp").
+ * `uidOf` (a shared unix socket): the connecting user, for the per-user cap.
+ */
+export function guardConnections(server: http.Server, l: ApiListenerLimits, name: string, limits: LimitReporter, uidOf?: (sock: net.Socket) => number | null): ConnectionGuard {
   server.maxConnections = l.maxConnections;
   const waiting = new Set<net.Socket>(); // insertion order: oldest first
   const stats = { refused: 0, evicted: 0 };
+  const perUser = new Map<number, number>();
+  const authed = new WeakSet<net.Socket>();
+  const me = process.getuid?.() ?? -1;
   server.on('drop', () => {
     stats.refused++;
     limits.hit(`${name}.connections`, l.maxConnections, name, 'the API has as many connections as it takes; new ones are closed at once until some end');
@@ -73,6 +85,19 @@ export function guardConnections(server: http.Server, l: ApiListenerLimits, name
   server.on('connection', (sock: net.Socket) => {
     // until its first request: an idle socket times out (the http server destroys it then)
     sock.setTimeout(l.headersTimeoutMs);
+    const uid = uidOf ? uidOf(sock) : null;
+    if (uid !== null && (uid === me || uid === 0)) return; // the owner and root: trusted from the start
+    if (uid !== null && l.maxPerUser > 0) {
+      const n = perUser.get(uid) ?? 0;
+      if (n >= l.maxPerUser) {
+        stats.refused++;
+        limits.hit(`${name}.connectionsPerUser`, l.maxPerUser, `uid ${uid}`, 'one user holds as many API connections as a user may; new ones are closed at once until some end');
+        sock.destroy();
+        return;
+      }
+      perUser.set(uid, n + 1);
+      sock.once('close', () => { const m = (perUser.get(uid) ?? 1) - 1; if (m <= 0) perUser.delete(uid); else perUser.set(uid, m); });
+    }
     waiting.add(sock);
     sock.once('close', () => waiting.delete(sock));
     if (waiting.size <= l.maxUnauthenticated) return;
@@ -84,7 +109,9 @@ export function guardConnections(server: http.Server, l: ApiListenerLimits, name
   });
   return {
     authenticated: (sock) => {
-      if (!waiting.delete(sock)) return;
+      if (authed.has(sock)) return;
+      authed.add(sock);
+      waiting.delete(sock);
       sock.setTimeout(0); // from now on Node's request and keep-alive timeouts apply
     },
     stats,

@@ -17,7 +17,7 @@ function tail(s: string, n = 3000): string {
 }
 
 /** A child process with its output collected; killed at process exit. */
-class Proc {
+export class Proc {
   stdout = '';
   stderr = '';
   /** complete stdout lines with the host time (ms since the epoch) they arrived at */
@@ -68,6 +68,8 @@ export interface DaemonOptions {
   runtimeDir?: string;
   stateDir?: string;
   env?: NodeJS.ProcessEnv;
+  /** run `qnet up` through this, e.g. ['ip', 'netns', 'exec', NS] (it must exec, so the pid stays node's) */
+  prefix?: string[];
 }
 
 /** `node bin/qnet.js up ...` */
@@ -85,7 +87,8 @@ export class Daemon extends Proc {
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env.QNET_CONFIG;
     Object.assign(env, o.env);
-    const d = new Daemon(spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }), o.api);
+    const argv = [...(o.prefix ?? []), process.execPath, ...args];
+    const d = new Daemon(spawn(argv[0], argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }), o.api);
     const end = Date.now() + 20_000;
     while (!d.stdout.includes('control API on')) {
       if (!d.running) throw new Error(`qnet up exited (${d.exitCode}):\n${tail(d.stderr)}${tail(d.stdout)}`);
@@ -148,12 +151,20 @@ export class RunGuest extends Proc {
     void this.exited.then(() => this.cleanupCmd());
   }
 
-  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>, opts: { env?: NodeJS.ProcessEnv; model?: string } = {}): Promise<RunGuest> {
+  /**
+   * opts.prefix runs qnet run through it (a namespace, another user: ['ip', 'netns', 'exec', NS,
+   * 'setpriv', ...]); opts.qemu rewrites QEMU's argv first (e.g. to a copy of the image another
+   * user can read); opts.runArgs are more `qnet run` options (--mac).
+   */
+  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>,
+    opts: { env?: NodeJS.ProcessEnv; model?: string; prefix?: string[]; qemu?: (argv: string[]) => string[]; runArgs?: string[] } = {}): Promise<RunGuest> {
     const cmd = await guestQemuCommand({ name, ...guest });
+    const qargv = opts.qemu ? opts.qemu(cmd.argv) : cmd.argv;
     // setpriv --pdeathsig: QEMU (qnet run's child) dies with qnet run even if that is SIGKILLed
-    const qemu = (await hasPdeathsig()) ? ['setpriv', '--pdeathsig', 'KILL', ...cmd.argv] : cmd.argv;
-    const args = [QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(api ? ['--api', api] : []), '--', ...qemu];
-    const child = spawn(process.execPath, args, { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const qemu = (await hasPdeathsig()) ? ['setpriv', '--pdeathsig', 'KILL', ...qargv] : qargv;
+    const args = [QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(opts.runArgs ?? []), ...(api ? ['--api', api] : []), '--', ...qemu];
+    const argv = [...(opts.prefix ?? []), process.execPath, ...args];
+    const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     return new RunGuest(child, name, cmd.cleanup);
   }
 
