@@ -46,6 +46,7 @@ function asNobody(script: string, args: string[]) {
   const unregister = onExit(() => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } });
   let out = '';
   c.stdout!.on('data', (d: Buffer) => { out += d; });
+  c.stderr!.on('data', (d: Buffer) => { out += d; });
   const exited = new Promise<void>((r) => c.on('close', () => { unregister(); r(); }));
   return { get out() { return out; }, stop: async () => { c.kill('SIGKILL'); await exited; } };
 }
@@ -116,4 +117,36 @@ test('TCP API: the token is checked before the body is read; 401 closes the conn
     assert.match(text, /^HTTP\/1\.1 401 /);
     assert.match(text, /\r\nconnection: close\r\n/i);
   }
+});
+
+/** Opens N connections to the unix socket PATH, one after the other; prints how many stay open once all are tried. */
+const UNIX_HOG = `
+const net = require('node:net');
+const path = process.argv[1], n = Number(process.argv[2]);
+let open = 0, tried = 0;
+function next() {
+  if (tried === n) { setTimeout(() => console.log('open ' + open), 200); return; }
+  tried++;
+  const s = net.connect(path);
+  s.on('connect', () => { open++; next(); });
+  s.on('close', () => { open--; });
+  s.on('error', (e) => { console.log('error ' + e.message); });
+}
+next();
+setInterval(() => {}, 1000);
+`;
+
+test('shared unix API: another user holds at most 8 connections; the owner still gets in', { timeout: 60_000 }, async (t) => {
+  const limits = new LimitLog(logger('test'));
+  fs.chmodSync(tmp.path, 0o755);
+  const s = await startApi(new FakeControl(), { socketPath: path.join(tmp.path, 'shared', 'api.sock'), shared: true, limits });
+  t.after(() => s.close());
+  const hog = asNobody(UNIX_HOG, [s.socketPath, '20']);
+  t.after(() => hog.stop());
+  await until(() => limits.count('api.unix.connectionsPerUser') === 12, `12 of nobody's 20 connections to be refused (${limits.count('api.unix.connectionsPerUser')}; nobody: ${hog.out.trim()})`, 30_000);
+  assert.equal(limits.count('api.unix.connectionsPerUser', 'uid 65534'), 12);
+  // the owner (root here) is not counted against any user and gets in at once
+  const owner = new ApiClient(s.socketPath);
+  for (let k = 0; k < 5; k++) assert.equal((await owner.get<StatusInfo>('/v1/status')).version, '0.1.0');
+  await hog.stop();
 });
