@@ -298,6 +298,9 @@ export class Daemon implements DaemonControl {
     const failed = (name: string) => (e: unknown): void => { errors.push(`network ${name}: ${(e as Error).message}`); };
     // userspace networks first, synchronously (their sockets close at once)
     const userspace = names.filter((name) => !isKernel(this.running.get(name)!.cfg)).map((name) => this.stopNetwork(name, false).catch(failed(name)));
+    // written before anything is awaited: a caller that does not wait finds its state saved
+    // (as when stop() was synchronous)
+    this.store.save();
     for (const name of names) {
       if (this.running.has(name)) await this.stopNetwork(name, opts.keepKernel ?? true).catch(failed(name));
     }
