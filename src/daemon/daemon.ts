@@ -694,7 +694,11 @@ export class Daemon implements DaemonControl {
     const r = this.kernelNet(req.network, req.bridge);
     KernelNetworks.mayAttach(r.cfg, who);
     const st = this.store.net(r.cfg.name);
-    const mac = st.macs[req.vm] ?? this.attach(r.cfg.name, req.vm, DEFAULT_MODEL, undefined, who).mac;
+    // A VM attached by `qnet run` has its MAC already (qnet put it on QEMU's command line). For
+    // QEMU's own bridge helper qnet cannot know the NIC's MAC, so the VM is not registered under
+    // one: that would give its name to a MAC the VM may not have (Network.nameOwner); the MAC
+    // reported is only the one qnet would have chosen.
+    const mac = st.macs[req.vm] ?? deriveMac(r.cfg.name, req.vm, new Set([...Object.values(st.macs), ...r.cfg.hosts.map((h) => h.mac).filter(Boolean)]));
     const tap = await this.kernel.host.createTap(r.cfg.name, req.vm, { uid: who?.uid, gid: who?.gid, mtu: r.cfg.mtu, vnetHdr: req.vnetHdr });
     const fds = [tap.fd];
     let vhost = false;
