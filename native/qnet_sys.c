@@ -10,6 +10,8 @@
 // The host layer's calls (tap creation for QEMU, descriptor passing, peer credentials) are in
 // qnet_host.c and registered by init() below.
 //
+// and one process setting Node has no call for: raising the soft RLIMIT_NOFILE (raiseNofile).
+//
 // Every descriptor is non-blocking and watched with a uv_poll_t on Node's own loop. On
 // readiness the socket is drained (up to QH_MAX_BATCH datagrams) into a receive buffer
 // owned by JS, the per-datagram metadata is written into a Uint32Array owned by JS, and a
@@ -45,6 +47,7 @@
 #include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <node_api.h>
@@ -861,6 +864,40 @@ static napi_value close_handle(napi_env env, napi_callback_info ci) {
   return NULL;
 }
 
+// ---- descriptor limit ---------------------------------------------------------------------
+
+static double rlim_num(rlim_t v) { return v == RLIM_INFINITY ? -1.0 : (double)v; }
+
+// raiseNofile() -> [before, soft, hard]: raises the soft RLIMIT_NOFILE to the hard limit
+// (RLIM_INFINITY is reported as -1). An unlimited hard limit cannot be the soft limit of
+// descriptors; the kernel's ceiling fs.nr_open is used then. Never lowers anything.
+static napi_value raise_nofile(napi_env env, napi_callback_info ci) {
+  (void)ci;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) { throw_errno(env, "getrlimit(RLIMIT_NOFILE)", errno); return NULL; }
+  rlim_t before = rl.rlim_cur;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (want.rlim_cur == RLIM_INFINITY) {
+      long nr_open = 0;
+      FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+      if (f != NULL) { if (fscanf(f, "%ld", &nr_open) != 1) nr_open = 0; fclose(f); }
+      want.rlim_cur = nr_open > 0 ? (rlim_t)nr_open : rl.rlim_cur;
+    }
+    if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &want) == 0) rl.rlim_cur = want.rlim_cur;
+  }
+  napi_value arr, v;
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  CHECK(napi_create_double(env, rlim_num(before), &v));
+  CHECK(napi_set_element(env, arr, 0, v));
+  CHECK(napi_create_double(env, rlim_num(rl.rlim_cur), &v));
+  CHECK(napi_set_element(env, arr, 1, v));
+  CHECK(napi_create_double(env, rlim_num(rl.rlim_max), &v));
+  CHECK(napi_set_element(env, arr, 2, v));
+  return arr;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "openUnixDgram", NULL, open_unix_dgram, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -875,6 +912,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "setRef", NULL, set_ref, NULL, NULL, NULL, napi_enumerable, NULL },
     { "close", NULL, close_handle, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sum16", NULL, sum16, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "raiseNofile", NULL, raise_nofile, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_value v;
   if (napi_create_uint32(env, QH_STRIDE, &v) == napi_ok) napi_set_named_property(env, exports, "STRIDE", v);

@@ -1,5 +1,10 @@
 // `qnet up [-c FILE]`: the daemon. Runs every configured network (with no config, one NAT
 // network named `default`), serves the control API, reloads on SIGHUP, stops on SIGTERM.
+//
+// A fatal start error (a network that cannot listen, an API socket in use) closes everything
+// that did start and exits non-zero: no process is left holding sockets that would block the
+// next start. Should anything still keep the event loop alive after that cleanup, the exit is
+// forced a moment later.
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { loadConfig, ConfigError } from '../config/config.ts';
@@ -51,22 +56,25 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   for (const w of config.warnings) log.warn(w);
+  const fatal = (e: unknown): number => {
+    process.stderr.write(`qnet up: ${(e as Error).message}\n`);
+    setTimeout(() => process.exit(1), 2000).unref();
+    return 1;
+  };
   let daemon: Daemon;
   try {
     const { sysfs, procfs, devfs } = values;
     daemon = await Daemon.start(config, sysfs || procfs || devfs ? { host: () => new Host({ sysfs, procfs, devfs }) } : {});
   } catch (e) {
-    process.stderr.write(`qnet up: ${(e as Error).message}\n`);
-    return 1;
+    return fatal(e); // Daemon.start closed what it had started
   }
   const socketPath = path.join(config.runtimeDir, 'api.sock');
   let api;
   try {
-    api = await startApi(daemon, { socketPath, tcp: config.api.tcp, shared: daemon.sharedApi });
+    api = await startApi(daemon, { socketPath, tcp: config.api.tcp, shared: daemon.sharedApi, limits: daemon.limits });
   } catch (e) {
-    await daemon.stop();
-    process.stderr.write(`qnet up: ${(e as Error).message}\n`);
-    return 1;
+    try { await daemon.stop(); } catch { /* stop() logs; exit regardless */ }
+    return fatal(e);
   }
   daemon.apiSocket = api.socketPath;
   let reloading = Promise.resolve();

@@ -62,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     path: null, stateDir: '', runtimeDir, api: {}, warnings: [],
     networks: [userNetworkConfig('user', opts, listen, { connect, pcap: values.pcap })],
   });
-  const api = await startApi(daemon, { socketPath: values.api ?? path.join(runtimeDir, `user-${process.pid}.api.sock`) });
+  const api = await startApi(daemon, { socketPath: values.api ?? path.join(runtimeDir, `user-${process.pid}.api.sock`), limits: daemon.limits });
   daemon.apiSocket = api.socketPath;
   const net = daemon.net('user');
   const c = opts.config;

@@ -16,6 +16,7 @@
 //       gateway6: fd00:122::1               # default: the prefix's ::1
 //       dhcp6: fd00:122::100-fd00:122::1ff  # stateful DHCPv6; default: slaac (RA only)
 //       forwards: [{ proto: tcp, hostPort: 8080, guest: web, guestPort: 80 }]
+//       limits: { leasesPerPort: 8 }     # what one guest may take
 //       attach: [unix:/run/user/1000/qnet/default.sock]
 //     - name: lab                          # a kernel network: a Linux bridge carries it (root)
 //       mode: nat                        # nat | isolated | routed | open | bridge
@@ -43,6 +44,11 @@ import { parseUserCliOptions, type UserCliOptions } from '../qemu/user-network.t
 
 /** A static DHCP host: by MAC, or by VM name (`vm:`; the daemon gives that VM a MAC). */
 export interface HostEntry { mac: string; ip: number; ip6?: string; name?: string; vm?: string }
+/** Per-network limits on what a guest may take (the `limits:` key). */
+export interface NetworkLimits {
+  /** DHCP pool addresses one switch port may hold (leases, offers, declines); 0: no limit */
+  leasesPerPort?: number;
+}
 /** A DNS record: an IPv4 address (ip) or an IPv6 one (ip6, text) */
 export interface RecordEntry { name: string; ip?: number; ip6?: string }
 
@@ -81,6 +87,7 @@ export interface NetworkConfig {
   pcap?: string;
   /** mode user: the -netdev user option string, parsed */
   user?: UserCliOptions;
+  limits: NetworkLimits;
   /** a kernel network: the Linux bridge that carries it (src/host) */
   bridge?: string;
   /** mode bridge: the NIC qnet enslaves to the bridge (moving its addresses there) */
@@ -348,9 +355,20 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
   return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
 }
 
-const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow', 'pf', 'vlan'];
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow', 'pf', 'vlan', 'limits'];
 /** A VF pool's keys: nothing of a network whose traffic passes qnet or a kernel bridge. */
 const HOSTDEV_KEYS = ['name', 'mode', 'pf', 'vlan'];
+const LIMIT_KEYS = ['leasesPerPort'];
+
+function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits {
+  if (v === undefined || v === null) return {};
+  if (!isMap(v)) r.fail(p, `expected a mapping of limits (${LIMIT_KEYS.join(', ')})`);
+  checkKeys(r, p, v, LIMIT_KEYS);
+  const out: NetworkLimits = {};
+  if (v.leasesPerPort !== undefined) out.leasesPerPort = int(r, [...p, 'leasesPerPort'], v.leasesPerPort, 0, 65535);
+  return out;
+}
+
 const IFNAME_RE = /^[A-Za-z0-9_.:@+-]{1,15}$/;
 
 /** The kernel-network keys (bridge, uplink, stp, allow), checked against the mode. */
@@ -410,14 +428,14 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     let user: UserCliOptions;
     try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
     const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53, true)) : user.dnsUpstreams;
-    return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), where };
+    return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), limits: parseLimits(r, [...p, 'limits'], v.limits), where };
   }
   if (mode === 'bridge') {
     // VMs on the LAN: addressing, DHCP and DNS are the LAN's
-    for (const k of ['subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards']) {
+    for (const k of ['subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'limits']) {
       if (v[k] !== undefined) r.fail([...p, k], `mode bridge puts VMs on the LAN of ${kernel.uplink ?? kernel.bridge}: its own DHCP and routers serve them, so '${k}' has no meaning here`, true);
     }
-    return { name, mode: 'bridge', net: 0, prefix: 0, gateway: 0, dhcpStart: 0, dhcpEnd: 0, hosts: [], records: [], forwards: [], mtu: v.mtu === undefined ? 0 : mtu, attach, where, ...kernel };
+    return { name, mode: 'bridge', net: 0, prefix: 0, gateway: 0, dhcpStart: 0, dhcpEnd: 0, hosts: [], records: [], forwards: [], mtu: v.mtu === undefined ? 0 : mtu, attach, limits: {}, where, ...kernel };
   }
   if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
   const sub = str(r, [...p, 'subnet'], v.subnet ?? r.fail([...p], 'a nat or isolated network needs a subnet, e.g. subnet: 192.168.122.0/24'));
@@ -490,7 +508,7 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   return {
     name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
-    domain, hosts, records, upstreams, forwards, mtu, attach, where, ...kernel,
+    domain, hosts, records, upstreams, forwards, mtu, attach, limits: parseLimits(r, [...p, 'limits'], v.limits), where, ...kernel,
     ...(v6.cfg ? { ipv6: v6.cfg } : {}),
   };
 }
@@ -514,7 +532,7 @@ function parseHostdevNetwork(r: Reader, p: (string | number)[], v: Record<string
   const vlan = v.vlan === undefined ? undefined : int(r, [...p, 'vlan'], v.vlan, 1, 4094);
   return {
     name, mode: 'hostdev', net: 0, prefix: 0, gateway: 0, dhcpStart: 0, dhcpEnd: 0, hosts: [], records: [], forwards: [], mtu: 1500,
-    attach: [], allow: [], hostdev: { pfs, ...(vlan !== undefined ? { vlan } : {}) }, where: { pf: r.at([...p, 'pf']) },
+    attach: [], allow: [], limits: {}, hostdev: { pfs, ...(vlan !== undefined ? { vlan } : {}) }, where: { pf: r.at([...p, 'pf']) },
   };
 }
 
@@ -523,7 +541,7 @@ export function userNetworkConfig(name: string, user: UserCliOptions, attach: At
   const c = user.config;
   return {
     name, mode: 'user', net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
-    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, allow: [], where: {}, ...extra,
+    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, allow: [], limits: {}, where: {}, ...extra,
   };
 }
 

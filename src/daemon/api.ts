@@ -9,7 +9,15 @@
 // and the daemon checks each network's allow list (DaemonControl.authorize and the methods).
 // Optionally the same API also listens on TCP, for tools that cannot speak to a unix socket;
 // that listener is loopback-only unless `allowNonLoopback` is set, and always requires
-// `Authorization: Bearer TOKEN` (compared in constant time).
+// `Authorization: Bearer TOKEN` (compared in constant time), checked before anything else of
+// the request (body, route) is read; a request without it is answered 401 and its
+// connection closed. Both listeners cap their connections and time out slow or idle ones
+// (api-limits.ts), so no local user can starve the daemon of descriptors through the API.
+//
+// Captures: the API never takes a path (it would write as the daemon's user, wherever it was
+// told). It streams the pcap in the response body (application/vnd.tcpdump.pcap, chunked,
+// with the frame counts as trailers) and `qnet capture -w FILE` writes the file as the user
+// who runs it. A client that does not read fast enough loses frames (counted), never memory.
 //
 // Descriptor handover: a handler may answer with an FdReply; the whole HTTP response is then
 // written with the descriptors attached (SCM_RIGHTS) past Node's stream, the connection is
@@ -23,6 +31,10 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { PcapWriter } from '../switch/pcap.ts';
+import { LimitLog, type LimitReporter } from '../util/limits.ts';
+import { logger } from '../util/log.ts';
+import { TCP_API_LIMITS, UNIX_API_LIMITS, guardConnections, serverOptions, type ConnectionGuard } from './api-limits.ts';
 import {
   BadRequestError, ForbiddenError, NotFoundError,
   type DaemonControl, type ForwardRequest, type PeerCred, type TapRequest, type VmRecord,
@@ -38,6 +50,8 @@ export interface ApiOptions {
   maxBody?: number;
   /** other users may connect (0666 socket in a 0755 directory); requests are authorised by peer credentials */
   shared?: boolean;
+  /** where connection-limit hits are reported (default: logged here) */
+  limits?: LimitReporter;
 }
 
 export interface ApiServer {
@@ -49,6 +63,11 @@ export interface ApiServer {
 export const MAX_BODY = 1 << 20;
 /** the longest a timed capture may run (one day) */
 export const MAX_CAPTURE_SECONDS = 86400;
+/** a capture client this far behind loses frames */
+export const CAPTURE_MAX_BUFFERED = 8 << 20;
+export const PCAP_CONTENT_TYPE = 'application/vnd.tcpdump.pcap';
+
+const log = logger('api');
 
 type Params = Record<string, string>;
 interface Ctx { params: Params; body: () => Promise<unknown>; req: http.IncomingMessage; res: http.ServerResponse; who: PeerCred | null }
@@ -63,7 +82,7 @@ export class FdReply {
 }
 interface Route { method: string; pattern: string; parts: string[]; handler: Handler; userRoute: boolean }
 
-interface Capture { id: string; network: string; path: string; port?: string; startedAt: number; stop(): { frames: number } }
+interface Capture { id: string; network: string; port?: string; startedAt: number; writer: PcapWriter; stop(): void }
 
 function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
@@ -180,18 +199,52 @@ function match(route: Route, segs: string[]): Params | null {
 
 function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Route[] {
   let nextCapture = 1;
-  const beginCapture = (network: string, file: string, port?: string): Capture => {
-    const handle = control.startCapture(network, file, port);
+  const captureInfo = (c: Capture) => ({ id: c.id, network: c.network, port: c.port ?? null, startedAt: c.startedAt, frames: c.writer.frames, dropped: c.writer.dropped });
+
+  /**
+   * Stream a capture as the response: until `seconds` pass, the client goes away, the capture
+   * is stopped (POST /v1/captures/ID/stop) or its network or port goes. The pcap header goes
+   * out first; frames follow in batches; the counts come as trailers at the end.
+   */
+  const streamCapture = (network: string, port: string | undefined, seconds: number | undefined, res: http.ServerResponse): void => {
+    let started = false;
+    const early: Buffer[] = [];
+    const writer = new PcapWriter((d) => {
+      if (res.destroyed || res.writableEnded) return false;
+      if (!started) { early.push(Buffer.from(d)); return true; }
+      if (res.writableLength > CAPTURE_MAX_BUFFERED) return false;
+      res.write(Buffer.from(d));
+      return true;
+    });
+    let handle: { stop(): unknown };
+    try {
+      handle = control.startCapture(network, writer, port);
+    } catch (e) {
+      writer.close();
+      throw e;
+    }
     const id = String(nextCapture++);
-    let result: { frames: number } | undefined;
-    const cap: Capture = {
-      id, network, path: file, port, startedAt: Date.now(),
-      stop: () => { captures.delete(id); return (result ??= handle.stop()); },
-    };
+    const cap: Capture = { id, network, port, startedAt: Date.now(), writer, stop: () => { handle.stop(); writer.close(); } };
     captures.set(id, cap);
-    return cap;
+    const timer = seconds === undefined ? null : setTimeout(() => cap.stop(), seconds * 1000);
+    writer.onClose(() => {
+      captures.delete(id);
+      if (timer) clearTimeout(timer);
+      res.off('close', onGone);
+      if (res.destroyed || res.writableEnded) return;
+      res.addTrailers({ 'X-Qnet-Frames': String(writer.frames), 'X-Qnet-Dropped': String(writer.dropped) });
+      res.end();
+    });
+    const onGone = (): void => cap.stop();
+    res.on('close', onGone);
+    res.socket?.setTimeout(0); // a quiet network is not an idle client
+    res.writeHead(200, {
+      'Content-Type': PCAP_CONTENT_TYPE, 'Cache-Control': 'no-store', 'X-Qnet-Capture-Id': id,
+      Trailer: 'X-Qnet-Frames, X-Qnet-Dropped',
+    });
+    started = true;
+    for (const b of early.splice(0)) res.write(b);
   };
-  const captureInfo = (c: Capture) => ({ id: c.id, network: c.network, path: c.path, port: c.port ?? null, startedAt: c.startedAt });
 
   return [
     compile('GET', '/v1/status', () => control.status(), true),
@@ -214,8 +267,9 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
     }),
     compile('POST', '/v1/networks/:name/capture', async ({ params, body, res }) => {
       const b = object(await body());
-      const file = str(b, 'path', true)!;
-      if (!path.isAbsolute(file)) throw new BadRequestError(`'path' must be absolute (the daemon writes the file), got '${file}'`);
+      if (b.path !== undefined) {
+        throw new BadRequestError("the API does not write capture files (it would write them as the daemon's user): it streams the pcap in its response; use `qnet capture NET -w FILE`, which writes FILE as you");
+      }
       let port: string | undefined;
       if (typeof b.port === 'number') port = String(b.port);
       else port = str(b, 'port', false);
@@ -223,32 +277,16 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
       if (seconds !== undefined && (typeof seconds !== 'number' || !(seconds > 0) || seconds > MAX_CAPTURE_SECONDS)) {
         throw new BadRequestError(`'seconds' must be a number in (0, ${MAX_CAPTURE_SECONDS}], got ${JSON.stringify(seconds)}`);
       }
-      const cap = beginCapture(params.name, file, port);
-      if (seconds === undefined) return new Reply(201, captureInfo(cap));
-      // timed: answer when the time is up; a client that goes away stops the capture early
-      return await new Promise<Reply>((resolve, reject) => {
-        let done = false;
-        const finish = (early: boolean): void => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          res.off('close', onClose);
-          try {
-            const { frames } = cap.stop();
-            resolve(new Reply(200, { ...captureInfo(cap), frames, seconds: (Date.now() - cap.startedAt) / 1000, stoppedEarly: early }));
-          } catch (e) { reject(e); }
-        };
-        const onClose = (): void => finish(true);
-        const timer = setTimeout(() => finish(false), seconds * 1000);
-        res.on('close', onClose);
-      });
+      control.network(params.name); // 404 before anything else for a missing network
+      streamCapture(params.name, port, seconds, res);
+      return STREAMED;
     }),
     compile('GET', '/v1/captures', () => [...captures.values()].map(captureInfo)),
     compile('POST', '/v1/captures/:id/stop', ({ params }) => {
       const cap = captures.get(params.id);
       if (!cap) throw new NotFoundError(`no running capture '${params.id}' (see GET /v1/captures)`);
-      const { frames } = cap.stop();
-      return { ...captureInfo(cap), frames, seconds: (Date.now() - cap.startedAt) / 1000 };
+      cap.stop();
+      return { ...captureInfo(cap), seconds: (Date.now() - cap.startedAt) / 1000 };
     }),
     compile('GET', '/metrics', () => new Reply(200, control.metrics(), 'text/plain; version=0.0.4; charset=utf-8')),
     compile('POST', '/v1/networks/:name/attach', async ({ params, body, who }) => {
@@ -327,6 +365,9 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
   });
 }
 
+/** A handler's return value when it has answered itself (a streamed response). */
+const STREAMED = Symbol('streamed');
+
 class HttpError extends Error {
   constructor(readonly status: number, message: string) { super(message); }
 }
@@ -338,7 +379,7 @@ function send(res: http.ServerResponse, status: number, body: unknown, contentTy
   res.end(text);
 }
 
-function makeHandler(control: DaemonControl, routes: Route[], maxBody: number, token?: string): http.RequestListener {
+function makeHandler(control: DaemonControl, routes: Route[], maxBody: number, guard: ConnectionGuard, token?: string): http.RequestListener {
   const routeList = routes.map((r) => `${r.method} ${r.pattern}`);
   const creds = new WeakMap<net.Socket, PeerCred | null>();
   const whoIs = (req: http.IncomingMessage): PeerCred | null => {
@@ -355,10 +396,12 @@ function makeHandler(control: DaemonControl, routes: Route[], maxBody: number, t
     void (async () => {
       try {
         if (token !== undefined && !tokenMatches(req.headers.authorization, token)) {
-          send(res, 401, { error: 'missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token the daemon was configured with' }, 'application/json', { 'WWW-Authenticate': 'Bearer realm="qnet"' });
-          req.resume();
+          // nothing more of this request is read: no body, no route; the connection is closed
+          send(res, 401, { error: 'missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token the daemon was configured with' }, 'application/json', { 'WWW-Authenticate': 'Bearer realm="qnet"', Connection: 'close' });
+          res.once('finish', () => req.socket.destroy());
           return;
         }
+        guard.authenticated(req.socket);
         const url = new URL(req.url ?? '/', 'http://qnet');
         let segs: string[];
         try {
@@ -377,6 +420,7 @@ function makeHandler(control: DaemonControl, routes: Route[], maxBody: number, t
           let bodyPromise: Promise<unknown> | undefined;
           const out = await r.handler({ params, req, res, who, body: () => (bodyPromise ??= readBody(req, maxBody)) });
           if (!bodyPromise) req.resume();
+          if (out === STREAMED) return;
           if (out instanceof FdReply) {
             if (token !== undefined) {
               for (const fd of out.fds) closeFd(fd);
@@ -469,9 +513,12 @@ export async function startApi(control: DaemonControl, opts: ApiOptions): Promis
   }
   const captures = new Map<string, Capture>();
   const routes = buildRoutes(control, captures);
+  const limits = opts.limits ?? new LimitLog(log);
 
   await prepareSocketPath(socketPath, opts.shared === true);
-  const unixServer = http.createServer(makeHandler(control, routes, maxBody));
+  const unixServer = http.createServer(serverOptions(UNIX_API_LIMITS));
+  const uidOf = (sock: net.Socket): number | null => { try { return peerCredentials(sock).uid; } catch { return null; } };
+  unixServer.on('request', makeHandler(control, routes, maxBody, guardConnections(unixServer, UNIX_API_LIMITS, 'api.unix', limits, opts.shared ? uidOf : undefined)));
   // bind with a umask that leaves the socket 0600 from the first instant, then chmod to be sure
   const oldMask = process.umask(0o177);
   try {
@@ -488,7 +535,8 @@ export async function startApi(control: DaemonControl, opts: ApiOptions): Promis
   let tcpServer: http.Server | undefined;
   let tcpPort: number | undefined;
   if (tcp) {
-    tcpServer = http.createServer(makeHandler(control, routes, maxBody, tcp.token));
+    tcpServer = http.createServer(serverOptions(TCP_API_LIMITS));
+    tcpServer.on('request', makeHandler(control, routes, maxBody, guardConnections(tcpServer, TCP_API_LIMITS, 'api.tcp', limits), tcp.token));
     try {
       await listen(tcpServer, { host: tcp.host.replace(/^\[|\]$/g, ''), port: tcp.port });
     } catch (e) {

@@ -94,6 +94,47 @@ export class ApiClient {
     });
   }
 
+  /**
+   * A request whose response body is a stream (a capture): resolves with the response once
+   * its head arrives with a 2xx status, for the caller to read; rejects with ApiError (the
+   * daemon's message) otherwise. No timeout once the head is in: the stream ends when it ends.
+   */
+  stream(method: string, urlPath: string, body?: unknown, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<http.IncomingMessage> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: http.OutgoingHttpHeaders = {};
+    if (payload !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = Buffer.byteLength(payload);
+    }
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    return new Promise((resolve, reject) => {
+      const req = http.request({
+        ...(this.tcp ? { host: this.tcp.host, port: this.tcp.port } : { socketPath: this.address }),
+        method, path: urlPath, headers, signal: opts.signal, agent: false,
+      }, (res) => {
+        req.setTimeout(0);
+        const status = res.statusCode ?? 0;
+        if (status < 400) { resolve(res); return; }
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          let msg = `${status} ${res.statusMessage ?? ''}`.trim();
+          let parsed: unknown;
+          try { parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { /* not JSON */ }
+          if (parsed && typeof parsed === 'object' && 'error' in parsed) msg = String((parsed as { error: unknown }).error);
+          reject(new ApiError(status, msg, parsed));
+        });
+      });
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`the qnet daemon did not answer ${method} ${urlPath} within ${timeoutMs / 1000} s`)));
+      }
+      req.on('error', (e: NodeJS.ErrnoException) => reject(this.explain(e)));
+      req.end(payload);
+    });
+  }
+
   get<T = unknown>(p: string): Promise<T> { return this.request<T>('GET', p); }
   post<T = unknown>(p: string, body: unknown = {}, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<T> { return this.request<T>('POST', p, body, opts); }
   del<T = unknown>(p: string): Promise<T> { return this.request<T>('DELETE', p); }

@@ -9,6 +9,11 @@
 // the peer credentials of its connection (authorize()). VF pools (`mode: hostdev`,
 // hostdev.ts) have no Network at all: the daemon hands SR-IOV VFs, bound to vfio-pci, to
 // `qnet run` and takes them back when the VM is gone.
+//
+// At start it raises the soft descriptor limit to the hard one and splits it (util/fds.ts):
+// a reserve sized from what the API, the attach sockets, DNS and TFTP can hold at most, and
+// the rest for guest flows (`fdBudget`, handed to every network). A start that fails part
+// way stops what did start (every network, listener and socket), so the caller can exit.
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -23,7 +28,13 @@ import { addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
 import net from 'node:net';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
+import type { PcapWriter } from '../switch/pcap.ts';
 import { logger } from '../util/log.ts';
+import { LimitLog } from '../util/limits.ts';
+import { FdBudget, reserveFor, type NofileLimits } from '../util/fds.ts';
+import { sys } from '../link/sys.ts';
+import { STREAM_MAX_CONNECTIONS } from '../link/stream.ts';
+import { apiDescriptorReserve } from './api-limits.ts';
 import { describeUid } from '../host/users.ts';
 import { BRIDGE_HELPER, KernelNetworks, badKernelOp, isKernel } from './kernel.ts';
 import {
@@ -68,6 +79,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     return {
       ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, connect: cfg.connect, pcap: cfg.pcap, name: cfg.name }),
       forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards],
+      maxLeasesPerPort: cfg.limits.leasesPerPort,
     };
   }
   return {
@@ -89,6 +101,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     // a kernel network's forwards are DNAT rules (kernel.ts), not listening sockets
     forwards: isKernel(cfg) ? [] : cfg.forwards,
     listen: cfg.attach,
+    maxLeasesPerPort: cfg.limits.leasesPerPort,
     ipv6: cfg.ipv6 ? {
       prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
       hosts: cfg.hosts.filter((h) => h.ip6 && h.mac).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
@@ -96,20 +109,64 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
   };
 }
 
+/** The soft and hard RLIMIT_NOFILE, raised if the addon can (-1: unlimited). */
+export function raiseNofile(): NofileLimits & { raisedBy: 'qnet' | 'unchanged' | 'unknown' } {
+  try {
+    const [before, soft, hard] = sys().raiseNofile();
+    return { before, soft, hard, raisedBy: soft !== before ? 'qnet' : 'unchanged' };
+  } catch {
+    // no addon: report what the process has (Node raises the soft limit itself at start)
+    try {
+      const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+      const n = (x: string | undefined): number => (x === undefined || x === 'unlimited' ? -1 : Number(x));
+      if (m) return { before: n(m[1]), soft: n(m[1]), hard: n(m[2]), raisedBy: 'unknown' };
+    } catch { /* not Linux */ }
+    return { before: -1, soft: -1, hard: -1, raisedBy: 'unknown' };
+  }
+}
+
+/** Descriptors qnet's own work can hold at most with this config (see fdBudget). */
+export function descriptorNeeds(config: Config): number {
+  // stdio, the loader, epoll/eventfds, the state file, the addon's handles
+  let n = 64 + apiDescriptorReserve(!!config.api.tcp);
+  for (const c of config.networks) {
+    n += c.attach.length * (STREAM_MAX_CONNECTIONS + 1) // each attach socket and its connections
+      + 2 * 64 // DNS upstream sockets, per family
+      + 64 // TFTP transfers
+      + c.forwards.length + 16; // forward listeners, VM connections, guestfwd
+  }
+  return n;
+}
+
 export class Daemon implements DaemonControl {
   private readonly running = new Map<string, Running>();
   private readonly store: StateStore;
   private readonly started = Date.now();
-  private readonly captures = new Set<{ stop(): { frames: number } }>();
+  private readonly captures = new Set<{ stop(): void }>();
   private readonly kernel: KernelNetworks;
   /** mode hostdev networks (VF pools) */
   private readonly hostdev: HostdevNetworks;
   apiSocket = '';
+  /** limit hits outside any network (the API's connection caps) */
+  readonly limits = new LimitLog(log);
+  readonly nofile: NofileLimits;
+  /** the descriptors guest flows may use together; the rest is qnet's own reserve */
+  readonly fdBudget: FdBudget;
 
   private constructor(public config: Config, opts: { host?: () => Host }) {
     fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
     this.store = new StateStore(config.stateDir);
     this.store.load();
+    const lim = raiseNofile();
+    this.nofile = lim;
+    const limit = lim.soft < 0 ? 1 << 20 : lim.soft;
+    this.fdBudget = new FdBudget(limit, reserveFor(limit, descriptorNeeds(config)));
+    log.info('descriptor budget', {
+      limit: lim.soft < 0 ? 'unlimited' : lim.soft, hard: lim.hard < 0 ? 'unlimited' : lim.hard,
+      raisedFrom: lim.raisedBy === 'qnet' ? lim.before : undefined,
+      reserved: this.fdBudget.reserve, guestFlows: this.fdBudget.flows,
+    });
+    if (this.fdBudget.flows < 4096) log.warn('the descriptor limit leaves little room for guest connections; raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit)', { guestFlows: this.fdBudget.flows });
     this.kernel = new KernelNetworks(this.store);
     this.hostdev = new HostdevNetworks(this.store, config.stateDir, opts.host);
   }
@@ -170,6 +227,7 @@ export class Daemon implements DaemonControl {
       const bridgeMac = kernel ? await this.kernel.start(cfg, null) : null;
       if (cfg.mode !== 'bridge') {
         const opts = networkOptions(cfg);
+        opts.fdBudget = this.fdBudget;
         if (kernel) opts.bridge = { name: cfg.bridge!, mac: bridgeMac! };
         opts.onLease = () => {
           st.leases = r.net!.dhcp.exportLeases() as typeof st.leases;
@@ -206,10 +264,13 @@ export class Daemon implements DaemonControl {
     const r = this.running.get(name);
     if (!r) return;
     this.running.delete(name);
-    if (r.net) {
-      this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
-      if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
-      r.net.close();
+    try {
+      if (r.net) {
+        this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+        if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
+      }
+    } finally {
+      r.net?.close(); // whatever happened to the state, the network's listeners and sockets go
     }
     if (isKernel(r.cfg)) await this.kernel.stop(r.cfg, keepKernel);
     log.info('network down', { network: name });
@@ -251,17 +312,26 @@ export class Daemon implements DaemonControl {
   }
 
   /**
-   * Stop every network. Kernel networks whose bridges still carry VMs stay up for them unless
-   * keepKernel is false (the next start adopts them).
+   * Stop every network, each even if another one's stop fails. Kernel networks whose bridges
+   * still carry VMs stay up for them unless keepKernel is false (the next start adopts them).
    */
   async stop(opts: { keepKernel?: boolean } = {}): Promise<void> {
-    for (const c of this.captures) c.stop();
+    const errors: string[] = [];
+    for (const c of [...this.captures]) { try { c.stop(); } catch (e) { errors.push((e as Error).message); } }
     const names = [...this.running.keys()];
+    const failed = (name: string) => (e: unknown): void => { errors.push(`network ${name}: ${(e as Error).message}`); };
     // userspace networks first, synchronously (their sockets close at once)
-    for (const name of names) if (!isKernel(this.running.get(name)!.cfg)) void this.stopNetwork(name, false);
-    for (const name of names) if (this.running.has(name)) await this.stopNetwork(name, opts.keepKernel ?? true);
-    this.hostdev.stopAll(); // VFs stay with their running VMs
+    const userspace = names.filter((name) => !isKernel(this.running.get(name)!.cfg)).map((name) => this.stopNetwork(name, false).catch(failed(name)));
+    // written before anything is awaited: a caller that does not wait finds its state saved
+    // (as when stop() was synchronous)
     this.store.save();
+    for (const name of names) {
+      if (this.running.has(name)) await this.stopNetwork(name, opts.keepKernel ?? true).catch(failed(name));
+    }
+    await Promise.all(userspace);
+    try { this.hostdev.stopAll(); } catch (e) { errors.push(`VF pools: ${(e as Error).message}`); } // VFs stay with their running VMs
+    this.store.save();
+    if (errors.length) log.error('errors while stopping (everything was closed anyway)', { errors: errors.join('; ') });
   }
 
   /** The running network itself (for in-process users such as `qnet user`). */
@@ -295,7 +365,7 @@ export class Daemon implements DaemonControl {
         name: r.cfg.name, mode: r.cfg.mode, subnet: subnetText(r.cfg), ports: kernelPorts.get(r.cfg.name) ?? (r.net ? r.net.sw.ports.size - 1 : 0),
         leases: r.net?.dhcp.leases().length ?? 0, duplicateMacs: isKernel(r.cfg) ? [] : r.net?.duplicates() ?? [], bridge: r.cfg.bridge,
       })).concat(this.hostdev.names().map((n) => this.hostdev.summary(n))),
-      warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => (isKernel(r.cfg) ? [] : r.net?.duplicates() ?? []).map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
+      warnings: [...this.config.warnings, ...this.store.problems, ...[...this.running.values()].flatMap((r) => (isKernel(r.cfg) ? [] : r.net?.duplicates() ?? []).map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
     };
   }
 
@@ -481,20 +551,20 @@ export class Daemon implements DaemonControl {
     throw new NotFoundError(`no port '${key}' on network '${r.cfg.name}' (give a port id, a VM name or a MAC)`);
   }
 
-  startCapture(network: string, file: string, port?: string): { stop(): { frames: number } } {
+  startCapture(network: string, out: PcapWriter, port?: string): { stop(): void } {
     const r = this.get(network);
     if (isKernel(r.cfg) || !r.net) badKernelOp('capture', r.cfg);
     const net = r.net;
     const p = port ? this.findPort(r, port) : undefined;
-    const w = net.sw.startCapture(file, p);
+    const w = net.sw.startCapture(out, p);
     const handle = {
       stop: () => {
         this.captures.delete(handle);
         if (!w.closed) { if (p) net.sw.stopCapture(p); else net.sw.stopCapture(); }
-        return { frames: w.frames };
       },
     };
     this.captures.add(handle);
+    w.onClose(() => this.captures.delete(handle));
     return handle;
   }
 
@@ -504,7 +574,7 @@ export class Daemon implements DaemonControl {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const [labels, v] of rows) {
         const l = Object.entries(labels).map(([k, x]) => `${k}="${String(x).replace(/["\\\n]/g, '_')}"`).join(',');
-        lines.push(`${name}{${l}} ${v}`);
+        lines.push(l ? `${name}{${l}} ${v}` : `${name} ${v}`);
       }
     };
     const nets = [...this.running.values()].filter((r): r is Running & { net: Network } => r.net !== null);
@@ -522,6 +592,20 @@ export class Daemon implements DaemonControl {
     metric('qnet_udp_flows', 'gauge', 'UDP NAT flows', nets.map((r) => [{ network: r.cfg.name }, r.net.udpNat?.size ?? 0]));
     metric('qnet_dns_queries_total', 'counter', 'DNS queries from guests', nets.map((r) => [{ network: r.cfg.name }, r.net.dns.stats.queries]));
     metric('qnet_duplicate_macs', 'gauge', 'MACs seen on two ports', nets.map((r) => [{ network: r.cfg.name }, r.net.duplicates().length]));
+    metric('qnet_limit_hits_total', 'counter', 'Times a limit refused something, by limit and port (or listener)', [
+      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.count]),
+      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.count])),
+    ]);
+    metric('qnet_limit', 'gauge', 'The value of each limit that was hit', [
+      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.value]),
+      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.value])),
+    ]);
+    let open = -1;
+    try { open = fs.readdirSync('/proc/self/fd').length; } catch { /* not Linux */ }
+    metric('qnet_open_fds', 'gauge', 'Descriptors the daemon holds', [[{}, open]]);
+    metric('qnet_fd_budget', 'gauge', 'The descriptor limit and its split: reserved for qnet, for guest flows, used by guest flows', [
+      [{ part: 'limit' }, this.fdBudget.limit], [{ part: 'reserved' }, this.fdBudget.reserve], [{ part: 'flows' }, this.fdBudget.flows], [{ part: 'flowsUsed' }, this.fdBudget.used],
+    ]);
     return lines.join('\n') + '\n';
   }
 
@@ -680,7 +764,11 @@ export class Daemon implements DaemonControl {
     const r = this.kernelNet(req.network, req.bridge);
     KernelNetworks.mayAttach(r.cfg, who);
     const st = this.store.net(r.cfg.name);
-    const mac = st.macs[req.vm] ?? this.attach(r.cfg.name, req.vm, DEFAULT_MODEL, undefined, who).mac;
+    // A VM attached by `qnet run` has its MAC already (qnet put it on QEMU's command line). For
+    // QEMU's own bridge helper qnet cannot know the NIC's MAC, so the VM is not registered under
+    // one: that would give its name to a MAC the VM may not have (Network.nameOwner); the MAC
+    // reported is only the one qnet would have chosen.
+    const mac = st.macs[req.vm] ?? deriveMac(r.cfg.name, req.vm, new Set([...Object.values(st.macs), ...r.cfg.hosts.map((h) => h.mac).filter(Boolean)]));
     const tap = await this.kernel.host.createTap(r.cfg.name, req.vm, { uid: who?.uid, gid: who?.gid, mtu: r.cfg.mtu, vnetHdr: req.vnetHdr });
     const fds = [tap.fd];
     let vhost = false;

@@ -2,6 +2,7 @@
 // routes onto DaemonControl; the daemon (daemon.ts) implements it.
 
 import type { PortCounters } from '../link/port.ts';
+import type { PcapWriter } from '../switch/pcap.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
 import type { PoolInfo } from '../host/pci/vfpool.ts';
 import type { PeerCred } from '../host/native.ts';
@@ -178,9 +179,11 @@ export interface DaemonControl {
   /** by id (`proto:hostAddr:hostPort`) or by `proto:hostPort`; returns what was removed */
   removeForward(network: string, id: string): ForwardInfo[];
   /**
-   * Capture a network (or one port, by id or VM name) to a pcap file until stop() is called.
+   * Capture a network (or one port, by id or VM name) into `out` until stop() is called or
+   * the network or port goes (then `out` is closed). The daemon opens no file: the API
+   * streams what `out` produces to its client.
    */
-  startCapture(network: string, path: string, port?: string): { stop(): { frames: number } };
+  startCapture(network: string, out: PcapWriter, port?: string): { stop(): void };
   /** Prometheus text exposition */
   metrics(): string;
   /** A MAC for this VM name (or the given one): stable across calls, unique on the network. Recorded in state. */

@@ -10,10 +10,24 @@
 // them in place there (reserveFrame/commitFrame), saving the copy. A peer that does not keep
 // up has frames dropped, as a real switch port with a full queue would, so memory stays
 // bounded.
+//
+// Hostile peers (whoever is on the other end of a listening socket): a frame split across
+// reads needs a buffer of its announced length, so a peer that stops inside a frame pins up
+// to 68 KiB for the 4 bytes of a length prefix. A listener therefore
+// - caps its connections (`maxConnections`; excess ones are closed at once by the server),
+// - caps the bytes all its connections hold in unfinished frames (`maxBufferedBytes`): a new
+//   partial frame that would exceed it first evicts (disconnects) the peers whose unfinished
+//   frame is oldest. A well-behaved peer's partial frame completes within the next read, so
+//   the peers evicted are the ones that stalled,
+// - disconnects a peer whose frame stays unfinished for `partialTimeoutMs` (timed by a 1 s
+//   sweep on a coarse clock: no timer per read and no clock read on the packet path).
+// Each of these is reported to `limits` (counted, logged once per interval). Connections a
+// StreamConnector makes (to a QEMU qnet started) are one per VM and need none of this.
 import net from 'node:net';
 import fs from 'node:fs';
 import { MAX_FRAME, Port } from './port.ts';
 import { logger } from '../util/log.ts';
+import { LimitLog, type LimitReporter } from '../util/limits.ts';
 
 const log = logger('link/stream');
 
@@ -33,12 +47,46 @@ interface OutChunk {
   done: () => void;
 }
 
+/** Receive-side limits shared by the connections of one listener (see the top comment). */
+export class RxBudget {
+  /** bytes held in unfinished frames, all connections */
+  bytes = 0;
+  /** coarse clock (ms), advanced by the listener's sweep */
+  now = 0;
+  /** connections with an unfinished frame (or length prefix) */
+  readonly partial = new Set<StreamPort>();
+  constructor(readonly maxBytes: number, readonly timeoutMs: number, readonly onEvict: (p: StreamPort, why: 'bytes' | 'timeout') => void) {}
+
+  /** Room for `len` more bytes for `port`: evicts the stalest other partial frames if needed. */
+  reserve(port: StreamPort, len: number): boolean {
+    while (this.bytes + len > this.maxBytes) {
+      let oldest: StreamPort | null = null;
+      for (const p of this.partial) if (p !== port && p.partialBytes > 0 && (!oldest || p.partialSince < oldest.partialSince)) oldest = p;
+      if (!oldest) return false;
+      this.onEvict(oldest, 'bytes');
+    }
+    this.bytes += len;
+    return true;
+  }
+
+  sweep(nowMs: number): void {
+    this.now = nowMs;
+    for (const p of [...this.partial]) if (nowMs - p.partialSince > this.timeoutMs) this.onEvict(p, 'timeout');
+  }
+}
+
 export class StreamPort extends Port {
   // Receive state for a frame (or length prefix) split across reads.
   private partial: Buffer | null = null;
   private partialFill = 0;
   private readonly hdr = Buffer.alloc(4);
   private hdrFill = 0;
+  /** bytes reserved in the budget for the unfinished frame */
+  partialBytes = 0;
+  /** budget clock when the unfinished frame began */
+  partialSince = 0;
+  /** the listener's receive limits (null: a connection qnet made itself) */
+  budget: RxBudget | null = null;
   // Send state: frames are gathered in the current chunk between `start` and `fill`.
   private cur: OutChunk | null = null;
   private readonly spares: Buffer[] = [];
@@ -54,6 +102,8 @@ export class StreamPort extends Port {
   }
 
   private onData(chunk: Buffer): void {
+    const wasPartial = this.partial !== null || this.hdrFill > 0;
+    let finished = false;
     let off = 0;
     const n = chunk.length;
     while (off < n && !this.closed) {
@@ -66,6 +116,8 @@ export class StreamPort extends Port {
         if (this.partialFill === this.partial.length) {
           const frame = this.partial;
           this.partial = null;
+          this.releasePartial();
+          finished = true;
           this.deliver(frame);
         }
         continue;
@@ -88,13 +140,33 @@ export class StreamPort extends Port {
         return;
       }
       if (n - off >= len) {
+        finished = true;
         this.deliver(chunk.subarray(off, off + len));
         off += len;
       } else {
+        const b = this.budget;
+        if (b !== null) {
+          if (!b.reserve(this, len)) { this.close('unfinished frames over the listener\'s buffer limit'); return; }
+          this.partialBytes = len;
+        }
         this.partial = Buffer.allocUnsafe(len);
         this.partialFill = 0;
       }
     }
+    const b = this.budget;
+    if (b === null || this.closed) return;
+    if (this.partial !== null || this.hdrFill > 0) {
+      // the unfinished frame's age counts from its first byte, not from the last read
+      if (!wasPartial || finished) { this.partialSince = b.now; b.partial.add(this); }
+    } else if (wasPartial) {
+      b.partial.delete(this);
+    }
+  }
+
+  private releasePartial(): void {
+    if (this.partialBytes === 0) return;
+    this.budget!.bytes -= this.partialBytes;
+    this.partialBytes = 0;
   }
 
   send(frame: Buffer): void {
@@ -167,6 +239,7 @@ export class StreamPort extends Port {
 
   protected closeTransport(): void {
     this.partial = null;
+    if (this.budget !== null) { this.releasePartial(); this.budget.partial.delete(this); }
     this.cur = null;
     this.spares.length = 0;
     this.socket.destroy();
@@ -198,24 +271,67 @@ async function clearStaleUnixSocket(path: string): Promise<void> {
  * connection becomes its own port, so many guests can share one listening socket, and a
  * restarted QEMU simply connects again.
  */
+export interface StreamListenerOptions {
+  /** connections at once; default 256 */
+  maxConnections?: number;
+  /** bytes in unfinished frames over all connections; default 32 MiB (at least one largest frame) */
+  maxBufferedBytes?: number;
+  /** longest a frame may stay unfinished; default 20 s */
+  partialTimeoutMs?: number;
+  /** where limit hits are reported (default: logged here) */
+  limits?: LimitReporter;
+}
+
+export const STREAM_MAX_CONNECTIONS = 256;
+export const STREAM_MAX_BUFFERED = 32 << 20;
+// Generous: a QEMU that is briefly stopped (SIGSTOP, a debugger) mid-write must not lose its NIC.
+export const STREAM_PARTIAL_TIMEOUT_MS = 20_000;
+
 export class StreamListener {
   private readonly server: net.Server;
   readonly ports = new Set<StreamPort>();
   onPort: ((port: StreamPort) => void) | null = null;
+  readonly budget: RxBudget;
+  readonly stats = { refused: 0, evicted: 0, timedOut: 0 };
+  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly started = Date.now();
 
-  private constructor(readonly address: StreamAddress, server: net.Server, readonly kind: string) {
+  private constructor(readonly address: StreamAddress, server: net.Server, readonly kind: string, opts: StreamListenerOptions) {
     this.server = server;
+    const where = describeStreamAddress(address);
+    const limits = opts.limits ?? new LimitLog(log);
+    const maxConns = opts.maxConnections ?? STREAM_MAX_CONNECTIONS;
+    server.maxConnections = maxConns;
+    this.budget = new RxBudget(Math.max(MAX_FRAME, opts.maxBufferedBytes ?? STREAM_MAX_BUFFERED), opts.partialTimeoutMs ?? STREAM_PARTIAL_TIMEOUT_MS, (p, why) => {
+      if (why === 'bytes') {
+        this.stats.evicted++;
+        limits.hit('stream.bufferedBytes', this.budget.maxBytes, p.name, 'peers on this socket hold too many unfinished frames; the one stalled longest was disconnected', { listen: where });
+        p.close('evicted: its unfinished frame was the oldest when the listener\'s buffer limit was reached');
+      } else {
+        this.stats.timedOut++;
+        limits.hit('stream.partialTimeoutMs', this.budget.timeoutMs, p.name, 'a peer stopped in the middle of a frame and was disconnected', { listen: where });
+        p.close(`a frame stayed unfinished for over ${this.budget.timeoutMs / 1000} s`);
+      }
+    });
+    // Node closes connections beyond maxConnections at once and reports them here
+    server.on('drop', () => {
+      this.stats.refused++;
+      limits.hit('stream.connections', maxConns, where, 'too many connections on this attach socket; new ones are closed at once');
+    });
+    this.sweepTimer = setInterval(() => this.budget.sweep(Date.now() - this.started), 1000);
+    this.sweepTimer.unref();
     server.on('connection', (sock) => {
       const peer = address.kind === 'unix' ? `${address.path}` : `${sock.remoteAddress}:${sock.remotePort}`;
       const port = new StreamPort(sock, peer, kind);
+      port.budget = this.budget;
       this.ports.add(port);
       port.onClosed(() => this.ports.delete(port));
-      log.info('peer connected', { port: port.name, listen: describeStreamAddress(address) });
+      log.info('peer connected', { port: port.name, listen: where });
       this.onPort?.(port);
     });
   }
 
-  static async listen(address: StreamAddress, kind = 'stream', mode = 0o660): Promise<StreamListener> {
+  static async listen(address: StreamAddress, kind = 'stream', mode = 0o660, opts: StreamListenerOptions = {}): Promise<StreamListener> {
     if (address.kind === 'unix') await clearStaleUnixSocket(address.path);
     const server = net.createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
@@ -228,10 +344,11 @@ export class StreamListener {
     if (address.kind === 'unix') fs.chmodSync(address.path, mode);
     const bound = server.address();
     if (address.kind === 'tcp' && bound && typeof bound === 'object') address = { ...address, port: bound.port };
-    return new StreamListener(address, server, kind);
+    return new StreamListener(address, server, kind, opts);
   }
 
   close(): void {
+    clearInterval(this.sweepTimer);
     this.server.close();
     for (const p of this.ports) p.close('listener closed');
     if (this.address.kind === 'unix') {

@@ -2,9 +2,10 @@
 // `npm ci` / `npm rebuild` because binding.gyp sits at the repository root).
 //
 // The addon provides what Node lacks: unix datagram sockets, ICMP echo sockets (ping and
-// raw, both families) and tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
-// native side drains the fd into a receive buffer owned by JS and makes one callback per
-// wakeup with the number of datagrams; their offsets/lengths are in a Uint32Array.
+// raw, both families) and tap devices, and raising the soft RLIMIT_NOFILE. Each socket is a
+// non-blocking fd watched on Node's own libuv loop; on readiness the native side drains the
+// fd into a receive buffer owned by JS and makes one callback per wakeup with the number of
+// datagrams; their offsets/lengths are in a Uint32Array.
 import os from 'node:os';
 import { addonPath, loadNative, nativeFailure, repoRoot } from '../util/native.ts';
 
@@ -36,6 +37,8 @@ export interface QnetSys {
   localPort(h: SysHandle): number;
   setRef(h: SysHandle, on: boolean): void;
   close(h: SysHandle): void;
+  /** Raise the soft RLIMIT_NOFILE to the hard limit: [soft before, soft now, hard] (-1: unlimited). */
+  raiseNofile(): [number, number, number];
 }
 
 /** flags bit in info[3]: this entry is an ICMP error from the error queue (type << 8 | code below). */

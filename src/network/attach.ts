@@ -10,6 +10,7 @@ import type { Port } from '../link/port.ts';
 import { StreamConnector, StreamListener } from '../link/stream.ts';
 import { McastPort, UdpEndpoint } from '../link/dgram.ts';
 import { UnixDgramEndpoint } from '../link/unixgram.ts';
+import type { LimitReporter } from '../util/limits.ts';
 
 export interface AttachSpec { endpoint: Endpoint; port: SwitchPortConfig; text: string }
 
@@ -59,13 +60,13 @@ export interface OpenAttachPoint {
 }
 
 /** Listen on (or join) an attach point; every QEMU that shows up is handed to onPort. */
-export async function listenAttachPoint(spec: AttachSpec, onPort: (p: Port) => void): Promise<OpenAttachPoint> {
+export async function listenAttachPoint(spec: AttachSpec, onPort: (p: Port) => void, opts: { limits?: LimitReporter } = {}): Promise<OpenAttachPoint> {
   const ep = spec.endpoint;
   switch (ep.kind) {
     case 'stream': {
-      const l = await StreamListener.listen(ep.addr);
+      const l = await StreamListener.listen(ep.addr, 'stream', 0o660, { limits: opts.limits });
       l.onPort = onPort;
-      return { close: () => l.close(), stats: () => ({ listen: spec.text, connections: l.ports.size }) };
+      return { close: () => l.close(), stats: () => ({ listen: spec.text, connections: l.ports.size, bufferedBytes: l.budget.bytes, ...l.stats }) };
     }
     case 'udp': {
       const e = await UdpEndpoint.bind(ep.local);

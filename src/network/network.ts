@@ -11,6 +11,17 @@
 // is set, else for DNS and boot information only), DNS answers on the IPv6 DNS address too,
 // and the NATs carry IPv6 to the host's IPv6 sockets, the router address meaning the host's
 // ::1 as the IPv4 gateway means 127.0.0.1.
+//
+// Names (shared networks): a name belongs to its static host, else to the VM registered under
+// it (`qnet attach`/`qnet run` record VM name -> MAC in vmMacs), else to the first live lease
+// that asked for it. Another MAC asking DHCP for a taken name gets an address but not the
+// name (logged and counted as the `dhcp.nameTaken` limit). DNS and forwards by name resolve to
+// the owner only, never to whoever asked for the name last.
+//
+// Limits: every limit hit by a guest of this network (DHCP leases per port, names, stream
+// listener caps, ...) is reported to `limits`, which counts it for /metrics and logs it at
+// most once per interval per port. DHCP learns which switch port a message came from through
+// portOf(): the port the switch learned the frame's source MAC on.
 import { Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
 import { TcpStack } from '../stack/tcp/stack.ts';
@@ -32,9 +43,11 @@ import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
 import { ip4ToString, macKey, macKeyToString, parseIp4, parseIp6 } from '../wire/addr.ts';
+import { LimitLog } from '../util/limits.ts';
+import type { FdBudget } from '../util/fds.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
-import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
+import { connectAttachPoint, listenAttachPoint, type AttachSpec, type OpenAttachPoint } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
 import { BridgeUdpHost, GatewaySockets } from './bridge-services.ts';
@@ -91,6 +104,10 @@ export interface NetworkOptions {
   connect?: AttachSpec[];
   pcap?: string;
   maxConnsPerGuest?: number;
+  /** pool addresses one switch port may hold (DHCP); default 8, 0: no limit */
+  maxLeasesPerPort?: number;
+  /** the process's descriptor budget for guest flows (host sockets); none: unbounded */
+  fdBudget?: FdBudget;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
   onLease6?: (lease: Lease6, event: LeaseEvent6) => void;
   /**
@@ -152,17 +169,28 @@ export class Network {
   /** MACs seen on two live ports at once */
   readonly duplicateMacs = new Map<string, { ports: string[]; at: number }>();
   private readonly closers: (() => void)[] = [];
+  private readonly attachPoints: OpenAttachPoint[] = [];
   private readonly connectors = new Map<string, StreamConnector>();
   /** port -> VM name, for ports qnet knows the owner of */
   readonly portOwners = new Map<Port, string>();
   /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
   readonly vmMacs = new Map<string, string>();
+  /** limit hits of this network's guests: counted for /metrics, logged once per interval */
+  readonly limits: LimitLog;
+  /**
+   * Descriptors guest flows may hold (shared by every network of the process). The NAT
+   * services are to tryAcquire() one per host socket they open for a guest and release() it
+   * when it closes, refusing the flow (and reporting a limit hit) when it says no.
+   */
+  readonly fdBudget: FdBudget | null;
   /** a kernel network: the DHCP server's host on the bridge, and the DNS sockets */
   readonly bridgeHost: BridgeUdpHost | null;
   bridgeSockets: GatewaySockets | null = null;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
+    this.limits = new LimitLog(this.log);
+    this.fdBudget = opts.fdBudget ?? null;
     const guestfwdRules = opts.guestfwd ?? [];
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
     this.nat = !opts.bridge && (opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict));
@@ -205,6 +233,12 @@ export class Network {
       bootfile: opts.bootfile,
       staticHosts: opts.staticHosts,
       onLease: opts.onLease,
+      maxLeasesPerPort: opts.maxLeasesPerPort,
+      // on a kernel network DHCP arrives from the bridge, not through the switch: no port is
+      // known there (yet), so no per-port limit rather than one shared by every guest
+      portOf: opts.bridge ? undefined : (mac) => this.sw.portOf(mac)?.name,
+      limits: this.limits,
+      nameAllowed: opts.mode !== 'user' ? (mac, name) => this.nameAllowed(mac, name) : undefined,
     });
     const shared = opts.mode !== 'user';
     this.dns = new DnsForwarder(udpHost, {
@@ -213,10 +247,11 @@ export class Network {
       // an isolated network has no way out, not even for DNS
       upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
       resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
+      limits: this.limits,
     });
-    this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway }) : null;
+    this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway, limits: this.limits }) : null;
     // slirp serves TFTP on its IPv6 host address too
-    this.tftp6 = opts.tftp && this.prefix6 ? new TftpServer(this.gw, { root: opts.tftp, listenIp: this.prefix6.router }) : null;
+    this.tftp6 = opts.tftp && this.prefix6 ? new TftpServer(this.gw, { root: opts.tftp, listenIp: this.prefix6.router, limits: this.limits }) : null;
     this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, this.hostAddrs) : null;
     this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs) : null;
     this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs) : null;
@@ -279,18 +314,49 @@ export class Network {
     return n;
   }
 
-  /** A VM's current address by hostname (static hosts first, then leases). */
-  addressOf(name: string): number | null {
+  private staticIp(h: StaticHost): number | null { return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip); }
+
+  /**
+   * Who `name` belongs to: its static host (IPv4, else IPv6), else the VM registered under it
+   * (with that VM's address, or null while it has none), else the first live DHCP lease that
+   * carries it, else the first live DHCPv6 lease. ip is the owner's IPv4 address (or null).
+   */
+  nameOwner(name: string): { mac: string; ip: number | null; by: 'static' | 'vm' | 'lease' } | null {
     const n = this.shortName(name);
-    for (const h of this.opts.staticHosts ?? []) {
-      if (h.hostname?.toLowerCase() === n) return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip);
+    const statics = this.opts.staticHosts ?? [];
+    for (const h of statics) {
+      if (h.hostname?.toLowerCase() === n) return { mac: h.mac.toLowerCase(), ip: this.staticIp(h), by: 'static' };
     }
+    const st6 = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
+    if (st6) {
+      const mac = st6.mac.toLowerCase();
+      const st4 = statics.find((h) => h.mac.toLowerCase() === mac);
+      return { mac, ip: st4 ? this.staticIp(st4) : this.dhcp.leases().find((x) => x.mac === mac)?.ip ?? null, by: 'static' };
+    }
+    const leases = this.dhcp.leases();
     const vmMac = this.vmMacs.get(n);
-    let best: Lease | null = null;
-    for (const l of this.dhcp.leases()) {
-      if ((l.hostname?.toLowerCase() === n || l.mac === vmMac) && (!best || l.expiresAt > best.expiresAt)) best = l;
+    if (vmMac !== undefined) {
+      const st = statics.find((h) => h.mac.toLowerCase() === vmMac);
+      const ip = st ? this.staticIp(st) : leases.find((l) => l.mac === vmMac)?.ip ?? null;
+      return { mac: vmMac, ip, by: 'vm' };
     }
-    return best ? best.ip : null;
+    const l = leases.find((x) => x.hostname?.toLowerCase() === n);
+    if (l) return { mac: l.mac, ip: l.ip, by: 'lease' };
+    // else the first live DHCPv6 lease (FQDN) of that name (an owner without an IPv4 address)
+    const l6 = this.dhcp6?.leases().find((x) => x.hostname !== undefined && this.shortName(x.hostname) === n);
+    return l6 ? { mac: l6.mac, ip: null, by: 'lease' } : null;
+  }
+
+  /** A VM's current address by name: its owner's (see nameOwner). */
+  addressOf(name: string): number | null {
+    return this.nameOwner(name)?.ip ?? null;
+  }
+
+  /** DHCP asks before binding `mac` under `name`: only a free name or the owner's own (else: whose it is). */
+  private nameAllowed(mac: string, name: string): true | string {
+    const owner = this.nameOwner(name);
+    if (owner === null || owner.mac === mac) return true;
+    return `${owner.by === 'static' ? 'static host' : owner.by === 'vm' ? 'VM' : 'lease of'} ${owner.mac}`;
   }
 
   /**
@@ -303,19 +369,13 @@ export class Network {
     const n = this.shortName(name);
     const out: number[] = [];
     const add = (a: number | null): void => { if (a !== null && !out.includes(a)) out.push(a); };
-    // a static IPv6 host of that name, and whatever DHCPv6 gave the VM's MAC or the name
+    // a static IPv6 host of that name, and whatever DHCPv6 gave the name's owner (by its MAC:
+    // never whoever answers ARP for the owner's IPv4 address or asks for the name later)
     const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
     if (st) add(parseAddr(st.ip));
-    const v4 = this.addressOf(n);
-    let mac = this.vmMacs.get(n) ?? st?.mac.toLowerCase();
-    if (!mac && v4 !== null) {
-      const nb = this.gw.neighbours.get(v4);
-      if (nb) mac = macKeyToString(macKey(nb.mac, 0));
-    }
-    for (const l of this.dhcp6?.leases() ?? []) {
-      if (l.mac === mac || (!mac && l.hostname !== undefined && this.shortName(l.hostname) === n)) { mac ??= l.mac; add(parseAddr(l.ip)); }
-    }
+    const mac = this.nameOwner(n)?.mac;
     if (!mac) return out;
+    for (const l of this.dhcp6?.leases() ?? []) if (l.mac === mac) add(parseAddr(l.ip));
     // then what it formed itself (SLAAC), as the gateway has seen it on the wire
     for (const [a, nb] of this.gw.neighbours6) {
       if (inPrefix6(a, p6.prefix, p6.len) && macKeyToString(macKey(nb.mac, 0)) === mac) add(a);
@@ -381,6 +441,7 @@ export class Network {
    * the host sides are closed now rather than lingering until keepalives give up.
    */
   private portGone(p: Port): void {
+    this.dhcp.forgetPort(p.name);
     const macs = new Set(this.sw.macsOn(p));
     if (macs.size === 0) return;
     let flows = 0;
@@ -414,8 +475,9 @@ export class Network {
     try {
       for (const f of opts.forwards ?? []) await n.hostfwd.add(f);
       for (const spec of opts.listen ?? []) {
-        const point = await listenAttachPoint(spec, (p) => n.attachPort(p, spec));
+        const point = await listenAttachPoint(spec, (p) => n.attachPort(p, spec), { limits: n.limits });
         n.closers.push(() => point.close());
+        n.attachPoints.push(point);
       }
       for (const spec of opts.connect ?? []) {
         const point = connectAttachPoint(spec, (p) => n.attachPort(p, spec));
@@ -461,6 +523,8 @@ export class Network {
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
       duplicateMacs: this.duplicates(),
+      attachPoints: this.attachPoints.map((a) => a.stats()),
+      limits: this.limits.snapshot(),
     };
   }
 

@@ -7,8 +7,17 @@
 //   another MAC only when the pool has no never-used (or released/expired) address left; the
 //   oldest expired binding is then reclaimed. So memory is bounded by the pool size plus the
 //   static hosts, whatever a guest does with random MACs.
-// - An OFFERed address is held for its client for `offerHoldMs`; a DECLINEd address is not
-//   handed out for `declineHoldMs`.
+// - An OFFERed address is held for its client for `offerHoldMs` (short: a client that does
+//   not REQUEST within seconds has gone elsewhere); a DECLINEd address is not handed out for
+//   `declineHoldMs`, unless the pool has nothing else left: then the oldest decline is
+//   reclaimed before a client goes without an address.
+// - Per port (the switch port a client's messages arrive on, when the server knows it): every
+//   address a port holds counts (unexpired leases and offers of its clients, and the
+//   addresses they declined while held down), and a port at `maxPerPort` gets no new address
+//   for another MAC. So one port with random MACs cannot take the pool; a client keeps and
+//   renews what it holds. Static hosts are outside the pool and do not count. A binding is
+//   attributed to the port it was last offered or bound on; forgetPort() drops a closed
+//   port's attribution (its bindings then count for the port they next arrive on).
 // - There are no timers: expiry and hold-downs are checked lazily against the injected
 //   clock when an address is allocated.
 // - Static hosts (MAC -> address, optional hostname) always get their address; it is never
@@ -51,7 +60,12 @@ export interface Binding {
   offerUntil: number;
   /** ever ACKed (else only offered) */
   bound: boolean;
+  /** the port this binding counts against (see maxPerPort) */
+  port?: string;
 }
+
+/** A DECLINEd address held down. */
+interface Decline { ip: number; until: number; port?: string }
 
 export interface LeaseStoreOptions {
   poolStart: number;
@@ -63,6 +77,8 @@ export interface LeaseStoreOptions {
   staticHosts?: StaticHost[];
   declineHoldMs: number;
   offerHoldMs: number;
+  /** addresses one port may hold (0: no limit) */
+  maxPerPort?: number;
   now: () => number;
 }
 
@@ -77,10 +93,16 @@ function busyUntil(b: Binding): number {
   return Math.max(b.bound ? b.expiresAt : 0, b.offerUntil);
 }
 
+function heldUntil(h: Binding | Decline): number {
+  return 'key' in h ? busyUntil(h) : h.until;
+}
+
 export class LeaseStore {
   private readonly byMac = new Map<number, Binding>();
   private readonly byIp = new Map<number, Binding>();
-  private readonly declined = new Map<number, number>();
+  private readonly declined = new Map<number, Decline>();
+  /** per port: the bindings and declines attributed to it */
+  private readonly byPort = new Map<string, Set<Binding | Decline>>();
   private readonly statics = new Map<number, { ip: number; hostname?: string }>();
   private readonly staticIps = new Set<number>();
   readonly now: () => number;
@@ -156,11 +178,63 @@ export class LeaseStore {
   }
 
   private isDeclined(ip: number, now: number): boolean {
-    const until = this.declined.get(ip);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.declined.delete(ip);
+    const d = this.declined.get(ip);
+    if (d === undefined) return false;
+    if (d.until > now) return true;
+    this.undecline(d);
     return false;
+  }
+
+  private undecline(d: Decline): void {
+    if (this.declined.get(d.ip) === d) this.declined.delete(d.ip);
+    this.attribute(d, undefined);
+  }
+
+  // ---- per-port accounting ----
+
+  /** Count `h` against `port` (undefined: against none). */
+  private attribute(h: Binding | Decline, port: string | undefined): void {
+    if (h.port === port) return;
+    if (h.port !== undefined) {
+      const set = this.byPort.get(h.port);
+      set?.delete(h);
+      if (set && set.size === 0) this.byPort.delete(h.port);
+    }
+    h.port = port;
+    if (port !== undefined) {
+      let set = this.byPort.get(port);
+      if (!set) { set = new Set(); this.byPort.set(port, set); }
+      set.add(h);
+    }
+  }
+
+  /** Pool addresses `port` holds now, not counting the client `exceptKey`'s own binding. */
+  heldBy(port: string, exceptKey: number): number {
+    const set = this.byPort.get(port);
+    if (!set) return 0;
+    const now = this.now();
+    let n = 0;
+    for (const h of [...set]) {
+      if (heldUntil(h) <= now) { this.attribute(h, undefined); continue; } // lapsed: no longer counts
+      if ('key' in h && (h.key === exceptKey || this.statics.has(h.key))) continue;
+      n++;
+    }
+    return n;
+  }
+
+  /** May client `key` on `port` get an address it does not hold yet? */
+  portAllows(port: string, key: number): boolean {
+    const max = this.o.maxPerPort ?? 0;
+    if (max <= 0 || this.statics.has(key)) return true;
+    return this.heldBy(port, key) < max;
+  }
+
+  /** A port went away: what it held counts for no port until its clients come back. */
+  forgetPort(port: string): void {
+    const set = this.byPort.get(port);
+    if (!set) return;
+    for (const h of set) h.port = undefined;
+    this.byPort.delete(port);
   }
 
   /** Is `ip` free for the client `key` (not held by an unexpired binding of another MAC)? */
@@ -185,16 +259,30 @@ export class LeaseStore {
     const b = this.byMac.get(key);
     if (b && this.inPool(b.ip) && !this.isDeclined(b.ip, now)) return b.ip;
     if (requested && this.inPool(requested) && this.freeFor(requested, key, now)) return requested;
-    // a never-used address first, then the binding that expired longest ago
+    // a never-used address first, then the binding that expired longest ago, then the
+    // address declined longest ago (a decline must not leave a client without an address)
     let oldest: Binding | null = null;
+    let oldestDecline: Decline | null = null;
     for (let k = 0; k < this.o.poolSize; k++) {
       const ip = (this.o.poolStart + k) >>> 0;
-      if (!this.inPool(ip) || this.isDeclined(ip, now)) continue;
+      if (!this.inPool(ip)) continue;
+      if (this.isDeclined(ip, now)) {
+        const d = this.declined.get(ip)!;
+        const o = this.byIp.get(ip);
+        if ((!o || busyUntil(o) <= now) && (!oldestDecline || d.until < oldestDecline.until)) oldestDecline = d;
+        continue;
+      }
       const o = this.byIp.get(ip);
       if (!o) return ip;
       if (busyUntil(o) <= now && (!oldest || busyUntil(o) < busyUntil(oldest))) oldest = o;
     }
     if (oldest) { this.drop(oldest); return oldest.ip; }
+    if (oldestDecline) {
+      this.undecline(oldestDecline);
+      const o = this.byIp.get(oldestDecline.ip);
+      if (o) this.drop(o);
+      return oldestDecline.ip;
+    }
     return 0;
   }
 
@@ -213,8 +301,8 @@ export class LeaseStore {
 
   // ---- binding changes ----
 
-  /** Hold `ip` for the client (an OFFER). */
-  offer(key: number, mac: Buffer, ip: number, hostname: string | undefined): void {
+  /** Hold `ip` for the client (an OFFER), counted against `port`. */
+  offer(key: number, mac: Buffer, ip: number, hostname: string | undefined, port?: string): void {
     let b = this.byMac.get(key);
     if (!b || b.ip !== ip) {
       b = { key, mac: Buffer.from(mac), ip, expiresAt: 0, offerUntil: 0, bound: false };
@@ -222,10 +310,11 @@ export class LeaseStore {
     }
     b.offerUntil = this.now() + this.o.offerHoldMs;
     if (hostname) b.hostname = hostname;
+    if (port !== undefined) this.attribute(b, port);
   }
 
-  /** Bind `ip` to the client for `leaseMs` (an ACK); `renewed` when it already held it. */
-  bind(key: number, mac: Buffer, ip: number, leaseMs: number, hostname: string | undefined): { binding: Binding; renewed: boolean } {
+  /** Bind `ip` to the client for `leaseMs` (an ACK), counted against `port`; `renewed` when it already held it. */
+  bind(key: number, mac: Buffer, ip: number, leaseMs: number, hostname: string | undefined, port?: string): { binding: Binding; renewed: boolean } {
     const now = this.now();
     let b = this.byMac.get(key);
     const renewed = !!b && b.bound && b.ip === ip && b.expiresAt > now;
@@ -238,15 +327,31 @@ export class LeaseStore {
     if (hostname) b.hostname = hostname;
     const st = this.statics.get(key);
     if (st?.hostname) b.hostname = st.hostname;
+    if (port !== undefined) this.attribute(b, port);
     return { binding: b, renewed };
   }
 
-  /** The client said `ip` is in use by someone else: drop its binding, hold the address down. */
+  /** Drop the client's hostname (it asked for a name that belongs to someone else). */
+  clearHostname(key: number): void {
+    const b = this.byMac.get(key);
+    if (b) delete b.hostname;
+  }
+
+  /**
+   * The client said `ip` is in use by someone else: drop its binding, hold the address down.
+   * The hold counts against the binding's port, so declining cannot drain the pool.
+   */
   decline(key: number, ip: number): Binding | null {
     const b = this.byMac.get(key);
     if (!b || ip === 0 || b.ip !== ip) return null;
+    const port = b.port;
     this.drop(b);
-    this.declined.set(ip, this.now() + this.o.declineHoldMs);
+    if (!this.inPool(ip)) return b; // a static address: nothing to hold down
+    const old = this.declined.get(ip);
+    if (old) this.undecline(old);
+    const d: Decline = { ip, until: this.now() + this.o.declineHoldMs };
+    this.declined.set(ip, d);
+    this.attribute(d, port);
     return b;
   }
 
@@ -277,5 +382,6 @@ export class LeaseStore {
   private drop(b: Binding): void {
     if (this.byMac.get(b.key) === b) this.byMac.delete(b.key);
     if (this.byIp.get(b.ip) === b) this.byIp.delete(b.ip);
+    this.attribute(b, undefined);
   }
 }

@@ -24,6 +24,13 @@
 // - Hostile input: the fixed header and every option length are bounds-checked; a packet with a
 //   wrong op/htype/hlen/magic or a malformed option area is dropped and counted in `stats`.
 //   The handler never throws (a bug is caught and counted as `errors`).
+// - Hostile guests: a port (learned from the frame's source MAC through `portOf`, the switch
+//   port it arrived on) holds at most `maxLeasesPerPort` pool addresses, offers are held only
+//   `offerHoldMs` (10 s), and declined addresses count against the declining port (see
+//   dhcp-leases.ts). A client refused by that limit gets no answer at all (a NAK would only
+//   make it DISCOVER again at once); the refusal is counted (`stats.portLimited`) and reported
+//   to `limits` (logged once per interval with the port). Hostnames pass `nameAllowed` first:
+//   a client whose name belongs to someone else is bound without it (`stats.nameRefused`).
 // - Plain BOOTP (no option 53) gets a BOOTREPLY with the configuration and an address bound like
 //   a DHCP lease, for old PXE ROMs; libslirp answers those too.
 //
@@ -33,6 +40,7 @@
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { inSubnet, ip4ToString, macToString, maskOf } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
+import { LimitLog, type LimitReporter } from '../util/limits.ts';
 import {
   BOOTP_FLAG_BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DHCPACK, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPNAK,
   DHCPOFFER, DHCPRELEASE, DHCPREQUEST, OPT_BOOTFILE, OPT_BROADCAST, OPT_DNS, OPT_DOMAIN, OPT_HOSTNAME, OPT_LEASE,
@@ -46,6 +54,9 @@ export type { Lease, LeaseRecord, StaticHost };
 
 const log = logger('dhcp');
 const BROADCAST_MAC = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+export const DEFAULT_LEASES_PER_PORT = 8;
+/** the port of a client whose source MAC the switch has not learned (its table was full) */
+export const UNLEARNED_PORT = '(unlearned)';
 
 export interface DhcpOptions {
   /** server identifier; also the default router. Default: the gateway's first address. */
@@ -75,8 +86,16 @@ export interface DhcpOptions {
   staticHosts?: StaticHost[];
   /** how long a DECLINEd address stays unused; default 10 minutes */
   declineHoldMs?: number;
-  /** how long an OFFERed address is held for the client; default 60 s */
+  /** how long an OFFERed address is held for the client; default 10 s */
   offerHoldMs?: number;
+  /** pool addresses one port may hold (leases, offers, declines); 0: no limit; default 8 */
+  maxLeasesPerPort?: number;
+  /** the switch port a client's frames come from (by their source MAC); a stable name */
+  portOf?: (srcMac: Buffer) => string | undefined;
+  /** may this client (MAC aa:bb:..) be bound under this hostname? true, or whose the name is; default: yes */
+  nameAllowed?: (mac: string, hostname: string) => true | string;
+  /** where limit hits are reported (default: logged by the server itself) */
+  limits?: LimitReporter;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
   /** clock in ms since the epoch (tests, persistence); default Date.now */
   now?: () => number;
@@ -103,13 +122,18 @@ export interface DhcpStats {
   ack: number;
   nak: number;
   poolExhausted: number;
+  /** a port already held maxLeasesPerPort addresses: the client was not answered */
+  portLimited: number;
+  /** a hostname refused by nameAllowed (the address was granted without the name) */
+  nameRefused: number;
   errors: number;
 }
 
 export class DhcpServer {
   readonly stats: DhcpStats = {
     rx: 0, malformed: 0, badOp: 0, badHtype: 0, badMagic: 0, badOptions: 0, discover: 0, request: 0, decline: 0,
-    release: 0, inform: 0, bootp: 0, unknownType: 0, otherServer: 0, offer: 0, ack: 0, nak: 0, poolExhausted: 0, errors: 0,
+    release: 0, inform: 0, bootp: 0, unknownType: 0, otherServer: 0, offer: 0, ack: 0, nak: 0, poolExhausted: 0,
+    portLimited: 0, nameRefused: 0, errors: 0,
   };
   onLease: ((lease: Lease, event: LeaseEvent) => void) | null;
 
@@ -123,6 +147,10 @@ export class DhcpServer {
   private readonly configOpts: Buffer;
   private readonly defaultHostname: string | undefined;
   private readonly fileField: Buffer | null;
+  private readonly maxPerPort: number;
+  private readonly portOf: ((srcMac: Buffer) => string | undefined) | null;
+  private readonly nameAllowed: ((mac: string, hostname: string) => true | string) | null;
+  private readonly limits: LimitReporter;
   private readonly handler = (d: UdpDatagram): void => this.input(d);
 
   constructor(private readonly gw: UdpHost, opts: DhcpOptions = {}) {
@@ -137,6 +165,10 @@ export class DhcpServer {
     }
     const maxSize = bcast - poolStart;
     this.leaseSecs = opts.leaseTime ?? 86400;
+    this.maxPerPort = opts.maxLeasesPerPort ?? DEFAULT_LEASES_PER_PORT;
+    this.portOf = opts.portOf ?? null;
+    this.nameAllowed = opts.nameAllowed ?? null;
+    this.limits = opts.limits ?? new LimitLog(log);
     if (!(this.leaseSecs >= 1 && this.leaseSecs <= 0xffffffff)) throw new Error('dhcp: bad lease time');
     this.store = new LeaseStore({
       poolStart,
@@ -145,7 +177,8 @@ export class DhcpServer {
       isHostAddress: (ip) => gw.isLocal(ip) && ip !== gw.net && ip !== bcast,
       staticHosts: opts.staticHosts,
       declineHoldMs: opts.declineHoldMs ?? 600_000,
-      offerHoldMs: opts.offerHoldMs ?? 60_000,
+      offerHoldMs: opts.offerHoldMs ?? 10_000,
+      maxPerPort: this.portOf ? this.maxPerPort : 0,
       now: opts.now ?? Date.now,
     }, checkHostname);
     this.onLease = opts.onLease ?? null;
@@ -173,6 +206,8 @@ export class DhcpServer {
   exportLeases(): LeaseRecord[] { return this.store.export(); }
   /** Restores exported leases; invalid or conflicting records are skipped. Returns how many were taken. */
   importLeases(records: unknown): number { return this.store.import(records); }
+  /** A switch port closed: what its clients hold no longer counts against it. */
+  forgetPort(port: string): void { this.store.forgetPort(port); }
 
   // ---- input ----
 
@@ -186,33 +221,61 @@ export class DhcpServer {
         if (req !== 'short' && req !== 'groupMac') this.stats[req]++;
         return;
       }
-      this.dispatch(req, d);
+      this.dispatch(req, d, this.portOf ? this.portOf(d.srcMac) ?? UNLEARNED_PORT : undefined);
     } catch (err) {
       this.stats.errors++;
       if (this.stats.errors === 1) log.error('handler error (a qnet bug; the message was dropped)', { err: (err as Error).stack });
     }
   }
 
-  private dispatch(req: DhcpRequest, d: UdpDatagram): void {
+  private dispatch(req: DhcpRequest, d: UdpDatagram, port: string | undefined): void {
     switch (req.type) {
-      case DHCPDISCOVER: this.stats.discover++; return this.discover(req);
-      case DHCPREQUEST: this.stats.request++; return this.request(req);
+      case DHCPDISCOVER: this.stats.discover++; return this.discover(req, port);
+      case DHCPREQUEST: this.stats.request++; return this.request(req, port);
       case DHCPDECLINE: this.stats.decline++; return this.decline(req);
       case DHCPRELEASE: this.stats.release++; return this.release(req);
       case DHCPINFORM: this.stats.inform++; return this.inform(req, d);
-      case 0: this.stats.bootp++; return this.bootp(req);
+      case 0: this.stats.bootp++; return this.bootp(req, port);
       default: this.stats.unknownType++;
     }
   }
 
-  private discover(req: DhcpRequest): void {
+  /** Does the client's port still have room for an address this client does not hold? */
+  private portRoom(req: DhcpRequest, port: string | undefined): boolean {
+    if (port === undefined || this.store.portAllows(port, req.key)) return true;
+    this.stats.portLimited++;
+    this.limits.hit('dhcp.leasesPerPort', this.maxPerPort, port,
+      'one port asked for more DHCP addresses than it may hold (random MACs?); raise the network\'s limits.leasesPerPort if one port really carries that many guests',
+      () => ({ mac: macToString(req.mac, 0) }));
+    return false;
+  }
+
+  /** The hostname the client may be bound under (undefined: none or refused). */
+  private hostnameFor(req: DhcpRequest, port: string | undefined, binding: boolean): string | undefined {
+    const h = req.hostname;
+    if (h === undefined || !this.nameAllowed || this.store.staticFor(req.key)) return h;
+    const mac = macToString(req.mac, 0);
+    const ok = this.nameAllowed(mac, h);
+    if (ok === true) return h;
+    this.store.clearHostname(req.key);
+    if (binding) { // counted once per handshake, on the REQUEST
+      this.stats.nameRefused++;
+      this.limits.hit('dhcp.nameTaken', 1, port ?? mac,
+        'a guest asked DHCP for a name that belongs to another VM; it got an address but not the name (give each VM its own name)',
+        { name: h.toLowerCase(), mac, owner: ok });
+    }
+    return undefined;
+  }
+
+  private discover(req: DhcpRequest, port: string | undefined): void {
+    if (!this.portRoom(req, port)) return;
     const ip = this.store.allocate(req.key, req.requested);
     if (ip === 0) return this.exhaustedEvent(req);
-    this.store.offer(req.key, req.mac, ip, req.hostname);
+    this.store.offer(req.key, req.mac, ip, this.hostnameFor(req, port, false), port);
     this.reply(req, DHCPOFFER, ip, true);
   }
 
-  private request(req: DhcpRequest): void {
+  private request(req: DhcpRequest, port: string | undefined): void {
     let want: number;
     if (req.serverId !== 0) {
       // SELECTING
@@ -230,12 +293,13 @@ export class DhcpServer {
       return this.nak(req, 'no address requested');
     }
     if (!inSubnet(want, this.gw.net, this.gw.prefix)) return this.nak(req, 'wrong network');
+    if (!this.portRoom(req, port)) return;
     const ip = this.store.grantable(req.key, want);
     if (ip === 0) {
       if (this.store.freeCount() === 0) this.exhaustedEvent(req);
       return this.nak(req, 'address not available');
     }
-    const { binding, renewed } = this.store.bind(req.key, req.mac, ip, this.leaseSecs * 1000, req.hostname);
+    const { binding, renewed } = this.store.bind(req.key, req.mac, ip, this.leaseSecs * 1000, this.hostnameFor(req, port, true), port);
     this.exhausted = false;
     this.reply(req, DHCPACK, ip, true);
     this.notify(binding, renewed ? 'renewed' : 'bound');
@@ -264,10 +328,11 @@ export class DhcpServer {
     this.reply(req, DHCPACK, 0, false);
   }
 
-  private bootp(req: DhcpRequest): void {
+  private bootp(req: DhcpRequest, port: string | undefined): void {
+    if (!this.portRoom(req, port)) return;
     const ip = this.store.allocate(req.key, req.requested);
     if (ip === 0) return this.exhaustedEvent(req);
-    const { binding } = this.store.bind(req.key, req.mac, ip, this.leaseSecs * 1000, undefined);
+    const { binding } = this.store.bind(req.key, req.mac, ip, this.leaseSecs * 1000, undefined, port);
     this.reply(req, 0, ip, true);
     this.notify(binding, 'bound');
   }

@@ -3,19 +3,25 @@
 // which forwards to the addresses of /etc/resolv.conf.
 //
 // Design
-// - UDP: one host socket per address family, shared by every guest. Each forwarded query gets a
-//   fresh random ID (not one in use), so queries from different guests that happen to use the
-//   same ID cannot collide, and an off-path host cannot answer with a guessable ID. A response is
-//   accepted only when its ID is outstanding, it comes from an upstream that query was sent to
-//   (address and port), it is a response (QR), and its question matches the query's. The guest's
-//   own ID is restored before the answer goes back. Truncated (TC) answers are passed through
+// - UDP: every forwarded query leaves from its own random source port: it takes a fresh host
+//   socket (the kernel binds it to a random ephemeral port) from a bounded pool, `maxSockets`
+//   per address family, and the socket is closed as soon as its queries are done, so the next
+//   query gets another port. Only when the pool is full does a query share a socket (a random
+//   one of those open; counted as `portShared`). Each query also gets a fresh random ID (not one
+//   in use), so queries from different guests that use the same ID cannot collide. An off-path
+//   host forging an answer must so guess the ID and the port (16 + ~15 bits, as in RFC 5452),
+//   not the ID alone. A response is accepted only on the socket its query left from, when its
+//   ID is outstanding, it comes from an upstream that query was sent to (address and port), it
+//   is a response (QR), and its question matches the query's. The guest's own ID is restored
+//   before the answer goes back. Truncated (TC) answers are passed through
 //   unchanged: the guest then retries over TCP, which serveDnsStream() handles.
 // - Timeouts run on the gateway's shared timer queue: after `timeoutMs` without an answer the
 //   query goes to the next upstream (cycling, `attempts` sends in all); when every attempt timed
 //   out, or there is no upstream at all, the guest gets SERVFAIL: never silence, so its
 //   resolver moves on at once instead of waiting for its own timeout.
 // - Limits: at most `maxOutstanding` queries in flight overall and `maxPerClient` per guest
-//   address; beyond that the query is answered SERVFAIL and counted (`stats.limited`).
+//   address; beyond that the query is answered SERVFAIL, counted (`stats.limited`) and
+//   reported to `limits`. The socket pool bounds the descriptors DNS can take.
 // - Local records: `resolveLocal(name, type)` is asked first (the shared-network daemon answers
 //   guest hostnames): an address list is answered directly (A or AAAA records, authoritative, TTL
 //   `localTtl`, 0..60 s), `[]` is NODATA, `null` is NXDOMAIN and `undefined` means "not mine,
@@ -34,6 +40,8 @@ import { randomInt } from 'node:crypto';
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip6ToString, parseIp6 } from '../wire/addr.ts';
+import { addrToString } from '../stack/addr.ts';
+import { LimitLog, type LimitReporter } from '../util/limits.ts';
 import { readResolvConf, type Upstream } from './upstreams.ts';
 import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
 import { logger } from '../util/log.ts';
@@ -61,6 +69,10 @@ export interface DnsForwarderOptions {
   resolveLocal?: (name: string, type: number) => number[] | null | undefined;
   /** TTL of local answers, 0..60 s; default 10 */
   localTtl?: number;
+  /** upstream UDP sockets (each its own random source port) per address family; default 64 */
+  maxSockets?: number;
+  /** where limit hits are reported (default: logged by the forwarder itself) */
+  limits?: LimitReporter;
 }
 
 export interface DnsStats {
@@ -77,6 +89,10 @@ export interface DnsStats {
   unmatched: number;
   upstreamErrors: number;
   outstanding: number;
+  /** upstream sockets open now (each a source port) */
+  sockets: number;
+  /** queries that had to share a source port because the socket pool was full */
+  portShared: number;
   /** handler bugs (never bad input) */
   errors: number;
 }
@@ -90,12 +106,18 @@ interface Pending {
   attempt: number;
   /** indexes of the upstreams this query was sent to */
   tried: Set<number>;
+  /** the sockets (source ports) it was sent from, per family, once used */
+  sock4: UpSocket | null;
+  sock6: UpSocket | null;
   timer: Timer;
   client: number;
   done: (answer: Buffer) => void;
 }
 
 interface Target { host: string; port: number; v6: boolean; key: string }
+
+/** An upstream socket: one source port, used by `users` queries in flight. */
+interface UpSocket { s: dgram.Socket; v6: boolean; users: number }
 
 function addrKey(host: string, port: number): string {
   if (host.includes(':')) {
@@ -108,7 +130,7 @@ function addrKey(host: string, port: number): string {
 export class DnsForwarder {
   readonly stats: DnsStats = {
     queries: 0, tcpQueries: 0, local: 0, forwarded: 0, answered: 0, truncated: 0, servfail: 0, timeouts: 0,
-    limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0, errors: 0,
+    limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0, sockets: 0, portShared: 0, errors: 0,
   };
   readonly listenIp: number;
   private readonly listenAlso: number[];
@@ -121,8 +143,11 @@ export class DnsForwarder {
   private readonly localTtl: number;
   private readonly pending = new Map<number, Pending>();
   private readonly perClient = new Map<number, number>();
-  private sock4: dgram.Socket | null = null;
-  private sock6: dgram.Socket | null = null;
+  private readonly maxSockets: number;
+  private readonly limits: LimitReporter;
+  /** open upstream sockets per family */
+  private readonly pool4 = new Set<UpSocket>();
+  private readonly pool6 = new Set<UpSocket>();
   private readonly tcpConns = new Set<net.Socket>();
   private closed = false;
 
@@ -141,6 +166,8 @@ export class DnsForwarder {
     this.maxPerClient = opts.maxPerClient ?? 256;
     this.localTtl = Math.max(0, Math.min(60, opts.localTtl ?? 10));
     this.resolveLocal = opts.resolveLocal ?? null;
+    this.maxSockets = Math.max(1, opts.maxSockets ?? 64);
+    this.limits = opts.limits ?? new LimitLog(log);
     this.listenAlso = (opts.listenIps ?? []).filter((a) => a !== this.listenIp);
     gw.bindUdp(this.listenIp, DNS_PORT, this.onGuestUdp);
     for (const a of this.listenAlso) gw.bindUdp(a, DNS_PORT, this.onGuestUdp);
@@ -155,9 +182,10 @@ export class DnsForwarder {
     this.pending.clear();
     this.perClient.clear();
     this.stats.outstanding = 0;
-    this.sock4?.close();
-    this.sock6?.close();
-    this.sock4 = this.sock6 = null;
+    for (const u of [...this.pool4, ...this.pool6]) u.s.close();
+    this.pool4.clear();
+    this.pool6.clear();
+    this.stats.sockets = 0;
     for (const s of this.tcpConns) s.destroy();
     this.tcpConns.clear();
   }
@@ -204,6 +232,9 @@ export class DnsForwarder {
     const n = this.perClient.get(client) ?? 0;
     if (this.stats.outstanding >= this.maxOutstanding || n >= this.maxPerClient) {
       this.stats.limited++;
+      const perGuest = n >= this.maxPerClient;
+      this.limits.hit(perGuest ? 'dns.queriesPerGuest' : 'dns.queries', perGuest ? this.maxPerClient : this.maxOutstanding, addrToString(client),
+        perGuest ? 'a guest has too many DNS queries in flight; more are answered SERVFAIL until some are answered' : 'too many DNS queries are in flight; more are answered SERVFAIL until some are answered');
       this.fail(msg, done);
       return true;
     }
@@ -230,15 +261,42 @@ export class DnsForwarder {
 
   // ---- UDP upstream ----
 
-  private socket(v6: boolean): dgram.Socket {
-    let s = v6 ? this.sock6 : this.sock4;
-    if (s) return s;
-    s = dgram.createSocket(v6 ? 'udp6' : 'udp4');
-    s.on('message', (m, rinfo) => this.onUpstream(m, rinfo));
-    s.on('error', (err) => { this.stats.upstreamErrors++; log.warn('upstream socket error', { err: err.message }); });
-    s.unref();
-    if (v6) this.sock6 = s; else this.sock4 = s;
-    return s;
+  /** The query's socket for this family: a fresh one (a new random port) while the pool has room. */
+  private socketFor(p: Pending, v6: boolean): UpSocket {
+    const have = v6 ? p.sock6 : p.sock4;
+    if (have) return have;
+    const pool = v6 ? this.pool6 : this.pool4;
+    let u: UpSocket;
+    if (pool.size < this.maxSockets) {
+      const s = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+      u = { s, v6, users: 0 };
+      // an unbound socket is bound by its first send to a random ephemeral port (the kernel
+      // randomises UDP port selection), which is the point
+      s.on('message', (m, rinfo) => this.onUpstream(m, rinfo, u));
+      s.on('error', (err) => { this.stats.upstreamErrors++; if (log.enabled('debug')) log.debug('upstream socket error', { err: err.message }); });
+      s.unref();
+      pool.add(u);
+      this.stats.sockets++;
+    } else {
+      this.stats.portShared++;
+      let k = randomInt(pool.size);
+      u = pool.values().next().value!;
+      for (const x of pool) if (k-- === 0) { u = x; break; }
+    }
+    u.users++;
+    if (v6) p.sock6 = u; else p.sock4 = u;
+    return u;
+  }
+
+  /** The query is over: its sockets close when no other query uses them. */
+  private releaseSockets(p: Pending): void {
+    for (const u of [p.sock4, p.sock6]) {
+      if (!u || --u.users > 0) continue;
+      const pool = u.v6 ? this.pool6 : this.pool4;
+      if (pool.delete(u)) this.stats.sockets--;
+      try { u.s.close(); } catch { /* already closed */ }
+    }
+    p.sock4 = p.sock6 = null;
   }
 
   private forwardUdp(msg: Buffer, q: DnsQuestion | null, client: number, done: (answer: Buffer) => void): void {
@@ -247,7 +305,7 @@ export class DnsForwarder {
     const origId = msg.readUInt16BE(0);
     msg.writeUInt16BE(id, 0);
     const p: Pending = {
-      id, origId, query: msg, q, attempt: 0, tried: new Set(), client, done,
+      id, origId, query: msg, q, attempt: 0, tried: new Set(), sock4: null, sock6: null, client, done,
       timer: new Timer(() => this.onTimeout(p)),
     };
     this.pending.set(id, p);
@@ -262,7 +320,7 @@ export class DnsForwarder {
     p.tried.add(idx);
     this.gw.timers.arm(p.timer, this.timeoutMs);
     try {
-      this.socket(u.v6).send(p.query, u.port, u.host, (err) => {
+      this.socketFor(p, u.v6).s.send(p.query, u.port, u.host, (err) => {
         if (err && this.pending.get(p.id) === p) {
           this.stats.upstreamErrors++;
           this.onTimeout(p); // do not wait for an answer that cannot come
@@ -280,15 +338,16 @@ export class DnsForwarder {
     if (p.attempt < this.attempts) { this.sendAttempt(p); return; }
     this.stats.timeouts++;
     this.pending.delete(p.id);
+    this.releaseSockets(p);
     p.query.writeUInt16BE(p.origId, 0);
     this.stats.servfail++;
     p.done(buildReply(p.query, p.q, RCODE_SERVFAIL));
   }
 
-  private onUpstream(m: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onUpstream(m: Buffer, rinfo: dgram.RemoteInfo, via: UpSocket): void {
     if (m.length < HEADER || !(m[2] & 0x80)) { this.stats.unmatched++; return; }
     const p = this.pending.get(m.readUInt16BE(0));
-    if (!p) { this.stats.unmatched++; return; }
+    if (!p || (via.v6 ? p.sock6 : p.sock4) !== via) { this.stats.unmatched++; return; }
     const key = addrKey(rinfo.address, rinfo.port);
     let from = false;
     for (const i of p.tried) if (this.upstreams[i].key === key) { from = true; break; }
@@ -299,6 +358,7 @@ export class DnsForwarder {
     }
     this.pending.delete(p.id);
     this.gw.timers.cancel(p.timer);
+    this.releaseSockets(p);
     this.stats.answered++;
     if (m[2] & 0x02) this.stats.truncated++;
     const answer = Buffer.from(m);

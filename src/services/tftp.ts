@@ -29,8 +29,13 @@
 // - The requested name is relative to the root: backslashes are treated as slashes (Windows PXE
 //   clients), one leading '/' is stripped, and an absolute path that remains, an empty name, a
 //   NUL or any '..' component is an access violation. The path is then resolved with
-//   fs.realpath and must still be inside the (real) root, so symlinks cannot lead out; the
-//   resolved path is opened read-only with O_NOFOLLOW, and must be a regular file.
+//   fs.realpath and must still be inside the (real) root, so symlinks cannot lead out.
+// - Only regular files are served, and that is checked without blocking before anything is
+//   read: the resolved path must lstat as a regular file, it is then opened read-only with
+//   O_NOFOLLOW|O_NONBLOCK (a FIFO or device swapped in after the check opens at once instead
+//   of parking one of libuv's four threadpool threads until a writer appears, which would
+//   stall every file operation of the process), and the open handle must fstat as a regular
+//   file too.
 // - At most `maxPerClient` transfers per guest address and `maxTransfers` overall (error 0 with
 //   a message beyond that); every malformed packet is counted and dropped or answered with an
 //   error, never thrown.
@@ -41,6 +46,7 @@ import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import { addrToString } from '../stack/addr.ts';
 import { logger } from '../util/log.ts';
+import { LimitLog, type LimitReporter } from '../util/limits.ts';
 
 const log = logger('tftp');
 
@@ -66,6 +72,8 @@ export interface TftpOptions {
   maxPerClient?: number;
   /** concurrent transfers overall; default 64 */
   maxTransfers?: number;
+  /** where limit hits are reported (default: logged by the server itself) */
+  limits?: LimitReporter;
 }
 
 export interface TftpStats {
@@ -74,6 +82,8 @@ export interface TftpStats {
   completed: number;
   notFound: number;
   denied: number;
+  /** requests for something other than a regular file (FIFO, device, directory, socket) */
+  notRegular: number;
   writeRefused: number;
   malformed: number;
   limited: number;
@@ -117,7 +127,7 @@ interface Transfer {
 
 export class TftpServer {
   readonly stats: TftpStats = {
-    requests: 0, started: 0, completed: 0, notFound: 0, denied: 0, writeRefused: 0, malformed: 0, limited: 0,
+    requests: 0, started: 0, completed: 0, notFound: 0, denied: 0, notRegular: 0, writeRefused: 0, malformed: 0, limited: 0,
     retransmits: 0, duplicateAcks: 0, unknownTid: 0, gaveUp: 0, clientErrors: 0, bytesSent: 0, active: 0,
   };
   readonly listenIp: number;
@@ -131,6 +141,7 @@ export class TftpServer {
   private readonly tids = new Set<number>();
   private readonly starting = new Set<number>();
   private readonly perClient = new Map<number, number>();
+  private readonly limits: LimitReporter;
   private closed = false;
 
   constructor(private readonly gw: UdpHost, opts: TftpOptions) {
@@ -142,6 +153,7 @@ export class TftpServer {
     this.retries = opts.retries ?? 5;
     this.maxPerClient = opts.maxPerClient ?? 4;
     this.maxTransfers = opts.maxTransfers ?? 64;
+    this.limits = opts.limits ?? new LimitLog(log);
     gw.bindUdp(this.listenIp, TFTP_PORT, this.onRequest);
   }
 
@@ -203,6 +215,9 @@ export class TftpServer {
     const n = this.perClient.get(client) ?? 0;
     if (n >= this.maxPerClient || this.transfers.size + this.starting.size >= this.maxTransfers) {
       this.stats.limited++;
+      const perGuest = n >= this.maxPerClient;
+      this.limits.hit(perGuest ? 'tftp.transfersPerGuest' : 'tftp.transfers', perGuest ? this.maxPerClient : this.maxTransfers, addrToString(client),
+        perGuest ? 'a guest runs too many TFTP transfers at once; it is refused until one ends' : 'the TFTP server runs as many transfers as it may; new ones are refused until one ends');
       return this.sendError(TFTP_PORT, client, cport, TFTP_ERR_UNDEF, 'Too many transfers');
     }
     const opts = new Map<string, string>();
@@ -241,9 +256,15 @@ export class TftpServer {
     if (!real.startsWith(this.root.endsWith(path.sep) ? this.root : this.root + path.sep)) {
       throw new TftpError(TFTP_ERR_ACCESS, 'Access violation');
     }
+    const pre = await fsp.lstat(real).catch(() => null);
+    if (!pre) throw new TftpError(TFTP_ERR_NOT_FOUND, 'File not found');
+    if (!pre.isFile()) {
+      this.stats.notRegular++;
+      throw new TftpError(TFTP_ERR_ACCESS, 'Access violation: not a regular file');
+    }
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fh = await fsp.open(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new TftpError(TFTP_ERR_NOT_FOUND, 'File not found');
@@ -251,6 +272,7 @@ export class TftpServer {
     }
     const st = await fh.stat().catch(() => null);
     if (!st || !st.isFile()) {
+      this.stats.notRegular++;
       await fh.close().catch(() => {});
       throw new TftpError(TFTP_ERR_ACCESS, 'Access violation: not a regular file');
     }

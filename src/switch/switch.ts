@@ -149,9 +149,12 @@ export class Switch {
     sp.capture?.close();
   }
 
-  /** Record every frame entering the switch (or one port's traffic in both directions). */
-  startCapture(path: string, port?: Port): PcapWriter {
-    const w = new PcapWriter(path);
+  /**
+   * Record every frame entering the switch (or one port's traffic in both directions) into
+   * `out`: a writer with its own sink, or a file path (for the commands whose user names it).
+   */
+  startCapture(out: string | PcapWriter, port?: Port): PcapWriter {
+    const w = typeof out === 'string' ? PcapWriter.toFile(out) : out;
     if (port) {
       const sp = this.ports.get(port);
       if (!sp) { w.close(); throw new Error(`port ${port.name} is not on this switch`); }
@@ -184,6 +187,11 @@ export class Switch {
 
   lookup(mac: string, vid = DEFAULT_VLAN): Port | undefined {
     return this.fdb.get(vid)?.get(macKeyFromString(mac))?.sp.port;
+  }
+
+  /** The port the MAC at buf[off..off+6] was learned on (no string conversion: per-frame callers). */
+  portOf(buf: Buffer, off = 0, vid = DEFAULT_VLAN): Port | undefined {
+    return this.fdb.get(vid)?.get(macKey(buf, off))?.sp.port;
   }
 
   private tick(): void {

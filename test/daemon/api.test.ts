@@ -124,39 +124,50 @@ test('forwards: add (validated; 409 on conflict), remove by id or proto:port, 40
   assert.equal(fake.forwards('default').length, 0);
 });
 
-test('capture: timed answers after the time; untimed returns an id that stop ends; a gone client stops a timed one', async () => {
+/** Reads a streamed capture to its end: the bytes, their records and the trailers. */
+async function readCapture(res: http.IncomingMessage): Promise<{ data: Buffer; records: number; trailers: NodeJS.Dict<string> }> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const data = Buffer.concat(chunks);
+  let records = 0;
+  for (let o = 24; o + 16 <= data.length; o += 16 + data.readUInt32LE(o + 8)) records++;
+  return { data, records, trailers: res.trailers };
+}
+
+test('capture: streamed pcap until the time is up, until stopped, or until the client goes; never a path', async () => {
   const fake = new FakeControl();
   const s = await start(fake);
   const c = new ApiClient(s.socketPath);
-  const t0 = Date.now();
-  const timed = await c.post<{ frames: number; stoppedEarly: boolean; path: string }>('/v1/networks/default/capture', { path: '/tmp/x.pcap', port: 'vm1', seconds: 0.3 });
-  assert.ok(Date.now() - t0 >= 280, 'answered before the time was up');
-  assert.ok(timed.frames >= 1);
-  assert.equal(timed.stoppedEarly, false);
+  const timed = await c.stream('POST', '/v1/networks/default/capture', { port: 'vm1', seconds: 0.3 });
+  assert.equal(timed.headers['content-type'], 'application/vnd.tcpdump.pcap');
+  const got = await readCapture(timed);
+  assert.equal(got.data.readUInt32LE(0), 0xa1b2c3d4, 'a pcap file header first');
+  assert.ok(got.records >= 1);
+  assert.equal(Number(got.trailers['x-qnet-frames']), got.records, 'the frames trailer counts the records sent');
   assert.deepEqual([fake.captures[0].port, fake.captures[0].stopped], ['vm1', true]);
 
-  const started = await c.post<{ id: string }>('/v1/networks/default/capture', { path: '/tmp/y.pcap' });
+  const open = await c.stream('POST', '/v1/networks/default/capture', {});
+  const id = String(open.headers['x-qnet-capture-id']);
+  const reading = readCapture(open);
   assert.equal(fake.captures[1].stopped, false);
-  assert.deepEqual((await c.get<{ id: string }[]>('/v1/captures')).map((x) => x.id), [started.id]);
-  const stopped = await c.post<{ frames: number }>(`/v1/captures/${started.id}/stop`);
+  assert.deepEqual((await c.get<{ id: string }[]>('/v1/captures')).map((x) => x.id), [id]);
+  const stopped = await c.post<{ frames: number }>(`/v1/captures/${id}/stop`);
   assert.equal(fake.captures[1].stopped, true);
   assert.ok(stopped.frames >= 1);
-  await assert.rejects(c.post(`/v1/captures/${started.id}/stop`), (e: ApiError) => e.status === 404);
+  assert.equal((await reading).records, stopped.frames, 'the stream ends with every frame the stop reported');
+  await assert.rejects(c.post(`/v1/captures/${id}/stop`), (e: ApiError) => e.status === 404);
 
-  await assert.rejects(c.post('/v1/networks/default/capture', { path: 'relative.pcap' }), (e: ApiError) => e.status === 400 && /absolute/.test(e.message));
-  await assert.rejects(c.post('/v1/networks/default/capture', { path: '/tmp/z.pcap', seconds: -1 }), (e: ApiError) => e.status === 400);
-  await assert.rejects(c.post('/v1/networks/default/capture', { path: '/tmp/z.pcap', port: 'nope' }), (e: ApiError) => e.status === 404);
+  await assert.rejects(c.stream('POST', '/v1/networks/default/capture', { path: '/tmp/x.pcap' }), (e: ApiError) => e.status === 400 && /does not write capture files/.test(e.message));
+  await assert.rejects(c.stream('POST', '/v1/networks/default/capture', { seconds: -1 }), (e: ApiError) => e.status === 400);
+  await assert.rejects(c.stream('POST', '/v1/networks/default/capture', { port: 'nope' }), (e: ApiError) => e.status === 404);
+  await assert.rejects(c.stream('POST', '/v1/networks/zzz/capture', {}), (e: ApiError) => e.status === 404);
 
-  const ac = new AbortController();
-  const p = c.post('/v1/networks/default/capture', { path: '/tmp/w.pcap', seconds: 60 }, { signal: ac.signal, timeoutMs: 0 });
-  await new Promise((r) => setTimeout(r, 100));
+  const gone = await c.stream('POST', '/v1/networks/default/capture', { seconds: 60 });
   const cap = fake.captures.at(-1)!;
-  assert.equal(cap.path, '/tmp/w.pcap');
   assert.equal(cap.stopped, false);
-  ac.abort();
-  await assert.rejects(p);
-  for (let i = 0; i < 50 && !cap.stopped; i++) await new Promise((r) => setTimeout(r, 20));
-  assert.equal(cap.stopped, true, 'a timed capture whose client went away is stopped');
+  gone.destroy();
+  for (let i = 0; i < 250 && !cap.stopped; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(cap.stopped, true, 'a capture whose client went away is stopped');
 });
 
 test('attach and VMs: register, list, duplicate (409), unregister, validation', async () => {
@@ -275,8 +286,11 @@ test('TCP API: off by default; bearer token required (401 without or wrong), loo
 test('close() stops running captures and frees the socket path', async () => {
   const fake = new FakeControl();
   const s = await startApi(fake, { socketPath: path.join(tmp.path, 'closing', 'api.sock') });
-  await new ApiClient(s.socketPath).post('/v1/networks/lab/capture', { path: '/tmp/c.pcap' });
+  const res = await new ApiClient(s.socketPath).stream('POST', '/v1/networks/lab/capture', {});
+  res.resume();
+  const ended = new Promise((r) => res.on('close', r));
   await s.close();
+  await ended;
   assert.equal(fake.captures[0].stopped, true);
   assert.equal(fs.existsSync(s.socketPath), false);
   await assert.rejects(new Promise((resolve, reject) => net.connect(s.socketPath).on('connect', resolve).on('error', reject)), /ENOENT/);

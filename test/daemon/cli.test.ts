@@ -160,11 +160,15 @@ test('qnet forward add / ls / rm', async () => {
 });
 
 test('qnet capture: --seconds, and Ctrl-C for an open-ended one', async () => {
-  const timed = await qnet('capture', 'default', '-w', 'rel.pcap', '--seconds', '0.3', '--json');
+  const rel = path.relative(process.cwd(), path.join(tmp.path, 'rel.pcap'));
+  const timed = await qnet('capture', 'default', '-w', rel, '--seconds', '0.3', '--json');
   assert.equal(timed.code, 0, timed.stderr);
   const r = JSON.parse(timed.stdout);
-  assert.equal(r.path, path.resolve('rel.pcap'), 'a relative path is resolved by the CLI');
+  assert.equal(r.path, path.resolve(rel), 'a relative path is resolved by the CLI');
   assert.ok(r.frames >= 1);
+  const file = fs.readFileSync(r.path);
+  assert.equal(file.readUInt32LE(0), 0xa1b2c3d4, 'the CLI wrote the streamed pcap');
+  assert.equal(file.length, 24 + r.frames * (16 + 60));
 
   const c = qnetProc(['capture', 'default', '--port', 'vm1', '-w', path.join(tmp.path, 'x.pcap'), '--api', await api()]);
   const out = collect(c);

@@ -4,13 +4,14 @@ import {
   type AttachResult, type DaemonControl, type ForwardInfo, type ForwardRequest, type LeaseInfo,
   type NetworkInfo, type StatusInfo, type VmRecord,
 } from '../../src/daemon/types.ts';
+import type { PcapWriter } from '../../src/switch/pcap.ts';
 
 export class FakeControl implements DaemonControl {
   forwardsByNet = new Map<string, ForwardInfo[]>([['default', [
     { id: 'tcp:127.0.0.1:2222', proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 2222, guest: 'vm1', guestPort: 22, connections: 1, source: 'config' },
   ]], ['lab', []]]);
   vmList: VmRecord[] = [];
-  captures: { network: string; path: string; port?: string; stopped: boolean; frames: number }[] = [];
+  captures: { network: string; port?: string; stopped: boolean; frames: number }[] = [];
   connected: string[] = [];
   disconnected: string[] = [];
   runtimeDir = '/run/qnet-test';
@@ -74,13 +75,18 @@ export class FakeControl implements DaemonControl {
     this.forwardsByNet.set(network, list.filter((f) => !gone.includes(f)));
     return gone;
   }
-  startCapture(network: string, p: string, port?: string): { stop(): { frames: number } } {
+  /** Writes one 60-byte frame into `out` at once and then every 10 ms, until stopped. */
+  startCapture(network: string, out: PcapWriter, port?: string): { stop(): void } {
     this.network(network);
     if (port === 'nope') throw new NotFoundError(`no port 'nope' on network '${network}'`);
-    const c = { network, path: p, port, stopped: false, frames: 0 };
+    const c = { network, port, stopped: false, frames: 0 };
     this.captures.push(c);
-    const start = Date.now();
-    return { stop: () => { c.stopped = true; c.frames = Math.max(1, Math.round((Date.now() - start) / 10)); return { frames: c.frames }; } };
+    const frame = (): void => { out.write(Buffer.alloc(60, c.frames & 0xff)); c.frames++; };
+    frame();
+    const t = setInterval(frame, 10);
+    const stop = (): void => { if (c.stopped) return; c.stopped = true; clearInterval(t); out.close(); };
+    out.onClose(stop);
+    return { stop };
   }
   metrics(): string {
     return '# HELP qnet_frames_total frames\n# TYPE qnet_frames_total counter\nqnet_frames_total{network="default"} 22\n';

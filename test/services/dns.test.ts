@@ -32,8 +32,11 @@ function query(id: number, name: string, type = 1, flags = 0x0100): Buffer {
 async function fakeUpstream(zone: Record<string, string>, opts: { silent?: boolean; tc?: boolean; delayMs?: number } = {}) {
   const sock = dgram.createSocket('udp4');
   const seen: Buffer[] = [];
+  /** the source port of each query in `seen` */
+  const ports: number[] = [];
   sock.on('message', (m, r) => {
     seen.push(Buffer.from(m));
+    ports.push(r.port);
     if (opts.silent) return;
     const q = parseQuestion(m)!;
     const a = zone[q.name];
@@ -43,7 +46,7 @@ async function fakeUpstream(zone: Record<string, string>, opts: { silent?: boole
     setTimeout(() => sock.send(reply, r.port, r.address), opts.delayMs ?? 0);
   });
   await new Promise<void>((res) => sock.bind(0, '127.0.0.1', () => res()));
-  return { sock, port: sock.address().port, seen, close: () => sock.close() };
+  return { sock, port: sock.address().port, seen, ports, close: () => sock.close() };
 }
 
 /** A TCP DNS server on 127.0.0.1 (length-prefixed). */
@@ -186,7 +189,7 @@ test('dns: spoofed or foreign responses are ignored', async () => {
     const sent = up.seen[0];
     const q = parseQuestion(sent)!;
     const fake = buildReply(sent, q, 0, [ip('6.6.6.6')], 300);
-    const sockPort = (fwd as unknown as { sock4: dgram.Socket }).sock4.address().port;
+    const sockPort = up.ports[0];
     await new Promise<void>((r) => evil.send(fake, sockPort, '127.0.0.1', () => r()));
     const r = await p;
     assert.deepEqual(answers(r!.payload), [ip('93.184.216.34')]);
