@@ -13,6 +13,7 @@ import { defaultRuntimeDir, defaultStateDir } from '../../src/common/paths.ts';
 import type { AttachResult, DaemonControl, ForwardInfo, LeaseInfo, NetworkInfo, StatusInfo, VmRecord } from '../../src/daemon/types.ts';
 import { FakeControl } from './fake-control.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const tmp = makeTempDir('api-');
 const servers: ApiServer[] = [];
@@ -128,9 +129,14 @@ test('capture: timed answers after the time; untimed returns an id that stop end
   const fake = new FakeControl();
   const s = await start(fake);
   const c = new ApiClient(s.socketPath);
-  const t0 = Date.now();
-  const timed = await c.post<{ frames: number; stoppedEarly: boolean; path: string }>('/v1/networks/default/capture', { path: '/tmp/x.pcap', port: 'vm1', seconds: 0.3 });
-  assert.ok(Date.now() - t0 >= 280, 'answered before the time was up');
+  let answered = false;
+  const timedP = c.post<{ frames: number; stoppedEarly: boolean; path: string }>('/v1/networks/default/capture', { path: '/tmp/x.pcap', port: 'vm1', seconds: 0.3 })
+    .finally(() => { answered = true; });
+  // once the capture runs, the request is still open: the answer waits for the time to be up
+  // (node runs timers in deadline order, so this 10 ms poll comes before the 300 ms timer)
+  await waitFor(() => fake.captures.length === 1, { what: 'the timed capture to start' });
+  assert.deepEqual([fake.captures[0].stopped, answered], [false, false], 'answered before the time was up');
+  const timed = await timedP;
   assert.ok(timed.frames >= 1);
   assert.equal(timed.stoppedEarly, false);
   assert.deepEqual([fake.captures[0].port, fake.captures[0].stopped], ['vm1', true]);
@@ -149,13 +155,12 @@ test('capture: timed answers after the time; untimed returns an id that stop end
 
   const ac = new AbortController();
   const p = c.post('/v1/networks/default/capture', { path: '/tmp/w.pcap', seconds: 60 }, { signal: ac.signal, timeoutMs: 0 });
-  await new Promise((r) => setTimeout(r, 100));
-  const cap = fake.captures.at(-1)!;
+  const cap = await waitFor(() => fake.captures.find((x) => x.path === '/tmp/w.pcap'), { what: 'the 60 s capture to start' });
   assert.equal(cap.path, '/tmp/w.pcap');
   assert.equal(cap.stopped, false);
   ac.abort();
   await assert.rejects(p);
-  for (let i = 0; i < 50 && !cap.stopped; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => cap.stopped, { what: 'the capture of a client that went away to stop' });
   assert.equal(cap.stopped, true, 'a timed capture whose client went away is stopped');
 });
 

@@ -27,7 +27,7 @@ async function runIn(ns: Netns, body: string): Promise<any> {
 }
 
 const PING = `
-const [dst, wait] = process.argv.slice(2);
+const [dst, wantReplies, wantErrors] = process.argv.slice(2);
 const r = IcmpEchoSocket.open();
 if (!r.socket) { console.log(JSON.stringify({ reason: r.reason })); process.exit(0); }
 const s = r.socket;
@@ -36,7 +36,10 @@ s.onReply((src, id, seq, data) => replies.push({ src: u32ToIp(src), id, seq, dat
 s.onError((off, type, code, d, req) => errors.push({ off: u32ToIp(off), type, code, dst: u32ToIp(d), id: req.readUInt16BE(4), seq: req.readUInt16BE(6) }));
 const payload = Buffer.from('qnet ping payload 0123456789');
 const sent = [s.send(ipToU32(dst), 1, payload), s.send(ipToU32(dst), 2, payload.subarray(0, 5)), s.send(ipToU32(dst), 65535, Buffer.alloc(0))];
-setTimeout(() => { console.log(JSON.stringify({ id: s.localId, sent, replies, errors })); s.close(); }, Number(wait));
+// report once what the test waits for has arrived (the 10 s limit only guards a hang)
+const report = () => { console.log(JSON.stringify({ id: s.localId, sent, replies, errors })); s.close(); clearInterval(poll); clearTimeout(guard); };
+const poll = setInterval(() => { if (replies.length >= Number(wantReplies) && errors.length >= Number(wantErrors)) report(); }, 5);
+const guard = setTimeout(report, 10_000);
 `;
 
 test('icmp: ipToU32 / u32ToIp', () => {
@@ -61,10 +64,10 @@ test('icmp: open() reports missing permission as a reason, not an exception', ()
 test('icmp: echo to 127.0.0.1 inside a namespace: reply with matching id, seq and data', { skip: !isRoot && 'needs root for ip netns' }, async () => {
   const ns = await createNetns();
   // the kernel default "1 0" admits no group, root included; per namespace
-  const denied = await runIn(ns, PING.replace('process.argv.slice(2)', "['127.0.0.1', '100']"));
+  const denied = await runIn(ns, PING.replace('process.argv.slice(2)', "['127.0.0.1', '0', '0']"));
   assert.match(denied.reason, /not permitted/);
   await ns.sysctl('net.ipv4.ping_group_range', '0 2147483647');
-  const r = await runIn(ns, PING.replace('process.argv.slice(2)', "['127.0.0.1', '300']"));
+  const r = await runIn(ns, PING.replace('process.argv.slice(2)', "['127.0.0.1', '3', '0']"));
   assert.deepEqual(r.sent, [true, true, true]);
   assert.ok(r.id > 0 && r.id < 65536);
   assert.deepEqual(r.replies, [
@@ -84,12 +87,12 @@ test('icmp: an ICMP unreachable from a router arrives through onError', { skip: 
   await b.sysctl('net.ipv4.ip_forward', '1');
   await b.ip('route', 'add', 'unreachable', '10.232.0.0/16');
   await a.sysctl('net.ipv4.ping_group_range', '0 2147483647');
-  const r = await runIn(a, PING.replace('process.argv.slice(2)', "['10.232.1.1', '500']"));
+  const r = await runIn(a, PING.replace('process.argv.slice(2)', "['10.232.1.1', '0', '1']"));
   assert.deepEqual(r.replies, []);
   assert.ok(r.errors.length >= 1, JSON.stringify(r));
   assert.deepEqual(r.errors[0], { off: '10.231.0.2', type: 3, code: 1, dst: '10.232.1.1', id: r.id, seq: 1 });
   // and the router itself answers
-  const ok = await runIn(a, PING.replace('process.argv.slice(2)', "['10.231.0.2', '300']"));
+  const ok = await runIn(a, PING.replace('process.argv.slice(2)', "['10.231.0.2', '3', '0']"));
   assert.equal(ok.replies.length, 3);
   assert.equal(ok.replies[0].src, '10.231.0.2');
   await a.delete();
