@@ -11,6 +11,7 @@
 
 import { spawn, execFile, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { onExit } from './cleanup.ts';
+import { waitFor } from './wait.ts';
 
 export interface ExecResult {
   code: number | null;
@@ -132,7 +133,8 @@ export class Netns {
     this.deleted = true;
     registry.delete(this.name);
     this.killAllSync();
-    await new Promise((r) => setTimeout(r, 20));
+    // the namespace goes once nothing runs in it any more (best effort: delete it anyway)
+    await waitFor(async () => (await execRaw(['ip', 'netns', 'pids', this.name])).stdout.trim() === '', { what: `the processes in ${this.name} to end`, timeoutMs: 5000 }).catch(() => {});
     await execRaw(['ip', 'netns', 'del', this.name]);
   }
 

@@ -16,16 +16,18 @@ export interface WaitOptions {
   abort?: () => string | undefined | false;
 }
 
+type Truthy<T> = Exclude<T, false | 0 | '' | null | undefined>;
+
 /**
  * Poll `cond` until it returns a truthy value, and return that value. Rejects after `timeoutMs`
  * (or when `abort` gives a reason) with an error that names `what`.
  */
-export async function waitFor<T>(cond: () => T | Promise<T>, opts: WaitOptions): Promise<NonNullable<T>> {
+export async function waitFor<T>(cond: () => T | Promise<T>, opts: WaitOptions): Promise<Truthy<T>> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await cond();
-    if (v) return v as NonNullable<T>;
+    if (v) return v as Truthy<T>;
     const reason = opts.abort?.();
     if (reason) throw new Error(`${reason} while waiting for ${opts.what}${opts.diag ? `\n${opts.diag()}` : ''}`);
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}${opts.diag ? `\n${opts.diag()}` : ''}`);

@@ -22,10 +22,9 @@ import { StreamPeer, UdpPeer, makeFrame, lengthPrefixed } from '../link/peers.ts
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { prng } from '../helpers/prng.ts';
 import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-switch.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const MAX_FRAME = 69632;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-/** Like sleep, but does not keep the process alive (for races against an exit). */
 
 
 const macStr = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -82,13 +81,13 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
     // a peer's connect() completes before qnet has accepted (attached) it, so an early
     // broadcast may miss a peer that is not on the switch yet.
     const sees = (peer: StreamPeer, macs: string[]): boolean => macs.every((m) => peer.frames.some((f) => isFrom(f, m)));
-    for (const end = Date.now() + 5000; !(sees(P, [MAC_Q, MAC_R]) && sees(Q, [MAC_P, MAC_R])) && Date.now() < end;) {
+    await waitFor(() => {
+      if (sees(P, [MAC_Q, MAC_R]) && sees(Q, [MAC_P, MAC_R])) return true;
       P.send(makeFrame('ff:ff:ff:ff:ff:ff', MAC_P, 60));
       Q.send(makeFrame('ff:ff:ff:ff:ff:ff', MAC_Q, 60));
       R.send(makeFrame('ff:ff:ff:ff:ff:ff', MAC_R, 60));
-      await sleep(100);
-    }
-    assert.ok(sees(P, [MAC_Q, MAC_R]) && sees(Q, [MAC_P, MAC_R]), 'good peers see each other\'s broadcasts');
+      return false;
+    }, { what: "good peers to see each other's broadcasts", intervalMs: 100 });
     P.frames.length = 0;
     Q.frames.length = 0;
 
@@ -119,10 +118,9 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
     clients.forEach((c, i) => c.sock.write(lengthPrefixed([makeFrame('ff:ff:ff:ff:ff:ff', idMac(i), 60)])));
     // wait until all are learned (so the id frames are not mixed up with what follows)
     {
-      const end = Date.now() + 5000;
       let s = await q.stats();
-      while (kinds.some((_, i) => !s.ports.some((p) => p.macs.includes(idMac(i)))) && Date.now() < end) { await sleep(50); s = await q.stats(); }
-      assert.ok(kinds.every((_, i) => s.ports.some((p) => p.macs.includes(idMac(i)))), `all fuzz clients learned: ${JSON.stringify(s.ports.map((p) => p.macs))}`);
+      await waitFor(async () => { s = await q.stats(); return kinds.every((_, i) => s.ports.some((p) => p.macs.includes(idMac(i)))); },
+        { what: 'all fuzz clients learned', intervalMs: 50, diag: () => JSON.stringify(s.ports.map((p) => p.macs)) });
     }
 
     const sent = { runts: 0, zero: 0, multicastSrc: 0, tagged: 0, shortTagged: 0 };
@@ -202,18 +200,20 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
           writeBatch(c, [makeFrame('ff:ff:ff:ff:ff:ff', idMac(i), MAX_FRAME)]);
           await tick();
           {
+            // in three writes, each handed to the kernel before the next (so qnet may read them apart)
             const d = lengthPrefixed([makeFrame('ff:ff:ff:ff:ff:ff', idMac(i), MAX_FRAME)]);
+            const drained = () => waitFor(() => c.sock.writableLength === 0, { what: 'the write to drain' });
             c.sock.write(d.subarray(0, 3));
-            await sleep(5);
+            await drained();
             c.sock.write(d.subarray(3, 40000));
-            await sleep(5);
+            await drained();
             c.sock.write(d.subarray(40000));
           }
           return;
         case 'cut': { // connection dropped in the middle of a frame
           const d = lengthPrefixed([makeFrame('ff:ff:ff:ff:ff:ff', idMac(i), 1000)]);
           c.sock.write(d.subarray(0, 500));
-          await sleep(20);
+          await waitFor(() => c.sock.writableLength === 0, { what: 'the half frame to be written' });
           c.sock.destroy();
           return;
         }
@@ -235,8 +235,7 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
         const d = rnd.bytes(len);
         if (len >= 14 && rnd.chance(0.5)) d[6] |= 1; // multicast source
         s.send(d, udpPort, '127.0.0.1');
-        if (k % 10 === 0) await sleep(1);
-        else await tick();
+        await tick();
       }
     })();
 
@@ -249,9 +248,11 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
       }
     })();
     const goodUdp = (async () => {
+      // at most 40 datagrams in flight (about 56 KB, well inside a socket's receive buffer),
+      // so none is lost however slowly qnet gets to read them
       for (let k = 0; k < M; k++) {
         R.send(rToQ[k]);
-        if (k % 20 === 19) await sleep(2);
+        if (k % 20 === 19) await waitFor(() => Q.frames.filter((f) => isFrom(f, MAC_R)).length >= k - 40, { what: `Q to receive R's frame ${k - 40}`, timeoutMs: 15_000 });
       }
     })();
 
@@ -263,13 +264,8 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
 
     // ---- verdicts --------------------------------------------------------------------------
     const collect = async (peer: StreamPeer, src: string, want: number): Promise<Buffer[]> => {
-      const end = Date.now() + 15_000;
-      let got = peer.frames.filter((f) => isFrom(f, src));
-      while (got.length < want && Date.now() < end) {
-        await sleep(50);
-        got = peer.frames.filter((f) => isFrom(f, src));
-      }
-      return got;
+      await waitFor(() => peer.frames.filter((f) => isFrom(f, src)).length >= want, { what: `${want} frames from ${src}`, timeoutMs: 15_000 }).catch(() => {});
+      return peer.frames.filter((f) => isFrom(f, src));
     };
     const check = (got: Buffer[], want: Buffer[], what: string): void => {
       assert.equal(got.length, want.length, `${what}: ${got.length} of ${want.length} frames arrived`);
@@ -295,14 +291,12 @@ test('qnet switch survives fuzzing and keeps forwarding good traffic', { timeout
     // qnet alive, SIGUSR1 answers, counters show the drops.
     assert.ok(q.alive, `qnet exited: ${q.exitCode ?? q.exitSignal}\n${q.stderr}`);
     // Everything written has left our sockets; poll the counters until qnet has read it all.
-    for (const end = Date.now() + 5000; clients.some((c) => !c.closed() && c.sock.writableLength > 0) && Date.now() < end;) await sleep(20);
+    await waitFor(() => clients.every((c) => c.closed() || c.sock.writableLength === 0), { what: 'the fuzz clients\' writes to drain' });
     const expectRx = (st: SwitchStats, k: (typeof kinds)[number], n: number): boolean =>
       (st.ports.find((p) => p.macs.includes(idMac(byKind(k)[0])))?.rxFrames ?? 0) >= n;
     let s = await q.stats();
-    for (const end = Date.now() + 10_000; !(expectRx(s, 'split', 201) && expectRx(s, 'maxsize', 3)) && Date.now() < end;) {
-      await sleep(100);
-      s = await q.stats();
-    }
+    await waitFor(async () => { s = await q.stats(); return expectRx(s, 'split', 201) && expectRx(s, 'maxsize', 3); },
+      { what: 'qnet to have read the split and maxsize streams', intervalMs: 100 }).catch(() => {});
     const portOf = (i: number): PortStats | undefined => s.ports.find((p) => p.macs.includes(idMac(i)));
     for (const i of [...byKind('badprefix-min'), ...byKind('badprefix-rnd'), ...byKind('cut')]) {
       assert.equal(portOf(i), undefined, `${kinds[i]} port removed from the switch`);
