@@ -27,10 +27,6 @@ import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-switch.ts';
 
-
-
-/** Like sleep, but does not keep the process alive (for races against an exit). */
-
 async function freeUdpPorts(n: number): Promise<number[]> {
   const socks: dgram.Socket[] = [];
   for (let i = 0; i < n; i++) {

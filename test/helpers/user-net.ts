@@ -15,7 +15,6 @@ import type { Netns } from './netns.ts';
 import { waitFor } from './wait.ts';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** QEMU arguments for a virtio NIC on a qnet stream socket. */
 export function streamNic(sock: string, mac: string, id = 'n0'): string[] {
