@@ -32,8 +32,10 @@ export class QnetSwitch {
   }
   get pid(): number { return this.child.pid!; }
   get alive(): boolean { return this.exitCode === undefined; }
-  static async start(args: string[], listeners: number): Promise<QnetSwitch> {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `prefix` runs it through e.g. runAsArgv(nobody). */
+  static async start(args: string[], listeners: number, prefix: string[] = [], env?: NodeJS.ProcessEnv): Promise<QnetSwitch> {
+    const argv = [...prefix, process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args];
+    const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const q = new QnetSwitch(child);
     try {
       await waitFor(() => (q.stdout.match(/listening on /g) ?? []).length >= listeners, {

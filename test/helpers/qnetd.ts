@@ -69,6 +69,8 @@ export interface DaemonOptions {
   runtimeDir?: string;
   stateDir?: string;
   env?: NodeJS.ProcessEnv;
+  /** run it through this, e.g. runAsArgv(nobody) */
+  prefix?: string[];
 }
 
 /** `node bin/qnet.js up ...` */
@@ -86,7 +88,8 @@ export class Daemon extends Proc {
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env.QNET_CONFIG;
     Object.assign(env, o.env);
-    const d = new Daemon(spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }), o.api);
+    const argv = [...(o.prefix ?? []), process.execPath, ...args];
+    const d = new Daemon(spawn(argv[0], argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }), o.api);
     try {
       await waitFor(() => d.stdout.includes('control API on'), {
         what: 'qnet up to start', timeoutMs: 30_000, diag: () => tail(d.stderr) + tail(d.stdout),
@@ -150,12 +153,13 @@ export class RunGuest extends Proc {
     void this.exited.then(() => this.cleanupCmd());
   }
 
-  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>, opts: { env?: NodeJS.ProcessEnv; model?: string } = {}): Promise<RunGuest> {
+  /** opts.prefix runs qnet run (and so QEMU) through it; give guest.runAs the same user then. */
+  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>, opts: { env?: NodeJS.ProcessEnv; model?: string; prefix?: string[] } = {}): Promise<RunGuest> {
     const cmd = await guestQemuCommand({ name, ...guest });
     // setpriv --pdeathsig: QEMU (qnet run's child) dies with qnet run even if that is SIGKILLed
     const qemu = (await hasPdeathsig()) ? ['setpriv', '--pdeathsig', 'KILL', ...cmd.argv] : cmd.argv;
-    const args = [QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(api ? ['--api', api] : []), '--', ...qemu];
-    const child = spawn(process.execPath, args, { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const argv = [...(opts.prefix ?? []), process.execPath, QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(api ? ['--api', api] : []), '--', ...qemu];
+    const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     return new RunGuest(child, name, cmd.cleanup);
   }
 

@@ -61,9 +61,10 @@ export class QnetUser {
    * is node's own, since `ip netns exec` and setpriv exec). Resolves once qnet printed its
    * attach hint, i.e. the socket is listening.
    */
-  static async start(opts: string, sock: string, ns?: Netns, extra: string[] = []): Promise<QnetUser> {
-    const argv = [process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'user', opts, '--listen', `unix:${sock}`, ...extra];
-    const child = ns ? ns.spawn(argv, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(argv[0], argv.slice(1), { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  static async start(opts: string, sock: string, ns?: Netns, extra: string[] = [], o: { prefix?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<QnetUser> {
+    const argv = [...(o.prefix ?? []), process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'user', opts, '--listen', `unix:${sock}`, ...extra];
+    const env = { ...process.env, ...o.env };
+    const child = ns ? ns.spawn(argv, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(argv[0], argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const q = new QnetUser(child);
     try {
       await waitFor(() => q.stdout.includes('attach QEMU with'), {
