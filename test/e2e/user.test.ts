@@ -26,6 +26,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
+import { qnet, qnetJson } from '../helpers/qnetd.ts';
 import {
   QnetUser, startDns, startHttp, startTcpEcho, freeTcpPort, freeUdpPort, streamNic, type TestDns,
 } from '../helpers/user-net.ts';
@@ -128,6 +129,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
   let gRestr: Guest;
   let rMain: Map<string, string[]>;
   let rRestr: Map<string, string[]>;
+  const apiMain = join(dir.path, 'main.api');
   const t0 = Date.now();
 
   before(async () => {
@@ -152,7 +154,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
       `guestfwd=tcp:10.0.2.101:5555-cmd:echo ${CMD_TOKEN}`,
       'guestfwd=tcp:10.0.2.102:6666-cmd:head -n 1',
       `dnsupstream=127.0.0.1:${dns.port}`,
-    ].join(','), sMain);
+    ].join(','), sMain, undefined, ['--api', apiMain]);
     qRestr = await QnetUser.start(`restrict=on,hostname=qnet-r,hostfwd=tcp:127.0.0.1:${ports.hfRestr}-:80,dnsupstream=127.0.0.1:${dns.port}`, sRestr);
     [gMain, gRestr] = await Promise.all([
       bootGuest({ name: 'user-main', netArgs: streamNic(sMain, MAC_MAIN), script: mainScript(ports), timeoutMs: 140_000 }),
@@ -244,6 +246,21 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
 
   test('hostfwd reaches the guest httpd', async () => {
     assert.equal(await fetchText(ports.hfMain), GUEST_PAGE);
+  });
+
+  test('forwards change at run time through qnet user --api: qnet forward add, ls, rm', async () => {
+    assert.ok(qMain.stdout.includes(`control: qnet forward ls|add|rm user ... --api ${apiMain}`), qMain.stdout);
+    const port = await freeTcpPort();
+    const add = await qnet(apiMain, ['forward', 'add', 'user', `tcp:${port}`, '10.0.2.15:80']);
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal(add.stdout, `tcp:127.0.0.1:${port}: tcp 127.0.0.1:${port} -> 10.0.2.15:80 on user\n`);
+    assert.equal(await fetchText(port), GUEST_PAGE);
+    const ls = await qnetJson<{ id: string; guest: string; guestPort: number; source: string; connections: number }[]>(apiMain, ['forward', 'ls', 'user']);
+    assert.deepEqual(ls.filter((f) => f.source === 'runtime').map((f) => [f.id, f.guest, f.guestPort, f.connections]), [[`tcp:127.0.0.1:${port}`, '10.0.2.15', 80, 1]]);
+    const rm = await qnet(apiMain, ['forward', 'rm', 'user', `tcp:${port}`]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(await fetchText(port), /^ERR .*ECONNREFUSED/);
+    assert.deepEqual((await qnetJson<{ source: string }[]>(apiMain, ['forward', 'ls', 'user'])).filter((f) => f.source === 'runtime'), []);
   });
 
   test('restrict=on: outbound TCP refused, gateway ping and DNS still served, hostfwd works', async () => {
