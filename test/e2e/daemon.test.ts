@@ -12,9 +12,10 @@
 // `qnet run --name`, vm3 is named by the config) get distinct addresses (vm3 its reserved one),
 // ping each other by name and fetch each other's busybox httpd as NAME and NAME.lab.test,
 // reach a loopback HTTP server through NAT at the gateway address and resolve an outside name
-// through the test's DNS server. The test checks `qnet leases/net show/vm ls --json`,
-// `qnet info network` and /metrics, and a `qnet forward add` to vm2's httpd that works from the
-// host and is refused again after `qnet forward rm`.
+// through the test's DNS server, and resolve the config's `records:` name (www, www.lab.test).
+// The test checks `qnet leases/net show/vm ls --json`, `qnet info network` and /metrics, a
+// `qnet forward add` to vm2's httpd that works from the host and is refused again after
+// `qnet forward rm`, and `qnet capture lab --port vm2` (read back with tshark: vm2's frames only).
 // quiet: two guests reach each other by name; the gateway answers pings; TCP and UDP to the
 // host's loopback services through the gateway address are refused (RST, ICMP port
 // unreachable; counted), and outside names do not resolve.
@@ -32,9 +33,10 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { makeTempDir } from '../helpers/cleanup.ts';
-import { Daemon, RunGuest, qnet, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
+import { Daemon, QNET, RunGuest, qnet, qnetJson, tcpListeners } from '../helpers/qnetd.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { freeTcpPort, repoRoot, startDns, startHttp, type TestDns } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(4).toString('hex');
@@ -46,6 +48,9 @@ const DNS_TABLE = { [OUTSIDE]: '192.0.2.77', [OUTSIDE_ISO]: '192.0.2.78' };
 const LAB_GW = '10.77.0.1';
 const QUIET_GW = '10.78.0.1';
 const STATIC_IP = '10.77.0.10';
+/** a `records:` entry of the config: a name with no VM behind it */
+const RECORD = 'www';
+const RECORD_IP = '10.77.0.42';
 
 const page = (vm: string): string => `page-${vm}-${TOKEN}`;
 
@@ -71,6 +76,10 @@ pingt gw ${LAB_GW}
 echo QNET nat $(timeout 10 wget -q -O - http://${LAB_GW}:${httpPort}/${vm} 2>&1 | oneline)
 out=$(nslookup ${OUTSIDE} 2>&1); rc=$?
 echo QNET dns-out $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
+for n in ${RECORD} ${RECORD}.lab.test; do
+  out=$(nslookup $n 2>&1); rc=$?
+  echo QNET record-$n $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
+done
 echo QNET checked
 read done
 echo QNET finished
@@ -111,6 +120,7 @@ networks:
     dhcp: 10.77.0.100-10.77.0.199
     domain: lab.test
     upstreams: [127.0.0.1:${o.dnsPort}]
+    records: [{ name: ${RECORD}, ip: ${RECORD_IP} }]
 ${o.hosts ? `    hosts: ${o.hosts}\n` : ''}  - name: quiet
     mode: isolated
     subnet: 10.78.0.0/24
@@ -141,6 +151,16 @@ async function fetchText(port: number): Promise<string> {
   } catch (e) {
     return `ERR ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
   }
+}
+
+/** tshark -r FILE ARGS: the tab-separated fields of each frame. */
+function tshark(file: string, args: string[]): Promise<string[][]> {
+  return new Promise((resolve, reject) => {
+    execFile('tshark', ['-r', file, ...args], { maxBuffer: 16 << 20 }, (e, out, err) => {
+      if (e) reject(new Error(`tshark: ${e.message}\n${err}`));
+      else resolve(out.split('\n').filter(Boolean).map((l) => l.split('\t')));
+    });
+  });
 }
 
 /** Run `node -e CODE` as nobody:nogroup without supplementary groups; its stdout. */
@@ -274,6 +294,15 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
       assert.ok(!dns.queries.some((q) => /^vm\d/.test(q)), `local names never go upstream: ${dns.queries.join(' ')}`);
     });
 
+    test('config records: resolve as NAME and NAME.lab.test, answered by the daemon', () => {
+      for (const g of lab) {
+        const r = g.results();
+        assert.deepEqual(r.get(`record-${RECORD}`), ['0', RECORD_IP], `${g.name}: nslookup ${RECORD}\n${g.diag()}`);
+        assert.deepEqual(r.get(`record-${RECORD}.lab.test`), ['0', RECORD_IP], `${g.name}: nslookup ${RECORD}.lab.test\n${g.diag()}`);
+      }
+      assert.ok(!dns.queries.some((q) => q.startsWith(RECORD)), `records never go upstream: ${dns.queries.join(' ')}`);
+    });
+
     test('qnet leases --json', async () => {
       const leases = await qnetJson<{ network: string; mac: string; ip: string; hostname?: string; static: boolean }[]>(api, ['leases']);
       const labLeases = leases.filter((l) => l.network === 'lab');
@@ -354,6 +383,39 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
       assert.match(rm.stdout, /removed tcp:127\.0\.0\.1:\d+ \(-> vm2:80\)/);
       assert.equal(await fetchText(hostPort), 'ERR ECONNREFUSED');
       assert.deepEqual(await qnetJson(api, ['forward', 'ls', 'lab']), []);
+    });
+
+    test("qnet capture lab --port vm2 records that VM's port and nothing else", async () => {
+      const file = join(dir.path, 'vm2.pcap');
+      const cap = spawn(process.execPath, [QNET, 'capture', 'lab', '--port', 'vm2', '-w', file, '--api', api], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      cap.stderr.on('data', (d: Buffer) => (err += d));
+      const capExit = new Promise<number | null>((r) => cap.on('close', r));
+      const hostPort = await freeTcpPort();
+      try {
+        await waitFor(() => /Ctrl-C stops/.test(err), { what: 'qnet capture to start', timeoutMs: 20_000, diag: () => err });
+        // traffic to vm2 (through a forward) and, on the same network, to vm1
+        assert.equal((await qnet(api, ['forward', 'add', 'lab', `tcp:${hostPort}`, 'vm2:80'])).code, 0);
+        assert.equal(await fetchText(hostPort), page('vm2'));
+        const v1 = await freeTcpPort();
+        assert.equal((await qnet(api, ['forward', 'add', 'lab', `tcp:${v1}`, 'vm1:80'])).code, 0);
+        assert.equal(await fetchText(v1), page('vm1'));
+        await qnet(api, ['forward', 'rm', 'lab', `tcp:${v1}`]);
+      } finally {
+        await qnet(api, ['forward', 'rm', 'lab', `tcp:${hostPort}`]);
+        cap.kill('SIGINT');
+      }
+      assert.equal(await capExit, 0, err);
+      const n = /(\d+) frames captured on lab port vm2 to /.exec(err);
+      assert.ok(n && Number(n[1]) > 0, err);
+      const vm2 = macs.get('vm2')!;
+      const rows = await tshark(file, ['-T', 'fields', '-e', 'eth.src', '-e', 'eth.dst', '-e', 'tcp.srcport', '-e', 'tcp.dstport']);
+      assert.equal(rows.length, Number(n[1]), 'every frame the CLI counted is in the file');
+      // every frame came from vm2 or went to it (unicast to vm2, or a broadcast/multicast it was sent)
+      const foreign = rows.filter(([src, dst]) => src !== vm2 && dst !== vm2 && !/^(ff:ff:ff:ff:ff:ff|01:|33:33:)/.test(dst));
+      assert.deepEqual(foreign, [], 'only vm2\'s frames');
+      assert.ok(rows.some(([src, , sport]) => src === vm2 && sport === '80'), 'vm2\'s httpd answering');
+      assert.ok(!rows.some(([src]) => src === macs.get('vm1')), 'nothing vm1 sent to the host');
     });
 
     test('guests power off; qnet run exits with QEMU\'s status and unregisters the VM', async () => {
