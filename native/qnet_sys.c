@@ -1,7 +1,9 @@
 // qnet_sys: the three socket kinds Node lacks, as small N-API bindings.
 //
 //   unix datagram sockets  (AF_UNIX, SOCK_DGRAM)          QEMU -netdev dgram,local.type=unix
-//   ICMP echo ping sockets (AF_INET, SOCK_DGRAM, ICMP)    ICMP NAT without raw sockets
+//   ICMP echo sockets, IPv4 and IPv6: "ping" sockets (SOCK_DGRAM, the kernel owns the
+//   identifier; no privilege beyond net.ipv4.ping_group_range), or raw sockets (SOCK_RAW,
+//   CAP_NET_RAW) where ping sockets are not permitted
 //   tap devices            (/dev/net/tun, IFF_TAP|IFF_NO_PI)
 //
 // Every descriptor is non-blocking and watched with a uv_poll_t on Node's own loop. On
@@ -14,6 +16,10 @@
 //   [0] offset in the receive buffer   [1] real length (may exceed the slot: truncated)
 //   [2] peer IPv4 (host order; ICMP)   [3] flags: 0 = data; ICMP_ERR | type << 8 | code
 //   [4] original destination IPv4 of an ICMP error (host order)
+//   [5..8] peer IPv6 (16 bytes as they are on the wire; ICMPv6)
+//   [9..12] original destination IPv6 of an ICMPv6 error
+// A raw IPv4 socket receives the IP header too: [0] and [1] then describe the ICMP message
+// after it, so both socket kinds deliver the same thing.
 //
 // Lifetime: a handle is referenced by its JS wrapper and by its poll handle; the memory is
 // freed when both are gone (wrapper finalized and uv_close completed). The fd is closed in
@@ -38,7 +44,7 @@
 #include <uv.h>
 
 #define QH_MAX_BATCH 64
-#define QH_STRIDE 5
+#define QH_STRIDE 13
 #define QH_ICMP_ERR 0x80000000u
 
 enum { KIND_UNIX = 1, KIND_ICMP = 2, KIND_TAP = 3 };
@@ -48,6 +54,8 @@ typedef struct {
   napi_env env;
   int fd;
   int kind;
+  int family;      // ICMP: AF_INET or AF_INET6
+  int raw;         // ICMP: a raw socket (else a ping socket)
   int refs;        // JS wrapper + poll handle
   int closed;
   int polling;
@@ -282,26 +290,49 @@ static napi_value open_unix_dgram(napi_env env, napi_callback_info ci) {
   return qh_new(env, fd, KIND_UNIX);
 }
 
-// openIcmp(): an ICMP echo socket bound to a kernel-chosen identifier, IP_RECVERR on.
+// openIcmp(family 4|6, raw bool): an ICMP echo socket. A ping socket is bound to a
+// kernel-chosen identifier with IP(V6)_RECVERR on; a raw socket (CAP_NET_RAW) sees every ICMP
+// message for the host, errors included, and leaves identifiers to the caller.
 static napi_value open_icmp(napi_env env, napi_callback_info ci) {
-  (void)ci;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+  napi_value argv[2];
+  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  int32_t fam = 4;
+  bool raw = false;
+  CHECK(napi_get_value_int32(env, argv[0], &fam));
+  CHECK(napi_get_value_bool(env, argv[1], &raw));
+  int af = fam == 6 ? AF_INET6 : AF_INET;
+  int proto = fam == 6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+  int fd = socket(af, (raw ? SOCK_RAW : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
   if (fd < 0) {
-    throw_errno(env, "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)", errno);
-    return NULL;
-  }
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
-    int e = errno;
-    close(fd);
-    throw_errno(env, "bind ICMP echo socket", e);
+    char what[96];
+    snprintf(what, sizeof what, "socket(%s, %s, %s)", fam == 6 ? "AF_INET6" : "AF_INET", raw ? "SOCK_RAW" : "SOCK_DGRAM", fam == 6 ? "IPPROTO_ICMPV6" : "IPPROTO_ICMP");
+    throw_errno(env, what, errno);
     return NULL;
   }
   int one = 1;
-  setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);  // optional: errors just won't show
-  return qh_new(env, fd, KIND_ICMP);
+  if (!raw) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = (sa_family_t)af;
+    socklen_t sl = fam == 6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+      int e = errno;
+      close(fd);
+      throw_errno(env, "bind ICMP echo socket", e);
+      return NULL;
+    }
+    // optional: errors just won't show
+    if (fam == 6) setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &one, sizeof one);
+    else setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);
+  }
+  napi_value hv = qh_new(env, fd, KIND_ICMP);
+  if (hv == NULL) return NULL;
+  void *hp = NULL;
+  if (napi_unwrap(env, hv, &hp) == napi_ok && hp != NULL) {
+    ((qh_t *)hp)->family = af;
+    ((qh_t *)hp)->raw = raw;
+  }
+  return hv;
 }
 
 // openTap(name): [handle, actual name]. name may be "" (kernel picks tapN).
@@ -353,12 +384,20 @@ static void put_info(qh_t *h, int i, size_t off, ssize_t len, uint32_t addr, uin
   e[2] = addr;
   e[3] = flags;
   e[4] = orig;
+  memset(e + 5, 0, 32);
+}
+
+// The IPv6 peer (and original destination) of entry i.
+static void put_info6(qh_t *h, int i, const struct in6_addr *peer, const struct in6_addr *orig) {
+  uint32_t *e = h->info + (size_t)i * QH_STRIDE;
+  if (peer) memcpy(e + 5, peer, 16);
+  if (orig) memcpy(e + 9, orig, 16);
 }
 
 // One ICMP error from the error queue into slot i; 1 if stored, 0 if none, -1 on EAGAIN.
 static int read_errqueue(qh_t *h, int i, size_t off) {
   struct iovec iov = { h->data + off, h->slot };
-  struct sockaddr_in dst;
+  struct sockaddr_storage dst;
   char cbuf[512];
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
@@ -372,20 +411,32 @@ static int read_errqueue(qh_t *h, int i, size_t off) {
   ssize_t r = recvmsg(h->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
   if (r < 0) return -1;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_IP || c->cmsg_type != IP_RECVERR) continue;
+    int v6 = c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR;
+    if (!v6 && !(c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR)) continue;
     struct sock_extended_err ee;
     if (c->cmsg_len < CMSG_LEN(sizeof ee)) continue;
     memcpy(&ee, CMSG_DATA(c), sizeof ee);
-    if (ee.ee_origin != SO_EE_ORIGIN_ICMP) return 0;
+    if (ee.ee_origin != (v6 ? SO_EE_ORIGIN_ICMP6 : SO_EE_ORIGIN_ICMP)) return 0;
+    uint32_t flags = QH_ICMP_ERR | ((uint32_t)ee.ee_type << 8) | ee.ee_code;
+    ssize_t len = (msg.msg_flags & MSG_TRUNC) ? (ssize_t)h->slot : r;
+    if (v6) {
+      struct sockaddr_in6 off6;
+      memset(&off6, 0, sizeof off6);
+      if (c->cmsg_len >= CMSG_LEN(sizeof ee + sizeof off6)) memcpy(&off6, CMSG_DATA(c) + sizeof ee, sizeof off6);
+      const struct sockaddr_in6 *d6 = (const struct sockaddr_in6 *)&dst;
+      put_info(h, i, off, len, 0, flags, 0);
+      put_info6(h, i, &off6.sin6_addr, dst.ss_family == AF_INET6 ? &d6->sin6_addr : NULL);
+      return 1;
+    }
     uint32_t offender = 0;
     if (c->cmsg_len >= CMSG_LEN(sizeof ee + sizeof(struct sockaddr_in))) {
       struct sockaddr_in off_sin;
       memcpy(&off_sin, CMSG_DATA(c) + sizeof ee, sizeof off_sin);
       if (off_sin.sin_family == AF_INET) offender = ntohl(off_sin.sin_addr.s_addr);
     }
-    uint32_t orig = msg.msg_namelen >= sizeof dst && dst.sin_family == AF_INET ? ntohl(dst.sin_addr.s_addr) : 0;
-    put_info(h, i, off, (msg.msg_flags & MSG_TRUNC) ? (ssize_t)h->slot : r, offender,
-             QH_ICMP_ERR | ((uint32_t)ee.ee_type << 8) | ee.ee_code, orig);
+    const struct sockaddr_in *d4 = (const struct sockaddr_in *)&dst;
+    uint32_t orig = dst.ss_family == AF_INET ? ntohl(d4->sin_addr.s_addr) : 0;
+    put_info(h, i, off, len, offender, flags, orig);
     return 1;
   }
   return 0;
@@ -407,7 +458,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     h->polling = 0;
     if (h->kind != KIND_ICMP) err = -status == EBADF ? EIO : -status;
   }
-  if (h->kind == KIND_ICMP) {
+  if (h->kind == KIND_ICMP && !h->raw) {
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);  // clear sk_err
@@ -433,6 +484,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
       struct sockaddr sa;
       struct sockaddr_un sun;
       struct sockaddr_in sin;
+      struct sockaddr_in6 sin6;
     } addr;
     socklen_t al = sizeof addr;
     memset(&addr, 0, sizeof addr);
@@ -451,7 +503,16 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     uint32_t ip = 0;
     if (h->kind == KIND_ICMP && al >= sizeof addr.sin && addr.sin.sin_family == AF_INET)
       ip = ntohl(addr.sin.sin_addr.s_addr);
-    put_info(h, n, off, r, ip, 0, 0);
+    size_t skip = 0;
+    if (h->kind == KIND_ICMP && h->raw && h->family == AF_INET) {
+      // a raw IPv4 socket gets the IP header: describe the ICMP message after it
+      size_t got = (size_t)r < h->slot ? (size_t)r : h->slot;
+      size_t ihl = got >= 20 ? (size_t)(h->data[off] & 15) * 4 : got;
+      skip = ihl <= got ? ihl : got;
+    }
+    put_info(h, n, off + skip, r - (ssize_t)skip, ip, 0, 0);
+    if (h->kind == KIND_ICMP && al >= sizeof addr.sin6 && addr.sin6.sin6_family == AF_INET6)
+      put_info6(h, n, &addr.sin6.sin6_addr, NULL);
     if (senders != NULL) {
       napi_value s = NULL;
       size_t plen = 0;
@@ -586,7 +647,9 @@ static napi_value send_unix(napi_env env, napi_callback_info ci) {
   return make_int(env, send_one(h->fd, p, n, (struct sockaddr *)&sun, sl));
 }
 
-// sendIcmp(handle, buf /* ICMP header + data */, dstIp /* u32 host order */) -> 0 | errno
+// sendIcmp(handle, buf /* ICMP header + data */, dst /* IPv4 u32 host order, or a 16-byte
+// Buffer for IPv6 */) -> 0 | errno. A ping socket fills in identifier and checksum; on a raw
+// socket the caller's identifier stands (and, for IPv4, its checksum; ICMPv6's is the kernel's).
 static napi_value send_icmp(napi_env env, napi_callback_info ci) {
   napi_value argv[3];
   if (get_args(env, ci, 3, argv) < 0) return NULL;
@@ -594,11 +657,22 @@ static napi_value send_icmp(napi_env env, napi_callback_info ci) {
   if (h == NULL) return NULL;
   void *p;
   size_t n;
-  uint32_t ip;
   if (get_buf(env, argv[1], &p, &n) < 0) return NULL;
-  CHECK(napi_get_value_uint32(env, argv[2], &ip));
   if (h->closed || h->kind != KIND_ICMP) return make_int(env, EBADF);
   if (n < 8) return make_int(env, EINVAL);
+  if (h->family == AF_INET6) {
+    void *a;
+    size_t an;
+    if (get_buf(env, argv[2], &a, &an) < 0) return NULL;
+    if (an != 16) return make_int(env, EINVAL);
+    struct sockaddr_in6 sin6;
+    memset(&sin6, 0, sizeof sin6);
+    sin6.sin6_family = AF_INET6;
+    memcpy(&sin6.sin6_addr, a, 16);
+    return make_int(env, send_one(h->fd, p, n, (struct sockaddr *)&sin6, sizeof sin6));
+  }
+  uint32_t ip;
+  CHECK(napi_get_value_uint32(env, argv[2], &ip));
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -619,6 +693,60 @@ static napi_value write_fd(napi_env env, napi_callback_info ci) {
   return make_int(env, send_one(h->fd, p, n, NULL, 0));
 }
 
+// ---- checksum ---------------------------------------------------------------------------
+
+// sum16(buf, off, len, initial) -> the ones' complement sum of buf[off, off+len) as big-endian
+// 16-bit words, plus `initial`, folded to 16 bits (not complemented): a partial sum that
+// chains like the JS one. Summed as native 32-bit words into a 64-bit accumulator (the
+// compiler vectorises it) and byte-swapped at the end, which RFC 1071 2(B) allows.
+static napi_value sum16(napi_env env, napi_callback_info ci) {
+  napi_value argv[4];
+  if (get_args(env, ci, 4, argv) < 0) return NULL;
+  void *data;
+  size_t blen;
+  if (get_buf(env, argv[0], &data, &blen) < 0) return NULL;
+  uint32_t off = 0, len = 0;
+  double init = 0;
+  CHECK(napi_get_value_uint32(env, argv[1], &off));
+  CHECK(napi_get_value_uint32(env, argv[2], &len));
+  CHECK(napi_get_value_double(env, argv[3], &init));
+  if ((size_t)off + len > blen) {
+    napi_throw_range_error(env, NULL, "sum16: range outside the buffer");
+    return NULL;
+  }
+  const uint8_t *p = (const uint8_t *)data + off;
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    uint32_t w;
+    memcpy(&w, p + i, 4);
+    s += w;
+  }
+  if (i + 2 <= len) {
+    uint16_t w;
+    memcpy(&w, p + i, 2);
+    s += w;
+    i += 2;
+  }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (i < len) s += p[i];  // an odd last byte is the high byte of its word: low byte before the swap
+#else
+  if (i < len) s += (uint64_t)p[i] << 8;
+#endif
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t r = ((s & 0xff) << 8) | (s >> 8);  // native (little-endian) order -> network order
+#else
+  uint64_t r = s;
+#endif
+  uint64_t in = init > 0 ? (uint64_t)init : 0;
+  r += in;
+  while (r >> 16) r = (r & 0xffff) + (r >> 16);
+  napi_value v;
+  CHECK(napi_create_double(env, (double)r, &v));
+  return v;
+}
+
 // ---- misc -------------------------------------------------------------------------------
 
 // localPort(handle) -> the bound port (for an ICMP echo socket: the echo identifier)
@@ -627,12 +755,13 @@ static napi_value local_port(napi_env env, napi_callback_info ci) {
   if (get_args(env, ci, 1, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
-  if (h->closed || h->kind != KIND_ICMP) return make_int(env, -1);
-  struct sockaddr_in sin;
-  socklen_t sl = sizeof sin;
-  memset(&sin, 0, sizeof sin);
-  if (getsockname(h->fd, (struct sockaddr *)&sin, &sl) < 0) return make_int(env, -1);
-  return make_int(env, ntohs(sin.sin_port));
+  if (h->closed || h->kind != KIND_ICMP || h->raw) return make_int(env, -1);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockname(h->fd, (struct sockaddr *)&ss, &sl) < 0) return make_int(env, -1);
+  if (ss.ss_family == AF_INET6) return make_int(env, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+  return make_int(env, ntohs(((struct sockaddr_in *)&ss)->sin_port));
 }
 
 // setRef(handle, bool): whether an active handle keeps the event loop alive
@@ -671,6 +800,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "localPort", NULL, local_port, NULL, NULL, NULL, napi_enumerable, NULL },
     { "setRef", NULL, set_ref, NULL, NULL, NULL, napi_enumerable, NULL },
     { "close", NULL, close_handle, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "sum16", NULL, sum16, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_value v;
   if (napi_create_uint32(env, QH_STRIDE, &v) == napi_ok) napi_set_named_property(env, exports, "STRIDE", v);

@@ -24,6 +24,7 @@ export function formatNetwork(n: NetworkInfo): string {
     ['mode', n.mode],
     ['subnet', n.subnet],
     ['gateway', n.gateway || '-'],
+    ...(n.subnet6 ? [['subnet6', n.subnet6], ['gateway6', n.gateway6 ?? '-']] as [string, string][] : []),
     ['domain', n.domain ?? '-'],
     ['mtu', String(n.mtu)],
   ];

@@ -11,7 +11,10 @@
 //       gateway: 192.168.122.1
 //       dhcp: 192.168.122.2-192.168.122.254
 //       domain: qnet
-//       hosts: [{ mac: 52:54:00:00:00:10, ip: 192.168.122.10, name: db }]
+//       hosts: [{ mac: 52:54:00:00:00:10, ip: 192.168.122.10, ip6: fd00:122::10, name: db }]
+//       subnet6: fd00:122::/64              # IPv6 beside IPv4 (a ULA of your choice)
+//       gateway6: fd00:122::1               # default: the prefix's ::1
+//       dhcp6: fd00:122::100-fd00:122::1ff  # stateful DHCPv6; default: slaac (RA only)
 //       forwards: [{ proto: tcp, hostPort: 8080, guest: web, guestPort: 80 }]
 //       attach: [unix:/run/user/1000/qnet/default.sock]
 import fs from 'node:fs';
@@ -19,13 +22,25 @@ import path from 'node:path';
 import os from 'node:os';
 import YAML from 'yaml';
 import { parseAttach, type AttachSpec } from '../network/attach.ts';
-import { inSubnet, ip4ToString, maskOf, parseIp4 } from '../wire/addr.ts';
+import { inSubnet, ip4ToString, ip6ToString, maskOf, parseIp4, parseIp6 } from '../wire/addr.ts';
 import type { NetworkMode, ForwardRule } from '../common/types.ts';
 import { defaultRuntimeDir, defaultStateDir } from '../common/paths.ts';
 import { parseUserCliOptions, type UserCliOptions } from '../qemu/user-network.ts';
 
-export interface HostEntry { mac: string; ip: number; name?: string }
-export interface RecordEntry { name: string; ip: number }
+export interface HostEntry { mac: string; ip: number; ip6?: string; name?: string }
+/** A DNS record: an IPv4 address (ip) or an IPv6 one (ip6, text) */
+export interface RecordEntry { name: string; ip?: number; ip6?: string }
+
+/** IPv6 on a shared network. */
+export interface Ipv6Config {
+  /** the prefix, e.g. fd00:122:: */
+  prefix: string;
+  prefixLen: number;
+  /** the router (and DNS) address */
+  gateway: string;
+  /** stateful DHCPv6 range; absent: SLAAC only */
+  dhcpRange?: { start: string; end: string };
+}
 
 export interface NetworkConfig {
   name: string;
@@ -42,6 +57,8 @@ export interface NetworkConfig {
   upstreams?: { host: string; port: number }[];
   forwards: ForwardRule[];
   mtu: number;
+  /** IPv6 beside IPv4 (nat and isolated networks; user networks have it in `user`) */
+  ipv6?: Ipv6Config;
   attach: AttachSpec[];
   /** QEMU stream servers to connect to (qnet user --connect) */
   connect?: AttachSpec[];
@@ -156,12 +173,71 @@ function list(r: Reader, p: (string | number)[], v: Node): Node[] {
   return r.fail(p, 'expected a list');
 }
 
-function hostPortOf(r: Reader, p: (string | number)[], s: string, defPort: number): { host: string; port: number } {
-  const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(s);
-  if (!m || parseIp4(m[1]) === null) r.fail(p, `'${s}' is not IPv4[:PORT]`);
-  const port = m[2] ? Number(m[2]) : defPort;
+function hostPortOf(r: Reader, p: (string | number)[], s: string, defPort: number, v6 = false): { host: string; port: number } {
+  const m = /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\])(?::(\d+))?$/.exec(s);
+  if (!m || (m[1] !== undefined ? parseIp4(m[1]) === null : !v6 || parseIp6(m[2]) === null)) r.fail(p, v6 ? `'${s}' is not IPv4[:PORT] or [IPv6][:PORT]` : `'${s}' is not IPv4[:PORT]`);
+  const port = m[3] ? Number(m[3]) : defPort;
   if (port < 1 || port > 65535) r.fail(p, `port ${port} is out of range 1-65535`);
-  return { host: m[1], port };
+  return { host: m[1] ?? m[2], port };
+}
+
+/** IPv6 text in canonical form, or a failure naming the key. */
+function ipv6(r: Reader, p: (string | number)[], v: Node): string {
+  const s = str(r, p, v);
+  const b = parseIp6(s);
+  if (!b) r.fail(p, `'${s}' is not an IPv6 address`);
+  return ip6ToString(b, 0);
+}
+
+function v6Prefix(b: Buffer, len: number): Buffer {
+  const out = Buffer.from(b);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, len - 8 * i));
+    out[i] &= bits === 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+  }
+  return out;
+}
+
+/** subnet6 / gateway6 / dhcp6 of a shared network. */
+function parseIpv6Net(r: Reader, p: (string | number)[], v: Record<string, Node>): { cfg?: Ipv6Config; inNet6: (q: (string | number)[], s: string, what: string) => string } {
+  const none = { inNet6: (q: (string | number)[]): string => r.fail(q, 'an IPv6 address needs subnet6 on the network (e.g. subnet6: fd00:1::/64)') };
+  if (v.subnet6 === undefined) {
+    for (const k of ['gateway6', 'dhcp6']) if (v[k] !== undefined) r.fail([...p, k], `'${k}' needs subnet6 (e.g. subnet6: fd00:1::/64)`);
+    return none;
+  }
+  const s = str(r, [...p, 'subnet6'], v.subnet6);
+  const m = /^([0-9a-fA-F:.]+)\/(\d+)$/.exec(s);
+  const b = m ? parseIp6(m[1]) : null;
+  const len = m ? Number(m[2]) : -1;
+  if (!b || len < 48 || len > 120) r.fail([...p, 'subnet6'], `'${s}' is not an IPv6 prefix of length 48-120 (e.g. fd00:1::/64)`);
+  const prefix = v6Prefix(b, len);
+  if (!prefix.equals(b)) r.fail([...p, 'subnet6'], `'${s}' has host bits set; did you mean ${ip6ToString(prefix, 0)}/${len}?`);
+  if (b[0] === 0xff || (b[0] === 0xfe && (b[1] & 0xc0) === 0x80)) r.fail([...p, 'subnet6'], `'${s}' is multicast or link-local: use a global or unique local prefix (fd00::/8)`);
+  const inNet6 = (q: (string | number)[], text: string, what: string): string => {
+    const a = parseIp6(text);
+    if (!a) return r.fail(q, `'${text}' is not an IPv6 address`);
+    if (!v6Prefix(a, len).equals(prefix) || a.equals(prefix)) r.fail(q, `${what} ${text} is not a host address in ${s}`);
+    return ip6ToString(a, 0);
+  };
+  const gw = Buffer.from(prefix);
+  gw[15] |= 1;
+  const gateway = v.gateway6 === undefined ? ip6ToString(gw, 0) : inNet6([...p, 'gateway6'], ipv6(r, [...p, 'gateway6'], v.gateway6), 'gateway6');
+  let dhcpRange: Ipv6Config['dhcpRange'];
+  if (v.dhcp6 !== undefined && v.dhcp6 !== 'slaac') {
+    const q = [...p, 'dhcp6'];
+    let a: string, e: string;
+    if (isMap(v.dhcp6)) { checkKeys(r, q, v.dhcp6, ['start', 'end']); a = str(r, [...q, 'start'], v.dhcp6.start); e = str(r, [...q, 'end'], v.dhcp6.end); }
+    else { [a, e] = str(r, q, v.dhcp6).split('-').map((x) => x.trim()); }
+    const start = inNet6(q, a, 'DHCPv6 range start');
+    const end = inNet6(q, e ?? '', 'DHCPv6 range end');
+    if (Buffer.compare(parseIp6(end)!, parseIp6(start)!) < 0) r.fail(q, `DHCPv6 range ${a}-${e} ends before it starts`);
+    const g = parseIp6(gateway)!;
+    if (Buffer.compare(g, parseIp6(start)!) >= 0 && Buffer.compare(g, parseIp6(end)!) <= 0) r.fail(q, `DHCPv6 range ${a}-${e} contains the gateway ${gateway}`);
+    dhcpRange = { start, end };
+  } else if (len !== 64) {
+    r.fail([...p, 'subnet6'], `SLAAC needs a /64 prefix; give a /64, or a stateful range (dhcp6: START-END)`);
+  }
+  return { cfg: { prefix: ip6ToString(prefix, 0), prefixLen: len, gateway, dhcpRange }, inNet6 };
 }
 
 export function parseConfig(text: string, file = '(embedded default)', opts: { runtimeDir?: string; stateDir?: string } = {}): Config {
@@ -235,7 +311,7 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
   return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
 }
 
-const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options'];
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options'];
 
 function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: string): NetworkConfig {
   if (!isMap(v)) r.fail(p, 'expected a mapping with name, mode, subnet, ...');
@@ -254,12 +330,12 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   const mtu = v.mtu === undefined ? 1500 : int(r, [...p, 'mtu'], v.mtu, 576, 65521);
 
   if (mode === 'user') {
-    for (const k of ['subnet', 'gateway', 'dhcp', 'hosts', 'records', 'domain', 'leaseTime']) {
+    for (const k of ['subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'hosts', 'records', 'domain', 'leaseTime']) {
       if (v[k] !== undefined) r.fail([...p, k], `mode user takes QEMU's -netdev user options in 'options' (e.g. net=, host=, dhcpstart=), not '${k}'`);
     }
     let user: UserCliOptions;
     try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
-    const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53)) : user.dnsUpstreams;
+    const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53, true)) : user.dnsUpstreams;
     return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), where };
   }
   if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
@@ -291,24 +367,28 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     if (dhcpEnd < dhcpStart) r.fail(q, `DHCP range ${s}-${e} ends before it starts`);
     if (gateway >= dhcpStart && gateway <= dhcpEnd) r.fail(q, `DHCP range ${s}-${e} contains the gateway ${ip4ToString(gateway)}`);
   }
+  const v6 = parseIpv6Net(r, p, v);
   const hosts = list(r, [...p, 'hosts'], v.hosts).map((h, j): HostEntry => {
     const q = [...p, 'hosts', j];
-    if (!isMap(h)) r.fail(q, 'expected { mac, ip, name }');
-    checkKeys(r, q, h, ['mac', 'ip', 'name']);
+    if (!isMap(h)) r.fail(q, 'expected { mac, ip, ip6, name }');
+    checkKeys(r, q, h, ['mac', 'ip', 'ip6', 'name']);
     const mac = str(r, [...q, 'mac'], h.mac).toLowerCase();
     if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) r.fail([...q, 'mac'], `'${mac}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
     if (parseInt(mac.slice(0, 2), 16) & 1) r.fail([...q, 'mac'], `'${mac}' is a multicast MAC; a NIC needs a unicast one`);
     const name = h.name === undefined ? undefined : str(r, [...q, 'name'], h.name);
     if (name !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(name)) r.fail([...q, 'name'], `'${name}' is not a valid host name`);
-    return { mac, ip: inNet([...q, 'ip'], ipv4(r, [...q, 'ip'], h.ip), 'host address'), name };
+    const ip6 = h.ip6 === undefined ? undefined : v6.inNet6([...q, 'ip6'], str(r, [...q, 'ip6'], h.ip6), 'host IPv6 address');
+    return { mac, ip: inNet([...q, 'ip'], ipv4(r, [...q, 'ip'], h.ip), 'host address'), ...(ip6 ? { ip6 } : {}), name };
   });
   const records = list(r, [...p, 'records'], v.records).map((h, j): RecordEntry => {
     const q = [...p, 'records', j];
-    if (!isMap(h)) r.fail(q, 'expected { name, ip }');
+    if (!isMap(h)) r.fail(q, 'expected { name, ip } (ip: an IPv4 or IPv6 address)');
     checkKeys(r, q, h, ['name', 'ip']);
-    return { name: str(r, [...q, 'name'], h.name), ip: ipv4(r, [...q, 'ip'], h.ip) };
+    const text = str(r, [...q, 'ip'], h.ip);
+    const name = str(r, [...q, 'name'], h.name);
+    return text.includes(':') ? { name, ip6: ipv6(r, [...q, 'ip'], text) } : { name, ip: ipv4(r, [...q, 'ip'], text) };
   });
-  const upstreams = v.upstreams === undefined ? undefined : list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53));
+  const upstreams = v.upstreams === undefined ? undefined : list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53, true));
   if (mode === 'isolated' && upstreams?.length) r.fail([...p, 'upstreams'], 'an isolated network has no way out, so no DNS upstreams');
   const domain = v.domain === undefined ? undefined : str(r, [...p, 'domain'], v.domain);
   if (domain !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(domain)) r.fail([...p, 'domain'], `'${domain}' is not a DNS domain`);
@@ -316,6 +396,7 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
     domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach, where,
+    ...(v6.cfg ? { ipv6: v6.cfg } : {}),
   };
 }
 

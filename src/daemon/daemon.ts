@@ -8,7 +8,9 @@ import { Network, type NetworkOptions } from '../network/network.ts';
 import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
-import { ip4ToString, parseIp4 } from '../wire/addr.ts';
+import { ip4ToString, ip6ToString } from '../wire/addr.ts';
+import { addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
+import net from 'node:net';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
@@ -29,7 +31,11 @@ interface Running {
   net: Network;
 }
 
-function forwardId(proto: string, hostAddr: string, hostPort: number): string { return `${proto}:${hostAddr || '0.0.0.0'}:${hostPort}`; }
+/** `proto:hostAddr:hostPort`, an IPv6 host address in brackets (tcp:[::1]:8022). */
+function forwardId(proto: string, hostAddr: string, hostPort: number): string {
+  const a = hostAddr || '0.0.0.0';
+  return `${proto}:${a.includes(':') ? `[${a}]` : a}:${hostPort}`;
+}
 
 function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
@@ -55,11 +61,15 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     staticHosts: cfg.hosts.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.name })),
     domain: cfg.domain,
     dnsSearch: cfg.domain ? [cfg.domain] : undefined,
-    records: cfg.records,
+    records: cfg.records.map((rec) => ({ name: rec.name, ip: rec.ip ?? parseAddr(rec.ip6!)! })),
     upstreams: cfg.upstreams,
     mtu: cfg.mtu,
     forwards: cfg.forwards,
     listen: cfg.attach,
+    ipv6: cfg.ipv6 ? {
+      prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
+      hosts: cfg.hosts.filter((h) => h.ip6).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
+    } : undefined,
   };
 }
 
@@ -97,6 +107,7 @@ export class Daemon implements DaemonControl {
     const st = this.store.net(cfg.name);
     const opts = networkOptions(cfg);
     opts.onLease = () => { st.leases = r.net.dhcp.exportLeases() as typeof st.leases; this.store.changed(); };
+    opts.onLease6 = () => { st.leases6 = r.net.dhcp6?.exportLeases() ?? []; this.store.changed(); };
     let net: Network;
     try {
       net = await Network.start(opts);
@@ -108,6 +119,7 @@ export class Daemon implements DaemonControl {
     const r: Running = { cfg, key: JSON.stringify({ ...cfg, where: undefined }), net };
     this.running.set(cfg.name, r);
     net.dhcp.importLeases(st.leases);
+    if (st.leases6) net.dhcp6?.importLeases(st.leases6);
     for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
     for (const f of st.forwards) {
       try { await net.hostfwd.add(f); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
@@ -119,6 +131,7 @@ export class Daemon implements DaemonControl {
     const r = this.running.get(name);
     if (!r) return;
     this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+    if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
     r.net.close();
     this.running.delete(name);
     log.info('network down', { network: name });
@@ -184,6 +197,7 @@ export class Daemon implements DaemonControl {
     const r = this.get(name);
     return {
       name, mode: r.cfg.mode, subnet: cidr(r.cfg), gateway: ip4ToString(r.cfg.gateway), domain: r.cfg.domain, mtu: r.cfg.mtu,
+      ...(r.net.prefix6 ? { subnet6: `${ip6ToString(r.net.prefix6.prefix, 0)}/${r.net.prefix6.len}`, gateway6: addrToString(r.net.prefix6.router) } : {}),
       attach: r.cfg.attach.map((a) => a.text),
       ports: this.ports(r),
       leases: this.leaseInfo(r),
@@ -195,7 +209,10 @@ export class Daemon implements DaemonControl {
 
   private leaseInfo(r: Running): LeaseInfo[] {
     const statics = new Set(r.cfg.hosts.map((h) => h.mac));
-    return r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const v4 = r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
+    const statics6 = new Set(r.cfg.hosts.filter((h) => h.ip6).map((h) => h.mac));
+    const v6 = (r.net.dhcp6?.leases() ?? []).map((l) => ({ mac: l.mac, ip: l.ip, hostname: l.hostname, expiresAt: l.expiresAt, static: statics6.has(l.mac) }));
+    return [...v4, ...v6];
   }
 
   private ports(r: Running): PortInfo[] {
@@ -209,7 +226,11 @@ export class Daemon implements DaemonControl {
       const names = new Set<string>();
       for (const m of macs) {
         for (const l of leases) if (l.mac === m) { addrs.add(ip4ToString(l.ip)); if (l.hostname) names.add(l.hostname); }
-        for (const [ip, n] of r.net.gw.neighbours) if (n.mac.equals(Buffer.from(m.split(':').map((x) => parseInt(x, 16))))) addrs.add(ip4ToString(ip));
+        const mac = Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
+        for (const [ip, n] of r.net.gw.neighbours) if (n.mac.equals(mac)) addrs.add(ip4ToString(ip));
+        // IPv6: what the guest formed or was given on the prefix (link-local ones are not listed)
+        const p6 = r.net.prefix6;
+        if (p6) for (const [a, n] of r.net.gw.neighbours6) if (n.mac.equals(mac) && inPrefix6(a, p6.prefix, p6.len)) addrs.add(addrToString(a));
       }
       const vm = r.net.portOwners.get(sp.port) ?? macs.map((m) => vmByMac.get(m)).find(Boolean);
       out.push({ id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer, macs, addresses: [...addrs], hostnames: [...names], vm, ...sp.port.counters, drops: { ...sp.drops } });
@@ -222,7 +243,7 @@ export class Daemon implements DaemonControl {
     return r.net.forwards().map((f) => {
       const id = forwardId(f.proto, f.hostAddr, f.boundPort);
       return {
-        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guest || ip4ToString(f.guestIp), guestPort: f.guestPort,
+        id, proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.boundPort, guest: f.guest || addrToString(f.guestIp), guestPort: f.guestPort,
         connections: f.connections, source: runtime.has(id) || runtime.has(forwardId(f.proto, f.hostAddr, f.hostPort)) ? 'runtime' : 'config',
       };
     });
@@ -245,7 +266,7 @@ export class Daemon implements DaemonControl {
     if (!Number.isInteger(spec.guestPort) || spec.guestPort < 1 || spec.guestPort > 65535) throw new BadRequestError(`guestPort ${spec.guestPort} is out of range 1-65535`);
     if (typeof spec.guest !== 'string' || !spec.guest) throw new BadRequestError('guest (a VM name or IPv4 address) is required');
     const hostAddr = spec.hostAddr ?? '127.0.0.1';
-    if (hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IPv4 address`);
+    if (net.isIP(hostAddr) === 0) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IP address`);
     let active;
     try {
       active = await r.net.hostfwd.add({ ...spec, hostAddr });
@@ -262,10 +283,11 @@ export class Daemon implements DaemonControl {
     const r = this.get(network);
     const before = this.forwardInfo(r);
     const m = /^(tcp|udp):(?:(.*):)?(\d+)$/.exec(id);
-    if (!m) throw new BadRequestError(`'${id}' is not a forward id (PROTO:[HOSTADDR:]HOSTPORT, e.g. tcp:127.0.0.1:8080)`);
+    if (!m) throw new BadRequestError(`'${id}' is not a forward id (PROTO:[HOSTADDR:]HOSTPORT, e.g. tcp:127.0.0.1:8080 or tcp:[::1]:8080)`);
     const proto = m[1] as 'tcp' | 'udp';
     const port = Number(m[3]);
-    const addr = m[2] === undefined ? undefined : m[2] === '0.0.0.0' ? '' : m[2];
+    const given = m[2]?.replace(/^\[(.*)\]$/, '$1');
+    const addr = given === undefined ? undefined : given === '0.0.0.0' ? '' : given;
     const gone = r.net.hostfwd.remove(proto, port, addr);
     if (gone.length === 0) throw new NotFoundError(`no forward ${id} on network '${network}' (forwards: ${before.map((f) => f.id).join(', ') || 'none'})`);
     const st = this.store.net(network);

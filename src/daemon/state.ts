@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LeaseRecord } from '../services/dhcp.ts';
+import type { LeaseRecord6 } from '../services/dhcp6-leases.ts';
 import type { ForwardRule, VmRecord } from './types.ts';
 import { logger } from '../util/log.ts';
 
@@ -11,6 +12,8 @@ const log = logger('state');
 
 export interface NetworkState {
   leases: LeaseRecord[];
+  /** DHCPv6 leases (absent in state files written before IPv6) */
+  leases6?: LeaseRecord6[];
   forwards: ForwardRule[];
   /** VM name -> MAC */
   macs: Record<string, string>;

@@ -47,6 +47,9 @@ export interface NetworkInfo {
   gateway: string;
   domain?: string;
   mtu: number;
+  /** IPv6 on the network: its prefix and router address */
+  subnet6?: string;
+  gateway6?: string;
   /** where QEMU attaches: unix:PATH, udp:HOST:PORT, ... */
   attach: string[];
   ports: PortInfo[];

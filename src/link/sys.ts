@@ -1,14 +1,12 @@
 // Loader for the qnet_sys native addon (native/qnet_sys.c, built by node-gyp during
 // `npm ci` / `npm rebuild` because binding.gyp sits at the repository root).
 //
-// The addon provides what Node lacks: unix datagram sockets, ICMP echo ("ping") sockets and
-// tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
+// The addon provides what Node lacks: unix datagram sockets, ICMP echo sockets (ping and
+// raw, both families) and tap devices. Each is a non-blocking fd watched on Node's own libuv loop; on readiness the
 // native side drains the fd into a receive buffer owned by JS and makes one callback per
 // wakeup with the number of datagrams; their offsets/lengths are in a Uint32Array.
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import os from 'node:os';
+import { addonPath, loadNative, nativeFailure, repoRoot } from '../util/native.ts';
 
 /** An opaque native handle (a wrapped fd plus its poll handle). */
 export interface SysHandle { readonly __qnetSysHandle: unique symbol }
@@ -17,18 +15,19 @@ export interface SysHandle { readonly __qnetSysHandle: unique symbol }
 export type BatchCallback = (count: number, senders: (string | null)[] | undefined, errno: number) => void;
 
 export interface QnetSys {
-  /** u32 per datagram in the info array: offset, real length, IPv4, flags, original dst. */
+  /** u32 per datagram in the info array: offset, real length, IPv4, flags, original dst, IPv6 peer (4), IPv6 original dst (4). */
   readonly STRIDE: number;
   /** Most datagrams drained per wakeup. */
   readonly MAX_BATCH: number;
   openUnixDgram(path: string, bufBytes: number): SysHandle;
-  openIcmp(): SysHandle;
+  /** An ICMP echo socket: a ping socket, or a raw one (CAP_NET_RAW). */
+  openIcmp(family: 4 | 6, raw: boolean): SysHandle;
   openTap(name: string): [SysHandle, string];
   start(h: SysHandle, buf: Buffer, info: Uint32Array, slot: number, cb: BatchCallback): void;
   /** 0 or an errno. */
   sendUnix(h: SysHandle, buf: Buffer, path: string): number;
-  /** buf starts at the ICMP header; dst is an IPv4 address as u32. 0 or an errno. */
-  sendIcmp(h: SysHandle, buf: Buffer, dst: number): number;
+  /** buf starts at the ICMP header; dst is an IPv4 address as u32, or 16 bytes of IPv6. 0 or an errno. */
+  sendIcmp(h: SysHandle, buf: Buffer, dst: number | Buffer): number;
   /** 0 or an errno. */
   write(h: SysHandle, buf: Buffer): number;
   /** The bound port: for an ICMP echo socket, the kernel-assigned echo identifier. */
@@ -40,25 +39,16 @@ export interface QnetSys {
 /** flags bit in info[3]: this entry is an ICMP error from the error queue (type << 8 | code below). */
 export const ICMP_ERR_FLAG = 0x80000000;
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const addonPath = path.join(root, 'build', 'Release', 'qnet_sys.node');
-
-let cached: QnetSys | null = null;
+export { addonPath };
 
 /** The addon; throws a clear error when it has not been built. */
 export function sys(): QnetSys {
-  if (cached) return cached;
-  const require = createRequire(import.meta.url);
-  try {
-    cached = require(addonPath) as QnetSys;
-  } catch (e) {
-    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    throw new Error(
-      `qnet native addon not available (${addonPath}): ${why}. ` +
-      `Build it with \`npm rebuild\` in ${root} (needs a C compiler, python3 and make; npm ci does this automatically).`,
-    );
-  }
-  return cached;
+  const s = loadNative<QnetSys>();
+  if (s) return s;
+  throw new Error(
+    `qnet native addon not available (${addonPath}): ${nativeFailure()}. ` +
+    `Build it with \`npm rebuild\` in ${repoRoot} (needs a C compiler, python3 and make; npm ci does this automatically).`,
+  );
 }
 
 /** Whether the addon loads (for tests and feature checks). */

@@ -5,6 +5,12 @@
 //   isolated  guests, DHCP and DNS, and no way out (libvirt's isolated network)
 // Attach points (where QEMU connects) are part of the network; the daemon and the CLI only
 // build the options and read the state.
+//
+// IPv6 (when `ipv6` is given): the gateway answers NDP on the prefix and its link-local
+// address, router advertisements configure guests (SLAAC; DHCPv6 for addresses when a range
+// is set, else for DNS and boot information only), DNS answers on the IPv6 DNS address too,
+// and the NATs carry IPv6 to the host's IPv6 sockets, the router address meaning the host's
+// ::1 as the IPv4 gateway means 127.0.0.1.
 import { Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
 import { TcpStack } from '../stack/tcp/stack.ts';
@@ -15,12 +21,17 @@ import { UdpNat } from '../services/udp-nat.ts';
 import { HostForwarder, type ActiveHostFwd } from '../services/hostfwd.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
 import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
-import { DnsForwarder, TYPE_A } from '../services/dns.ts';
+import { DnsForwarder } from '../services/dns.ts';
+import { TYPE_A, TYPE_AAAA } from '../services/dns-codec.ts';
+import { RouterAdvertiser } from '../services/router-adv.ts';
+import { Dhcp6Server, type Lease6, type LeaseEvent6 } from '../services/dhcp6.ts';
+import type { HostAddrs } from '../services/host-target.ts';
+import { V6_BASE, inPrefix6, parseAddr } from '../stack/addr.ts';
 import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString, macKey, macKeyToString, parseIp4 } from '../wire/addr.ts';
+import { ip4ToString, macKey, macKeyToString, parseIp4, parseIp6 } from '../wire/addr.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
@@ -28,6 +39,23 @@ import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
 
 export interface DnsRecord { name: string; ip: number }
+
+/** IPv6 on a network (text addresses; the network interns them). */
+export interface Ipv6Options {
+  /** the network's prefix, e.g. 'fec0::' with prefixLen 64 */
+  prefix: string;
+  prefixLen: number;
+  /** the router address (the guests' default router; in NAT modes also the host's ::1) */
+  router: string;
+  /** the DNS server address (may be the router's) */
+  dns: string;
+  /** the router's link-local address; default fe80::1 (user mode: fe80::2, as slirp) */
+  linkLocal?: string;
+  /** DHCPv6 stateful pool; absent: SLAAC only (DHCPv6 still answers information requests) */
+  dhcpRange?: { start: string; end: string };
+  /** static IPv6 hosts (DHCPv6 hands the address to the MAC; DNS answers AAAA by name) */
+  hosts?: { mac: string; ip: string; hostname?: string }[];
+}
 
 export interface NetworkOptions {
   name: string;
@@ -63,6 +91,25 @@ export interface NetworkOptions {
   pcap?: string;
   maxConnsPerGuest?: number;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
+  onLease6?: (lease: Lease6, event: LeaseEvent6) => void;
+  /** IPv6 on the segment; absent: IPv4 only */
+  ipv6?: Ipv6Options;
+}
+
+/** The first `len` bits of an address, the rest zero. */
+function maskPrefix(b: Buffer, len: number): Buffer {
+  const out = Buffer.from(b);
+  for (let i = 0; i < 16; i++) {
+    const bits = Math.max(0, Math.min(8, len - 8 * i));
+    out[i] &= bits === 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+  }
+  return out;
+}
+
+function addr(s: string, what: string): number {
+  const a = parseAddr(s);
+  if (a === null || a < V6_BASE) throw new Error(`${what} '${s}' is not an IPv6 address`);
+  return a;
 }
 
 /** slirp-style gateway MAC: 52:55 followed by the gateway address. */
@@ -81,11 +128,18 @@ export class Network {
   readonly dhcp: DhcpServer;
   readonly dns: DnsForwarder;
   readonly tftp: TftpServer | null;
+  readonly tftp6: TftpServer | null;
   readonly tcpNat: TcpNat | null;
   readonly udpNat: UdpNat | null;
   readonly icmpNat: IcmpNat | null;
   readonly hostfwd: HostForwarder;
   readonly guestfwd: GuestForwarder;
+  readonly ra: RouterAdvertiser | null;
+  readonly dhcp6: Dhcp6Server | null;
+  /** the gateway's addresses that stand for the host, per family */
+  readonly hostAddrs: HostAddrs;
+  /** the IPv6 prefix (masked) and the DNS address id, when the network has IPv6 */
+  readonly prefix6: { prefix: Buffer; len: number; dns: number; router: number } | null;
   /** NAT to the outside and the gateway address reaching host loopback */
   readonly nat: boolean;
   /** MACs seen on two live ports at once */
@@ -103,11 +157,26 @@ export class Network {
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
     this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);
     this.sw = new Switch();
-    this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500 });
+    let ipv6;
+    if (opts.ipv6) {
+      const o6 = opts.ipv6;
+      const raw = parseIp6(o6.prefix);
+      if (!raw || !(o6.prefixLen >= 8 && o6.prefixLen <= 128)) throw new Error(`ipv6 prefix '${o6.prefix}/${o6.prefixLen}' is not an IPv6 prefix`);
+      const prefix = maskPrefix(raw, o6.prefixLen);
+      const router = addr(o6.router, 'ipv6 router');
+      const dns = addr(o6.dns, 'ipv6 dns');
+      if (!inPrefix6(router, prefix, o6.prefixLen) || !inPrefix6(dns, prefix, o6.prefixLen)) throw new Error(`the IPv6 router ${o6.router} and DNS ${o6.dns} must be inside ${o6.prefix}/${o6.prefixLen}`);
+      this.prefix6 = { prefix, len: o6.prefixLen, dns, router };
+      ipv6 = { prefix, prefixLen: o6.prefixLen, addrs: router === dns ? [router] : [router, dns], linkLocal: addr(o6.linkLocal ?? 'fe80::1', 'ipv6 link-local') };
+    } else {
+      this.prefix6 = null;
+    }
+    this.hostAddrs = { v4: opts.gateway, v6: this.prefix6?.router ?? -1 };
+    this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500, ipv6 });
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
     this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
-    this.gw.onTcp = (p) => this.tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
+    this.gw.onTcp = (p) => this.tcp.input(p.src, p.dst, p.buf, p.l4, p.l4End, p.pseudo);
     this.dhcp = new DhcpServer(this.gw, {
       serverIp: opts.gateway,
       router: opts.gateway,
@@ -127,18 +196,43 @@ export class Network {
     const shared = opts.mode !== 'user';
     this.dns = new DnsForwarder(this.gw, {
       listenIp: opts.dns,
+      listenIps: this.prefix6 ? [this.prefix6.dns] : [],
       // an isolated network has no way out, not even for DNS
       upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
       resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
     });
     this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway }) : null;
-    this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, opts.gateway) : null;
-    this.udpNat = this.nat ? new UdpNat(this.gw, opts.gateway) : null;
-    this.icmpNat = this.nat ? new IcmpNat(this.gw, opts.gateway) : null;
+    // slirp serves TFTP on its IPv6 host address too
+    this.tftp6 = opts.tftp && this.prefix6 ? new TftpServer(this.gw, { root: opts.tftp, listenIp: this.prefix6.router }) : null;
+    this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, this.hostAddrs) : null;
+    this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs) : null;
+    this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs) : null;
+    if (this.prefix6 && ipv6) {
+      const o6 = opts.ipv6!;
+      const search = opts.dnsSearch?.length ? opts.dnsSearch : opts.domain ? [opts.domain] : undefined;
+      // DHCPv6: stateful addresses from the range (and static hosts), always DNS/search/boot info
+      this.dhcp6 = new Dhcp6Server(this.gw, {
+        serverMac: this.gw.mac, serverAddr: ipv6.linkLocal, prefix: this.prefix6.prefix, prefixLen: this.prefix6.len,
+        range: o6.dhcpRange, dns: [this.prefix6.dns], search, validLifetime: opts.leaseTime,
+        bootfileUrl: opts.tftp && opts.bootfile ? `tftp://[${o6.router}]/${opts.bootfile}` : undefined,
+        staticHosts: o6.hosts?.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.hostname })),
+        onLease: opts.onLease6,
+      });
+      const ra = new RouterAdvertiser(this.gw, {
+        prefix: this.prefix6.prefix, prefixLen: this.prefix6.len, linkLocal: ipv6.linkLocal, mtu: opts.mtu ?? 1500,
+        dns: [this.prefix6.dns], search, managed: this.dhcp6.managed, other: true,
+      });
+      this.ra = ra;
+      this.gw.onRouterSolicit = (p) => ra.solicited(p);
+    } else {
+      this.ra = null;
+      this.dhcp6 = null;
+    }
     this.guestfwd = new GuestForwarder(guestfwdRules);
-    this.hostfwd = new HostForwarder(this.gw, this.tcp, opts.gateway, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
+    this.hostfwd = new HostForwarder(this.gw, this.tcp, this.hostAddrs, () => opts.dhcpStart, shared ? (n) => this.addressOf(n) : undefined);
     if (this.nat) {
       this.gw.natAddrs.add(opts.gateway);
+      if (this.prefix6) this.gw.natAddrs.add(this.prefix6.router);
       const udp = this.udpNat!;
       const icmp = this.icmpNat!;
       this.gw.onUdp = (p, u) => udp.input(p, u);
@@ -153,12 +247,12 @@ export class Network {
   private openTcp(conn: TcpConn): boolean {
     const g = this.guestfwd.match(conn.remoteIp, conn.remotePort);
     if (g) { this.guestfwd.open(conn, g); return true; }
-    if (conn.remoteIp === this.opts.dns && conn.remotePort === 53) {
+    if ((conn.remoteIp === this.opts.dns || conn.remoteIp === this.prefix6?.dns) && conn.remotePort === 53) {
       conn.attach(serveDnsStream(this.dns));
       return true;
     }
     if (!this.tcpNat) return false;
-    if (this.gw.addrs.has(conn.remoteIp) && conn.remoteIp !== this.opts.gateway) return false;
+    if ((this.gw.addrs.has(conn.remoteIp) || conn.remoteIp === this.gw.linkLocal) && !this.gw.natAddrs.has(conn.remoteIp)) return false;
     this.tcpNat.open(conn);
     return true;
   }
@@ -186,25 +280,58 @@ export class Network {
     return best ? best.ip : null;
   }
 
+  /**
+   * A VM's IPv6 addresses on the prefix (the ones it formed or was given, as the gateway has
+   * seen them), for AAAA answers and forwards by name.
+   */
+  addresses6Of(name: string): number[] {
+    const p6 = this.prefix6;
+    if (!p6) return [];
+    const n = this.shortName(name);
+    const out: number[] = [];
+    const add = (a: number | null): void => { if (a !== null && !out.includes(a)) out.push(a); };
+    // a static IPv6 host of that name, and whatever DHCPv6 gave the VM's MAC or the name
+    const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
+    if (st) add(parseAddr(st.ip));
+    const v4 = this.addressOf(n);
+    let mac = this.vmMacs.get(n) ?? st?.mac.toLowerCase();
+    if (!mac && v4 !== null) {
+      const nb = this.gw.neighbours.get(v4);
+      if (nb) mac = macKeyToString(macKey(nb.mac, 0));
+    }
+    for (const l of this.dhcp6?.leases() ?? []) {
+      if (l.mac === mac || (!mac && l.hostname !== undefined && this.shortName(l.hostname) === n)) { mac ??= l.mac; add(parseAddr(l.ip)); }
+    }
+    if (!mac) return out;
+    // then what it formed itself (SLAAC), as the gateway has seen it on the wire
+    for (const [a, nb] of this.gw.neighbours6) {
+      if (inPrefix6(a, p6.prefix, p6.len) && macKeyToString(macKey(nb.mac, 0)) === mac) add(a);
+    }
+    return out;
+  }
+
   /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */
   private resolveLocal(name: string, type: number): number[] | null | undefined {
     const full = name.toLowerCase().replace(/\.$/, '');
     const n = this.shortName(full);
     const inDomain = !this.opts.domain || full !== n || !full.includes('.');
-    let ip: number | null = null;
-    for (const r of this.opts.records ?? []) {
-      const rn = r.name.toLowerCase().replace(/\.$/, '');
-      if (rn === full || rn === n) { ip = r.ip; break; }
+    // records first: every record of the name, answered by family
+    const recs = (this.opts.records ?? []).filter((r) => { const rn = r.name.toLowerCase().replace(/\.$/, ''); return rn === full || rn === n; });
+    if (recs.length > 0) {
+      if (type === TYPE_A) return recs.map((r) => r.ip).filter((a) => a < V6_BASE);
+      if (type === TYPE_AAAA) return recs.map((r) => r.ip).filter((a) => a >= V6_BASE);
+      return [];
     }
-    if (ip === null && inDomain) {
-      if (n === 'gateway' || n === 'host') ip = this.opts.gateway;
-      else ip = this.addressOf(n);
-    }
-    if (ip === null) {
+    const gatewayName = inDomain && (n === 'gateway' || n === 'host');
+    const ip = !inDomain ? null : gatewayName ? this.opts.gateway : this.addressOf(n);
+    const ip6s = !inDomain ? [] : gatewayName ? (this.prefix6 ? [this.prefix6.router] : []) : this.addresses6Of(n);
+    if (ip === null && ip6s.length === 0) {
       // a name in our own domain that nobody has: authoritative NXDOMAIN, don't leak it upstream
       return this.opts.domain && full !== n ? null : undefined;
     }
-    return type === TYPE_A ? [ip] : [];
+    if (type === TYPE_A) return ip === null ? [] : [ip];
+    if (type === TYPE_AAAA) return ip6s;
+    return [];
   }
 
   // ---- ports ----
@@ -244,11 +371,13 @@ export class Network {
     const macs = new Set(this.sw.macsOn(p));
     if (macs.size === 0) return;
     let flows = 0;
-    for (const [ip, n] of this.gw.neighbours) {
-      if (!macs.has(macKeyToString(macKey(n.mac, 0)))) continue;
-      flows += this.tcp.abortGuest(ip);
-      this.udpNat?.closeGuest(ip);
-      this.icmpNat?.closeGuest(ip);
+    for (const table of [this.gw.neighbours, this.gw.neighbours6]) {
+      for (const [ip, n] of [...table]) {
+        if (!macs.has(macKeyToString(macKey(n.mac, 0)))) continue;
+        flows += this.tcp.abortGuest(ip);
+        this.udpNat?.closeGuest(ip);
+        this.icmpNat?.closeGuest(ip);
+      }
     }
     if (flows > 0) this.log.info('guest port closed: its connections were reset on the host side', { port: p.name, connections: flows });
   }
@@ -297,11 +426,17 @@ export class Network {
       tcp: { ...this.tcp.stats, connections: this.tcp.size },
       tcpNat: this.tcpNat?.stats ?? null,
       udpNat: this.udpNat ? { ...this.udpNat.stats, active: this.udpNat.size } : null,
-      icmpNat: this.icmpNat?.stats ?? null,
+      icmpNat: this.icmpNat ? { ...this.icmpNat.stats, mode4: this.icmpNat.mode(false), mode6: this.prefix6 ? this.icmpNat.mode(true) : null } : null,
+      arp: this.gw.arp.stats,
+      ndp: this.gw.ndp?.stats ?? null,
+      ra: this.ra?.stats ?? null,
       dhcp: this.dhcp.stats,
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
+      tftp6: this.tftp6?.stats ?? null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
+      dhcp6: this.dhcp6?.stats ?? null,
+      leases6: this.dhcp6?.leases() ?? [],
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
       ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
       duplicateMacs: this.duplicates(),
@@ -313,11 +448,14 @@ export class Network {
     for (const c of this.connectors.values()) c.close();
     this.connectors.clear();
     this.hostfwd.closeAll();
+    this.ra?.close();
+    this.dhcp6?.close();
     this.tcp.close();
     this.udpNat?.closeAll();
     this.icmpNat?.closeAll();
     this.dns.close();
     this.tftp?.close();
+    this.tftp6?.close();
     this.dhcp.close();
     this.sw.close();
   }

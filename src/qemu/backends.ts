@@ -12,7 +12,11 @@ export function checkBackend(ctx: Ctx, opt: string, nd: Netdev): boolean {
   switch (nd.type) {
     case 'user': {
       const r = parseUserNetdev(formatQemuOpts(e.map((x) => [x.key, x.value])));
-      if (!r.ok) return err('user', r.error);
+      if (!r.ok) {
+        // QEMU's hostfwd parser takes IPv4 only; qnet user's takes [IPv6] too
+        const v6fwd = /^hostfwd: /.test(r.error) && e.some((x) => x.key === 'hostfwd' && x.value.includes('['));
+        return err('user', r.error, v6fwd ? "QEMU's hostfwd= takes IPv4 addresses only; `qnet user` accepts IPv6 in brackets there (hostfwd=tcp:[::1]:2222-:22)" : undefined);
+      }
       nd.user = r.config;
       for (const w of r.config.warnings) if (!w.startsWith('short-form')) diag(ctx, 'warning', 'user', opt, w);
       for (const f of r.config.hostfwd) bindHost(ctx, opt, f.proto, f.hostAddr, f.hostPort, `hostfwd=${f.raw}`);

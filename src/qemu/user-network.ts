@@ -1,15 +1,16 @@
 // `-netdev user` (QEMU's option string, validated by src/qemu/user-options.ts) as a qnet
-// network: slirp's addressing and services, served by the generic Network.
+// network: slirp's addressing and services, served by the generic Network. IPv6 is on by
+// default, as in QEMU 7.2 (fec0::/64, router fec0::2, DNS fec0::3, link-local fe80::2).
 import { Network, type NetworkOptions } from '../network/network.ts';
-import type { UserNetdevConfig } from './user-options.ts';
+import type { HostFwd, UserNetdevConfig } from './user-options.ts';
 import type { GuestFwdRule } from '../services/guestfwd.ts';
 import type { Upstream } from '../services/upstreams.ts';
 import type { AttachSpec } from '../network/attach.ts';
-import { parseIp4 } from '../wire/addr.ts';
+import { parseIp4, parseIp6 } from '../wire/addr.ts';
 import { parseQemuOpts, formatQemuOpts } from './opts.ts';
-import { parseUserNetdev } from './user-options.ts';
+import { parseHostFwdExtended, parseUserNetdev } from './user-options.ts';
 
-/** A -netdev user option string plus qnet's own keys (dnsupstream=, mtu=). */
+/** A -netdev user option string plus qnet's own keys (dnsupstream=, mtu=) and IPv6 hostfwd. */
 export interface UserCliOptions { config: UserNetdevConfig; dnsUpstreams?: { host: string; port: number }[]; mtu?: number }
 
 /** Split qnet's extra keys out of a -netdev user option string and validate the rest as QEMU would. */
@@ -18,14 +19,18 @@ export function parseUserCliOptions(optstr: string): UserCliOptions {
   if (parsed.error) throw new Error(parsed.error);
   const rest: [string, string][] = [];
   const dnsUpstreams: { host: string; port: number }[] = [];
+  const extraFwd: HostFwd[] = [];
   let mtu: number | undefined;
   for (const e of parsed.entries) {
     if (e.key === 'dnsupstream') {
-      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(e.value);
-      if (!m || parseIp4(m[1]) === null || (m[2] !== undefined && !(Number(m[2]) > 0 && Number(m[2]) < 65536))) {
-        throw new Error(`Parameter 'dnsupstream' expects IPv4 address[:port], got '${e.value}'`);
-      }
-      dnsUpstreams.push({ host: m[1], port: m[2] ? Number(m[2]) : 53 });
+      const m = /^(?:(\d+\.\d+\.\d+\.\d+)|\[([0-9a-fA-F:.]+)\])(?::(\d+))?$/.exec(e.value);
+      const ok = m && (m[1] ? parseIp4(m[1]) !== null : parseIp6(m[2]) !== null) && (m[3] === undefined || (Number(m[3]) > 0 && Number(m[3]) < 65536));
+      if (!m || !ok) throw new Error(`Parameter 'dnsupstream' expects an IPv4 address or [IPv6 address], then :port if not 53, got '${e.value}'`);
+      dnsUpstreams.push({ host: m[1] ?? m[2], port: m[3] ? Number(m[3]) : 53 });
+    } else if (e.key === 'hostfwd' && e.value.includes('[')) {
+      const r = parseHostFwdExtended(e.value)!;
+      if (!r.ok) throw new Error(`hostfwd: ${r.error}`);
+      extraFwd.push(r.fwd);
     } else if (e.key === 'mtu') {
       mtu = Number(e.value);
       if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65521) throw new Error(`Parameter 'mtu' expects an integer 576-65521, got '${e.value}'`);
@@ -41,10 +46,8 @@ export function parseUserCliOptions(optstr: string): UserCliOptions {
   if (r.config.smb !== undefined) {
     throw new Error(`Parameter 'smb' is not supported by qnet (QEMU runs the host's smbd for it); share the directory another way: a guestfwd to an SMB server you run, or tftp=`);
   }
-  if (!r.config.ipv4) throw new Error(`ipv4=off: qnet serves IPv4 user networks only (IPv6 is not implemented yet)`);
-  if (rest.some(([k]) => k.startsWith('ipv6-'))) {
-    r.config.warnings.push('the ipv6-* options are accepted but qnet does not serve IPv6 yet: guests get IPv4 only');
-  }
+  if (!r.config.ipv4) throw new Error(`ipv4=off: qnet serves IPv6 beside IPv4 (ipv6=on, the default), not IPv6 alone; drop ipv4=off`);
+  r.config.hostfwd.push(...extraFwd);
   return { config: r.config, dnsUpstreams: dnsUpstreams.length ? dnsUpstreams : undefined, mtu };
 }
 
@@ -103,6 +106,8 @@ export function userNetworkOptions(o: UserNetworkOptions): NetworkOptions {
       connect: o.connect,
       pcap: o.pcap,
       maxConnsPerGuest: o.maxConnsPerGuest,
+      // slirp's IPv6: the prefix (fec0::/64), the host and DNS addresses, router fe80::2
+      ipv6: c.ipv6 ? { prefix: c.ipv6Prefix, prefixLen: c.ipv6PrefixLength, router: c.ipv6Host, dns: c.ipv6Dns, linkLocal: 'fe80::2' } : undefined,
     };
 }
 

@@ -134,6 +134,36 @@ export function parseHostFwd(rule: string): { ok: true; fwd: HostFwd } | { ok: f
   };
 }
 
+/**
+ * qnet's own hostfwd syntax beyond QEMU (whose parser still refuses IPv6 there): either side
+ * may be an IPv6 address in brackets, `tcp:[::1]:2222-:22`, `tcp:[::]:8080-[fec0::15]:80`,
+ * or IPv4 as QEMU has it. Returns null when the rule has no bracket (QEMU's parser decides).
+ */
+export function parseHostFwdExtended(rule: string): { ok: true; fwd: HostFwd } | { ok: false; error: string } | null {
+  if (!rule.includes('[')) return null;
+  const fail = (reason: string) => ({ ok: false as const, error: `Invalid host forwarding rule '${rule}' (${reason})` });
+  const m = /^(tcp|udp|)?:(\[[^\]]*\]|[^:\[\]-]*):(\d+)-(\[[^\]]*\]|[^:\[\]]*):(\d+)$/.exec(rule);
+  if (!m) return fail('expected [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport, IPv6 addresses in brackets');
+  const addr = (s: string, what: string): string | { error: string } => {
+    if (s === '') return '';
+    if (s.startsWith('[')) {
+      const b = parseIpv6(s.slice(1, -1));
+      return b ? ipv6ToString(b) : { error: `Bad ${what} address` };
+    }
+    const a = inetAton(s);
+    return a === undefined ? { error: `Bad ${what} address` } : ipv4ToString(a);
+  };
+  const hostAddr = addr(m[2], 'host');
+  if (typeof hostAddr !== 'string') return fail(hostAddr.error);
+  const guest = addr(m[4], 'guest');
+  if (typeof guest !== 'string') return fail(guest.error);
+  const hostPort = Number(m[3]);
+  const guestPort = Number(m[5]);
+  if (hostPort > 65535) return fail('Bad host port');
+  if (!(guestPort >= 1 && guestPort <= 65535)) return fail('Bad guest port');
+  return { ok: true, fwd: { proto: m[1] === 'udp' ? 'udp' : 'tcp', hostAddr, hostPort, guest, guestPort, raw: rule } };
+}
+
 export function parseGuestFwd(rule: string): { ok: true; fwd: GuestFwd } | { ok: false; error: string } {
   const fail = (why: string) => ({ ok: false as const, error: `Invalid guest forwarding rule '${rule}' (${why})` });
   let r = splitSep(rule, ':');

@@ -1,11 +1,14 @@
 // The DNS message codec the forwarder needs (RFC 1035), nothing more: header fields, names
 // with compression-pointer loop protection (pointers must go strictly backwards, at most 255
-// bytes of name), the first question, and building A answers, NODATA, NXDOMAIN and SERVFAIL
-// replies. Queries are otherwise passed on as they are: upstream judges them.
+// bytes of name), the first question, and building A and AAAA (RFC 3596) answers, NODATA,
+// NXDOMAIN and SERVFAIL replies. Queries are otherwise passed on as they are: upstream judges
+// them.
 import { ip4ToBuf } from '../wire/addr.ts';
+import { V6_BASE, writeAddr6 } from '../stack/addr.ts';
 
 export const DNS_PORT = 53;
 export const TYPE_A = 1;
+export const TYPE_AAAA = 28;
 export const TYPE_ANY = 255;
 export const CLASS_IN = 1;
 export const RCODE_NOERROR = 0;
@@ -73,11 +76,14 @@ export function parseQuestion(msg: Buffer): DnsQuestion | null {
 
 /**
  * A reply to `query`: same ID, opcode and RD, QR and RA set, the first question echoed when
- * `q` is given, then one A record per address (the owner is a pointer to the question name).
+ * `q` is given, then one record per address: A for IPv4, AAAA for IPv6 ids (the owner is a
+ * pointer to the question name).
  */
 export function buildReply(query: Buffer, q: DnsQuestion | null, rcode: number, addrs: number[] = [], ttl = 0, aa = false): Buffer {
   const qlen = q ? q.end - HEADER : 0;
-  const out = Buffer.alloc(HEADER + qlen + addrs.length * 16);
+  let size = HEADER + qlen;
+  for (const a of addrs) size += a >= V6_BASE ? 28 : 16;
+  const out = Buffer.alloc(size);
   query.copy(out, 0, 0, 2);
   const opcode = (query[2] >> 3) & 0xf;
   out[2] = 0x80 | (opcode << 3) | (aa ? 0x04 : 0) | (query[2] & 0x01);
@@ -87,13 +93,14 @@ export function buildReply(query: Buffer, q: DnsQuestion | null, rcode: number, 
   if (q) query.copy(out, HEADER, HEADER, q.end);
   let o = HEADER + qlen;
   for (const a of addrs) {
+    const v6 = a >= V6_BASE;
     out.writeUInt16BE(0xc000 | HEADER, o);
-    out.writeUInt16BE(TYPE_A, o + 2);
+    out.writeUInt16BE(v6 ? TYPE_AAAA : TYPE_A, o + 2);
     out.writeUInt16BE(CLASS_IN, o + 4);
     out.writeUInt32BE(ttl >>> 0, o + 6);
-    out.writeUInt16BE(4, o + 10);
-    ip4ToBuf(a, out, o + 12);
-    o += 16;
+    out.writeUInt16BE(v6 ? 16 : 4, o + 10);
+    if (v6) writeAddr6(a, out, o + 12); else ip4ToBuf(a, out, o + 12);
+    o += v6 ? 28 : 16;
   }
   return out;
 }

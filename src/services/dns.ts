@@ -17,7 +17,7 @@
 // - Limits: at most `maxOutstanding` queries in flight overall and `maxPerClient` per guest
 //   address; beyond that the query is answered SERVFAIL and counted (`stats.limited`).
 // - Local records: `resolveLocal(name, type)` is asked first (the shared-network daemon answers
-//   guest hostnames): an address list is answered directly (A records, authoritative, TTL
+//   guest hostnames): an address list is answered directly (A or AAAA records, authoritative, TTL
 //   `localTtl`, 0..60 s), `[]` is NODATA, `null` is NXDOMAIN and `undefined` means "not mine,
 //   forward it".
 // - TCP: a query that arrived over TCP (dns-tcp.ts) is forwarded over its own TCP
@@ -35,7 +35,7 @@ import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import { ip6ToString, parseIp6 } from '../wire/addr.ts';
 import { readResolvConf, type Upstream } from './upstreams.ts';
-import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A, TYPE_ANY, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
+import { CLASS_IN, DNS_HEADER as HEADER, DNS_PORT, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, buildReply, parseQuestion, servfail, type DnsQuestion } from './dns-codec.ts';
 import { logger } from '../util/log.ts';
 
 export type { Upstream } from './upstreams.ts';
@@ -46,6 +46,8 @@ const log = logger('dns');
 export interface DnsForwarderOptions {
   /** gateway address to serve on; default the gateway's second address (slirp's .3), else its first */
   listenIp?: number;
+  /** more addresses to serve on (the IPv6 DNS address) */
+  listenIps?: number[];
   /** default: the nameservers of /etc/resolv.conf */
   upstreams?: Upstream[];
   /** per attempt; default 2000 ms */
@@ -109,6 +111,7 @@ export class DnsForwarder {
     limited: 0, malformed: 0, unmatched: 0, upstreamErrors: 0, outstanding: 0, errors: 0,
   };
   readonly listenIp: number;
+  private readonly listenAlso: number[];
   resolveLocal: ((name: string, type: number) => number[] | null | undefined) | null;
   private readonly upstreams: Target[];
   private readonly timeoutMs: number;
@@ -138,13 +141,16 @@ export class DnsForwarder {
     this.maxPerClient = opts.maxPerClient ?? 256;
     this.localTtl = Math.max(0, Math.min(60, opts.localTtl ?? 10));
     this.resolveLocal = opts.resolveLocal ?? null;
+    this.listenAlso = (opts.listenIps ?? []).filter((a) => a !== this.listenIp);
     gw.bindUdp(this.listenIp, DNS_PORT, this.onGuestUdp);
+    for (const a of this.listenAlso) gw.bindUdp(a, DNS_PORT, this.onGuestUdp);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.gw.unbindUdp(this.listenIp, DNS_PORT);
+    for (const a of this.listenAlso) this.gw.unbindUdp(a, DNS_PORT);
     for (const p of this.pending.values()) this.gw.timers.cancel(p.timer);
     this.pending.clear();
     this.perClient.clear();
@@ -188,7 +194,8 @@ export class DnsForwarder {
       if (r !== undefined) {
         this.stats.local++;
         if (r === null) { done(buildReply(msg, q, RCODE_NXDOMAIN, [], 0, true)); return true; }
-        const addrs = q.type === TYPE_A || q.type === TYPE_ANY ? r.filter((a) => Number.isInteger(a)).slice(0, 32) : [];
+        // the resolver answers for the question's type: A addresses, or AAAA ones
+        const addrs = r.filter((a) => Number.isInteger(a) && a >= 0).slice(0, 32);
         done(buildReply(msg, q, RCODE_NOERROR, addrs, this.localTtl, true));
         return true;
       }

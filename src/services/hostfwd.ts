@@ -1,13 +1,16 @@
 // hostfwd: a host-side listener whose connections (TCP) or datagrams (UDP) are carried
 // into a guest, appearing there to come from the gateway's host address, as with QEMU's
 // `hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`. Rules can be added and
-// removed while the network runs.
+// removed while the network runs. Either side may be IPv6 (beyond QEMU, whose parser refuses
+// it): the host side listens on the rule's address of either family, and the connection goes
+// to the guest address of either family, from the gateway's host address of that family.
 import net from 'node:net';
 import dgram from 'node:dgram';
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import type { TcpStack } from '../stack/tcp/stack.ts';
 import { Timer } from '../stack/timers.ts';
-import { ip4ToString, parseIp4 } from '../wire/addr.ts';
+import { addrToString, parseAddr, refAddr } from '../stack/addr.ts';
+import { hostAddrFor, type HostAddrs } from './host-target.ts';
 import { logger } from '../util/log.ts';
 import type { ForwardRule } from '../common/types.ts';
 
@@ -25,13 +28,14 @@ export interface ActiveHostFwd extends ForwardRule {
 }
 
 export function ruleText(r: ForwardRule): string {
-  return `${r.proto}:${r.hostAddr}:${r.hostPort}-${r.guest}:${r.guestPort}`;
+  const br = (a: string): string => (a.includes(':') ? `[${a}]` : a);
+  return `${r.proto}:${br(r.hostAddr)}:${r.hostPort}-${br(r.guest)}:${r.guestPort}`;
 }
 
 export class HostForwarder {
   readonly rules: ActiveHostFwd[] = [];
 
-  constructor(private readonly gw: UdpHost, private readonly tcp: TcpStack, private readonly hostAddr: number,
+  constructor(private readonly gw: UdpHost, private readonly tcp: TcpStack, private readonly host: HostAddrs,
     private readonly defaultGuest: () => number,
     /** VM name -> current address (leases, static hosts); enables forwards by name */
     private readonly resolveName?: (name: string) => number | null) {}
@@ -39,14 +43,15 @@ export class HostForwarder {
   /** A function giving the rule's guest address now (null: a named VM without an address). */
   private resolver(rule: ForwardRule): () => number | null {
     if (!rule.guest) return this.defaultGuest;
-    const ip = parseIp4(rule.guest);
+    const ip = parseAddr(rule.guest);
     if (ip !== null) {
-      if (!this.gw.isLocal(ip)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${ip4ToString(ip)} is outside the network`);
+      if (!this.gw.isLocal(ip)) throw new Error(`hostfwd ${ruleText(rule)}: guest address ${addrToString(ip)} is outside the network`);
+      refAddr(ip); // the rule keeps it (forever: rules are few)
       return () => ip;
     }
     const byName = this.resolveName;
     if (!byName || !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(rule.guest)) {
-      throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guest}' is not an IPv4 address${byName ? ' or a VM name' : ''}`);
+      throw new Error(`hostfwd ${ruleText(rule)}: guest address '${rule.guest}' is not an IP address${byName ? ' or a VM name' : ''}`);
     }
     return () => byName(rule.guest);
   }
@@ -58,7 +63,7 @@ export class HostForwarder {
     if (clash) throw new Error(`hostfwd ${ruleText(rule)}: host port ${rule.hostPort} is already forwarded by ${ruleText(clash)}`);
     const fwd = rule.proto === 'tcp' ? await this.addTcp(rule, guestIp, resolve) : await this.addUdp(rule, guestIp, resolve);
     this.rules.push(fwd);
-    log.info('forward added', { rule: ruleText(rule), bound: fwd.boundPort, guest: ip4ToString(guestIp) });
+    log.info('forward added', { rule: ruleText(rule), bound: fwd.boundPort, guest: addrToString(guestIp) });
     return fwd;
   }
 
@@ -79,7 +84,9 @@ export class HostForwarder {
     server.on('connection', (sock) => {
       const ip = resolve();
       if (ip === null) { log.warn('forward target has no address yet', { rule: ruleText(rule) }); sock.destroy(); return; }
-      const c = this.tcp.connect(ip, rule.guestPort, this.hostAddr);
+      const from = hostAddrFor(ip, this.host);
+      if (from < 0) { log.warn('forward target is IPv6 but the network has none', { rule: ruleText(rule) }); sock.destroy(); return; }
+      const c = this.tcp.connect(ip, rule.guestPort, from);
       if (!c) { sock.destroy(); return; }
       fwd.connections++;
       c.attach(sock);
@@ -93,11 +100,11 @@ export class HostForwarder {
   private async addUdp(rule: ForwardRule, guestIp: number, resolve: () => number | null): Promise<ActiveHostFwd> {
     const sock = dgram.createSocket(rule.hostAddr.includes(':') ? 'udp6' : 'udp4');
     // each host peer gets its own gateway-side port, so guest replies find their way back
-    const byPeer = new Map<string, { gwPort: number; timer: Timer; target: number }>();
+    const byPeer = new Map<string, { gwPort: number; timer: Timer; target: number; from: number }>();
     const fwd: ActiveHostFwd = {
       ...rule, boundPort: 0, guestIp, connections: 0,
       close: () => {
-        for (const m of byPeer.values()) { this.gw.unbindUdp(this.hostAddr, m.gwPort); this.gw.timers.cancel(m.timer); }
+        for (const m of byPeer.values()) { this.gw.unbindUdp(m.from, m.gwPort); this.gw.timers.cancel(m.timer); }
         byPeer.clear();
         sock.close();
       },
@@ -109,19 +116,21 @@ export class HostForwarder {
       if (!m) {
         const target = resolve();
         if (byPeer.size >= 1024 || target === null) return;
+        const from = hostAddrFor(target, this.host);
+        if (from < 0) return;
         const gwPort = nextPort = nextPort >= 65000 ? 40000 : nextPort + 1;
-        const entry = { gwPort, target, timer: new Timer(() => { byPeer.delete(key); this.gw.unbindUdp(this.hostAddr, gwPort); }) };
+        const entry = { gwPort, target, from, timer: new Timer(() => { byPeer.delete(key); this.gw.unbindUdp(from, gwPort); }) };
         m = entry;
         byPeer.set(key, m);
         fwd.connections++;
-        this.gw.bindUdp(this.hostAddr, gwPort, (d: UdpDatagram) => {
+        this.gw.bindUdp(from, gwPort, (d: UdpDatagram) => {
           if (d.srcIp !== target || d.srcPort !== rule.guestPort) return;
           this.gw.timers.arm(entry.timer, 120_000);
           sock.send(Buffer.from(d.payload), rinfo.port, rinfo.address);
         });
       }
       this.gw.timers.arm(m.timer, 120_000);
-      this.gw.sendUdp(this.hostAddr, m.gwPort, m.target, rule.guestPort, msg);
+      this.gw.sendUdp(m.from, m.gwPort, m.target, rule.guestPort, msg);
     });
     await new Promise<void>((resolve, reject) => {
       sock.once('error', (err) => reject(new Error(`hostfwd ${ruleText(rule)}: cannot bind: ${err.message}`)));

@@ -39,7 +39,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { UdpDatagram, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
-import { ip4ToString } from '../wire/addr.ts';
+import { addrToString } from '../stack/addr.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('tftp');
@@ -215,7 +215,7 @@ export class TftpServer {
       if (this.closed) return;
       const e = err instanceof TftpError ? err : new TftpError(TFTP_ERR_UNDEF, 'Cannot read file');
       if (e.code === TFTP_ERR_NOT_FOUND) this.stats.notFound++; else this.stats.denied++;
-      if (log.enabled('debug')) log.debug('request refused', { client: ip4ToString(client), file: name.slice(0, 128), err: e.message });
+      if (log.enabled('debug')) log.debug('request refused', { client: addrToString(client), file: name.slice(0, 128), err: e.message });
       this.sendError(TFTP_PORT, client, cport, e.code, e.message);
     }).catch((err: unknown) => {
       this.stats.malformed++;

@@ -31,6 +31,16 @@ export const ND_OPT_SOURCE_LINKADDR = 1;
 export const ND_OPT_TARGET_LINKADDR = 2;
 export const ND_OPT_PREFIX_INFO = 3;
 export const ND_OPT_MTU = 5;
+/** Recursive DNS server and DNS search list options (RFC 8106). */
+export const ND_OPT_RDNSS = 25;
+export const ND_OPT_DNSSL = 31;
+
+/** Router advertisement flags (byte 5): managed address configuration, other configuration. */
+export const ND_RA_MANAGED = 0x80;
+export const ND_RA_OTHER = 0x40;
+/** Prefix information flags: on-link, autonomous address configuration. */
+export const ND_PREFIX_ONLINK = 0x80;
+export const ND_PREFIX_AUTONOMOUS = 0x40;
 
 /** Neighbor advertisement flags (byte 4). */
 export const ND_NA_ROUTER = 0x80;
@@ -234,4 +244,45 @@ export function writeNdMtuOption(buf: Buffer, off: number, mtu: number): number 
   buf[off + 3] = 0;
   buf.writeUInt32BE(mtu >>> 0, off + 4);
   return off + 8;
+}
+
+/** RDNSS option (RFC 8106 5.1): lifetime in seconds and IPv6 server addresses (16 bytes each, read from servers[i]). */
+export function writeNdRdnssOption(buf: Buffer, off: number, lifetime: number, servers: Buffer[]): number {
+  const len = 8 + 16 * servers.length;
+  buf[off] = ND_OPT_RDNSS;
+  buf[off + 1] = len / 8;
+  buf[off + 2] = 0;
+  buf[off + 3] = 0;
+  buf.writeUInt32BE(lifetime >>> 0, off + 4);
+  for (let i = 0; i < servers.length; i++) servers[i].copy(buf, off + 8 + 16 * i, 0, 16);
+  return off + len;
+}
+
+/** DNSSL option (RFC 8106 5.2): domain names in DNS wire form (no compression), padded to 8 bytes. */
+export function writeNdDnsslOption(buf: Buffer, off: number, lifetime: number, names: string[]): number {
+  let p = off + 8;
+  for (const name of names) {
+    for (const label of name.replace(/\.$/, '').split('.')) {
+      if (label.length === 0) continue;
+      p += buf.write(label, p + 1, 'ascii') + 1;
+      buf[p - label.length - 1] = label.length;
+    }
+    buf[p++] = 0;
+  }
+  const len = Math.ceil((p - off) / 8) * 8;
+  buf.fill(0, p, off + len);
+  buf[off] = ND_OPT_DNSSL;
+  buf[off + 1] = len / 8;
+  buf[off + 2] = 0;
+  buf[off + 3] = 0;
+  buf.writeUInt32BE(lifetime >>> 0, off + 4);
+  return off + len;
+}
+
+/** Bytes a DNSSL option for these names takes. */
+export function ndDnsslLength(names: string[]): number {
+  let n = 8;
+  for (const name of names) for (const label of name.replace(/\.$/, '').split('.')) if (label.length) n += label.length + 1;
+  n += names.length;
+  return Math.ceil(n / 8) * 8;
 }

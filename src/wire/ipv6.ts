@@ -131,3 +131,29 @@ export function writeIpv6(buf: Buffer, off: number, src: Buffer, dst: Buffer, ne
   }
   return off + IPV6_HEADER_LEN;
 }
+
+/** Fragment header (RFC 8200 4.5): 8 bytes; offset in bytes (a multiple of 8). Returns off + 8. */
+export function writeIpv6Fragment(buf: Buffer, off: number, nextHeader: number, fragOffset: number, more: boolean, id: number): number {
+  buf[off] = nextHeader;
+  buf[off + 1] = 0;
+  const fo = (fragOffset & 0xfff8) | (more ? 1 : 0);
+  buf[off + 2] = fo >>> 8;
+  buf[off + 3] = fo;
+  buf.writeUInt32BE(id >>> 0, off + 4);
+  return off + 8;
+}
+
+/** The Ethernet multicast address of an IPv6 multicast destination (RFC 2464 7): 33:33 + its last 4 bytes. */
+export function ipv6MulticastMac(addr: Buffer, out: Buffer): Buffer {
+  out[0] = 0x33; out[1] = 0x33;
+  addr.copy(out, 2, 12, 16);
+  return out;
+}
+
+/** The solicited-node multicast address of addr (RFC 4291 2.7.1): ff02::1:ffXX:XXXX. */
+export function solicitedNode(addr: Buffer, out: Buffer): Buffer {
+  out.fill(0);
+  out[0] = 0xff; out[1] = 0x02; out[11] = 0x01; out[12] = 0xff;
+  addr.copy(out, 13, 13, 16);
+  return out;
+}

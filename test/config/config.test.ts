@@ -58,25 +58,26 @@ networks:
     name: n.name, mode: n.mode, subnet: `${ip4ToString(n.net)}/${n.prefix}`, gateway: ip4ToString(n.gateway),
     dhcp: n.dhcpEnd ? `${ip4ToString(n.dhcpStart)}-${ip4ToString(n.dhcpEnd)}` : ip4ToString(n.dhcpStart),
     leaseTime: n.leaseTime, domain: n.domain,
-    hosts: n.hosts.map((h) => ({ ...h, ip: ip4ToString(h.ip) })), records: n.records.map((r) => ({ ...r, ip: ip4ToString(r.ip) })),
-    upstreams: n.upstreams, forwards: n.forwards, mtu: n.mtu, attach: n.attach.map((x) => x.text),
+    hosts: n.hosts.map((h) => ({ ...h, ip: ip4ToString(h.ip) })), records: n.records.map((r) => ({ ...r, ip: r.ip === undefined ? undefined : ip4ToString(r.ip) })),
+    upstreams: n.upstreams, forwards: n.forwards, mtu: n.mtu, attach: n.attach.map((x) => x.text), ipv6: n.ipv6,
   });
   assert.deepEqual(plain(lab), {
     name: 'lab', mode: 'nat', subnet: '10.10.0.0/24', gateway: '10.10.0.1', dhcp: '10.10.0.100-10.10.0.199', leaseTime: 600, domain: 'lab.test',
     hosts: [{ mac: '52:54:00:00:00:10', ip: '10.10.0.10', name: 'db' }], records: [{ name: 'www', ip: '10.10.0.10' }],
     upstreams: [{ host: '127.0.0.1', port: 5353 }], forwards: [{ proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 8080, guest: 'db', guestPort: 80 }],
-    mtu: 9000, attach: ['unix:/tmp/x/lab.sock', 'udp:127.0.0.1:5555'],
+    mtu: 9000, attach: ['unix:/tmp/x/lab.sock', 'udp:127.0.0.1:5555'], ipv6: undefined,
   });
   // the defaults: gateway .1, DHCP from the address after it to the last host, MTU 1500, a socket per network
   assert.deepEqual(plain(quiet), {
     name: 'quiet', mode: 'isolated', subnet: '10.20.0.0/24', gateway: '10.20.0.1', dhcp: '10.20.0.2-10.20.0.254', leaseTime: undefined, domain: undefined,
-    hosts: [], records: [], upstreams: undefined, forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/quiet.sock'],
+    hosts: [], records: [], upstreams: undefined, forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/quiet.sock'], ipv6: undefined,
   });
   // mode user: the addressing comes from QEMU's options (net=, slirp's .2 gateway and .15 DHCP start)
   assert.deepEqual(plain(slirp), {
     name: 'slirp', mode: 'user', subnet: '10.0.2.0/24', gateway: '10.0.2.2', dhcp: '10.0.2.15', leaseTime: undefined, domain: undefined,
-    hosts: [], records: [], upstreams: [{ host: '127.0.0.1', port: 5353 }], forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/slirp.sock'],
+    hosts: [], records: [], upstreams: [{ host: '127.0.0.1', port: 5353 }], forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/slirp.sock'], ipv6: undefined,
   });
+  // (the IPv6 keys, subnet6, gateway6, dhcp6, hosts[].ip6 and AAAA records, in ipv6.test.ts)
   assert.deepEqual(slirp.user?.config.hostfwd.map((h) => [h.proto, h.hostAddr, h.hostPort, h.guestPort]), [['tcp', '127.0.0.1', 2222, 22]]);
 });
 

@@ -32,8 +32,8 @@ export async function startTapGuest(opts: { onPort?: (p: Port) => void } = {}): 
   sw.attach(gw);
   gw.natAddrs.add(host);
   const tcp = new TcpStack(gw, gw.timers);
-  gw.onTcp = (p) => tcp.input(p.ip.src, p.ip.dst, p.buf, p.ip.payloadOffset, p.ip.payloadEnd);
-  const nat = new TcpNat(tcp, gw, host);
+  gw.onTcp = (p) => tcp.input(p.src, p.dst, p.buf, p.l4, p.l4End, p.pseudo);
+  const nat = new TcpNat(tcp, gw, { v4: host, v6: -1 });
   tcp.opener = (c) => { nat.open(c); return true; };
   const l = await StreamListener.listen({ kind: 'unix', path: sock });
   l.onPort = (p) => { sw.attach(p); opts.onPort?.(p); };

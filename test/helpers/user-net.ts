@@ -107,9 +107,12 @@ export class QnetUser {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny authoritative-only DNS server (UDP): A records from a table, NXDOMAIN otherwise.
+// A tiny authoritative-only DNS server (UDP): A and AAAA records from a table, NXDOMAIN otherwise.
 
-/** Build a DNS response to `q` (a query) from a name → IPv4 table. null for junk. */
+/**
+ * Build a DNS response to `q` (a query) from a name → address table (IPv4 for A, IPv6 for
+ * AAAA; several separated by '|'). null for junk.
+ */
 export function dnsAnswer(q: Buffer, table: Record<string, string>): Buffer | null {
   if (q.length < 12 || (q[2] & 0x80) !== 0 || q.readUInt16BE(4) !== 1) return null;
   let o = 12;
@@ -129,19 +132,29 @@ export function dnsAnswer(q: Buffer, table: Record<string, string>): Buffer | nu
   const hdr = Buffer.alloc(12);
   q.copy(hdr, 0, 0, 2);
   const found = addr !== undefined;
-  const answer = found && qtype === 1;
+  const matching = found ? addr.split('|').filter((a) => (qtype === 1 && !a.includes(':')) || (qtype === 28 && a.includes(':'))) : [];
   hdr.writeUInt16BE(0x8400 | (q.readUInt16BE(2) & 0x0100) | (found ? 0 : 3), 2); // QR AA (RD copied), NOERROR/NXDOMAIN
   hdr.writeUInt16BE(1, 4);
-  hdr.writeUInt16BE(answer ? 1 : 0, 6);
+  hdr.writeUInt16BE(matching.length, 6);
   const parts = [hdr, question];
-  if (answer) {
-    const rr = Buffer.alloc(16);
+  for (const a of matching) {
+    const v6 = a.includes(':');
+    const rr = Buffer.alloc(v6 ? 28 : 16);
     rr.writeUInt16BE(0xc00c, 0);
-    rr.writeUInt16BE(1, 2);
+    rr.writeUInt16BE(v6 ? 28 : 1, 2);
     rr.writeUInt16BE(1, 4);
     rr.writeUInt32BE(60, 6);
-    rr.writeUInt16BE(4, 10);
-    addr.split('.').forEach((b, i) => (rr[12 + i] = Number(b)));
+    rr.writeUInt16BE(v6 ? 16 : 4, 10);
+    if (v6) {
+      // expand '::' (test tables hold plain addresses) into eight groups
+      const [l, r = ''] = a.split('::');
+      const left = l ? l.split(':') : [];
+      const right = a.includes('::') ? (r ? r.split(':') : []) : [];
+      const groups = a.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left;
+      groups.forEach((g, i) => rr.writeUInt16BE(parseInt(g, 16), 12 + 2 * i));
+    } else {
+      a.split('.').forEach((b, i) => (rr[12 + i] = Number(b)));
+    }
     parts.push(rr);
   }
   return Buffer.concat(parts);
@@ -206,10 +219,10 @@ export async function startUdpEcho(): Promise<{ port: number; datagrams: number;
 // ns.spawn's argv quoting-free interface as conveniently, so the script goes to a file).
 
 export interface ServicesSpec {
-  /** DNS: [addr, port, table] */
-  dns?: { addr: string; port: number; table: Record<string, string> };
-  /** HTTP: every GET answers body */
-  http?: { addr: string; port: number; body: string };
+  /** DNS: address(es), port, table */
+  dns?: { addr: string | string[]; port: number; table: Record<string, string> };
+  /** HTTP: every GET answers body (on each address given) */
+  http?: { addr: string | string[]; port: number; body: string };
   /** TCP: replies `${prefix} from=<peer address> <first chunk>` and closes */
   tcp?: { addr: string; port: number; prefix: string };
   /** UDP echo */
@@ -227,13 +240,19 @@ let pending = 0;
 const ready = () => { if (--pending === 0) console.log('services ready'); };
 if (spec.dns) {
   pending++;
-  const s = dgram.createSocket('udp4');
-  s.on('message', (m, r) => { const a = dnsAnswer(m, spec.dns.table); if (a) s.send(a, r.port, r.address); });
-  s.bind(spec.dns.port, spec.dns.addr, ready);
+  for (const addr of [].concat(spec.dns.addr)) {
+    pending++;
+    const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
+    s.on('message', (m, r) => { const a = dnsAnswer(m, spec.dns.table); if (a) s.send(a, r.port, r.address); });
+    s.bind(spec.dns.port, addr, ready);
+  }
+  pending--;
 }
 if (spec.http) {
-  pending++;
-  http.createServer((q, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(spec.http.body + '\\n'); }).listen(spec.http.port, spec.http.addr, ready);
+  for (const addr of [].concat(spec.http.addr)) {
+    pending++;
+    http.createServer((q, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(spec.http.body + '\\n'); }).listen(spec.http.port, addr, ready);
+  }
 }
 if (spec.tcp) {
   pending++;

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { Switch } from '../../src/switch/switch.ts';
-import { Gateway } from '../../src/stack/gateway.ts';
+import { Gateway, type Ipv6Config } from '../../src/stack/gateway.ts';
 import { StreamListener } from '../../src/link/stream.ts';
 import { StreamPeer, tmpDir } from '../link/peers.ts';
 import type { Clock } from '../../src/stack/timers.ts';
@@ -33,10 +33,13 @@ export class Bed {
   private constructor(readonly sw: Switch, readonly gw: Gateway, readonly listener: StreamListener,
     readonly peer: StreamPeer, readonly dir: string) {}
 
-  /** `clock`: the gateway's timer clock (a ManualClock lets a test fire timers itself). */
-  static async create(mtu?: number, clock?: Clock): Promise<Bed> {
+  /**
+   * ipv6: also give the gateway IPv6 on the segment (DHCPv6, NDP tests). clock: the gateway's
+   * timer clock (a ManualClock lets a test fire timers itself).
+   */
+  static async create(mtu?: number, ipv6?: Ipv6Config, clock?: Clock): Promise<Bed> {
     const sw = new Switch();
-    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu, clock });
+    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu, ipv6, clock });
     sw.attach(gw);
     const dir = tmpDir('qnet-svc-');
     const sock = path.join(dir, 'sw.sock');
@@ -91,6 +94,21 @@ export class Bed {
     await waitFor(() => this.peer.frames.some(isAnswer), { what: 'the sync datagram\'s port unreachable' });
   }
   private syncs = 0;
+
+  /** First not yet consumed raw frame (of any protocol) that `decode` turns into a value, or null after `ms` (a hang guard). */
+  async recvFrame<T>(decode: (f: Buffer) => T | null, ms = 10_000): Promise<T | null> {
+    const end = Date.now() + ms;
+    for (let i = this.rawCursor; ; ) {
+      for (; i < this.peer.frames.length; i++) {
+        const v = decode(this.peer.frames[i]);
+        if (v !== null) { this.rawCursor = i + 1; return v; }
+      }
+      const left = end - Date.now();
+      if (left <= 0) return null;
+      await this.peer.waitFrames(i + 1, left);
+    }
+  }
+  private rawCursor = 0;
 
   /**
    * First not yet consumed UDP datagram matching `pred` (others stay queued), or null after

@@ -64,7 +64,7 @@ async function fetchFile(bed: Bed, name: string, cport: number, mode = 'octet', 
 }
 
 async function setup(opts: { retransmitMs?: number; retries?: number; maxPerClient?: number } = {}, clock?: ManualClock) {
-  const bed = await Bed.create(undefined, clock);
+  const bed = await Bed.create(undefined, undefined, clock);
   const dir = tmpDir('qnet-tftp-');
   const root = path.join(dir, 'root');
   fs.mkdirSync(path.join(root, 'sub'), { recursive: true });

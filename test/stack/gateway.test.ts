@@ -260,3 +260,15 @@ test('input: UDP to a bound service gets the datagram; to the broadcast address 
   assert.deepEqual(got, ['68>67:hi']);
   assert.equal(out.length, 0, 'no port unreachable for a broadcast');
 });
+
+test('input: a service bound to any address gets UDP to the gateway and to broadcast, never UDP on its way elsewhere', async () => {
+  const { gw } = bed();
+  const got: string[] = [];
+  gw.bindUdp(0, 67, (d) => got.push(`to ${d.dstIp === ip('10.0.2.2') ? 'gw' : d.dstIp === ip('255.255.255.255') ? 'bcast' : 'other'}`));
+  let natted = 0;
+  gw.onUdp = () => { natted++; };
+  gw.natAddrs.add(GW);
+  for (const dst of ['10.0.2.2', '255.255.255.255', '203.0.113.9']) gw.send(ipFrame(GUEST, ip(dst), IPPROTO_UDP, udp(GUEST, ip(dst), 68, 67, Buffer.from('x'))));
+  assert.deepEqual(got, ['to gw', 'to bcast']);
+  assert.equal(natted, 1, 'the datagram to a remote host went to the NAT');
+});

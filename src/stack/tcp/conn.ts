@@ -37,10 +37,12 @@
 // segments worth waiting out) and a new SYN on its 4-tuple starts afresh. Keepalive probes
 // towards a guest idle for 2 h find guests that vanished without FIN or RST.
 //
-// Options: MSS (clamped to the gateway MTU, and at least MIN_MSS), window scale (ours 7,
+// Options: MSS (clamped to what the gateway MTU leaves after the IPv4 or IPv6 and TCP
+// headers, and at least MIN_MSS), window scale (ours 7,
 // RCV_BUF 4 MiB) and SACK-permitted are negotiated; timestamps are not offered.
 import type { Duplex } from 'node:stream';
 import { Timer } from '../timers.ts';
+import { V6_BASE } from '../addr.ts';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader, type TcpOptions } from '../../wire/tcp.ts';
 import { seqAdd, seqDiff, seqInRange, seqLe, seqLt } from './seq.ts';
 import { RttEstimator } from './rtt.ts';
@@ -158,6 +160,8 @@ export class TcpConn implements HostEvents {
   }
 
   get key(): string { return `${this.guestIp}:${this.guestPort}-${this.remoteIp}:${this.remotePort}`; }
+  /** IP + TCP header bytes (what the MTU leaves for data is mtu - headers) */
+  get headers(): number { return this.guestIp >= V6_BASE ? 60 : 40; }
   get rto(): number { return this.rtt.rto; }
   get cwnd(): number { return this.cc.cwnd; }
   get ssthresh(): number { return this.cc.ssthresh; }
@@ -217,7 +221,7 @@ export class TcpConn implements HostEvents {
 
   private takeSynOptions(h: TcpHeader): void {
     this.sackOk = h.sackPermitted;
-    const limit = this.stack.out.mtu - 40;
+    const limit = this.stack.out.mtu - this.headers;
     this.mss = h.mss > 0 ? Math.max(MIN_MSS, Math.min(h.mss, limit)) : Math.min(DEFAULT_MSS, limit);
     if (h.wscale >= 0) {
       this.sndWscale = Math.min(h.wscale, 14);
@@ -594,7 +598,7 @@ export class TcpConn implements HostEvents {
   private sendSyn(): void {
     const opts = this.stack.synOpts;
     opts.clear();
-    opts.mss = this.stack.out.mtu - 40;
+    opts.mss = this.stack.out.mtu - this.headers;
     const active = this.state === State.SynSent;
     if (active || this.rcvWscale > 0) opts.wscale = RCV_WSCALE;
     if (active || this.sackOk) opts.sackPermitted = true;

@@ -14,6 +14,8 @@
 //   host per batch.
 // - Limits: at most `maxConnsPerGuest` connections per guest address (a SYN beyond that
 //   gets a RST and is counted in limitHits); TIME_WAIT connections do not count.
+// - Addresses are ids of either family (stack/addr.ts); a connection references its two
+//   while it is in the table. The same code serves IPv4 and IPv6.
 // - Time and randomness are injected (the timer queue's clock; `random` for initial
 //   sequence numbers and ephemeral ports), so tests are deterministic.
 import { IPPROTO_TCP } from '../../wire/ipv4.ts';
@@ -23,6 +25,7 @@ import type { TimerQueue } from '../timers.ts';
 import type { IpOutput } from '../output.ts';
 import { logger, type Logger } from '../../util/log.ts';
 import { seqAdd } from './seq.ts';
+import { refAddr, unrefAddr } from '../addr.ts';
 import { State, TcpConn } from './conn.ts';
 import type { SendQueue } from './send-queue.ts';
 
@@ -151,10 +154,13 @@ export class TcpStack {
 
   // ---- input ----
 
-  /** A segment from a guest: buf[off, end) is the TCP part of an IPv4 packet src -> dst. */
-  input(src: number, dst: number, buf: Buffer, off: number, end: number): void {
+  /**
+   * A segment from a guest: buf[off, end) is the TCP part of an IP packet src -> dst (address
+   * ids of either family); pseudo is the pseudo-header sum for its checksum.
+   */
+  input(src: number, dst: number, buf: Buffer, off: number, end: number, pseudo = pseudoSumV4(src, dst, IPPROTO_TCP, end - off)): void {
     const h = this.hdr;
-    const err = parseTcp(buf, off, end, h, pseudoSumV4(src, dst, IPPROTO_TCP, end - off));
+    const err = parseTcp(buf, off, end, h, pseudo);
     if (err) { this.stats.malformed++; return; }
     if (!h.checksumOk) { this.stats.badChecksum++; return; }
     this.stats.segmentsIn++;
@@ -232,6 +238,8 @@ export class TcpStack {
   }
 
   private add(c: TcpConn): void {
+    refAddr(c.guestIp);
+    refAddr(c.remoteIp);
     const gk = c.guestIp * 65536 + c.guestPort;
     let m = this.conns.get(gk);
     if (!m) { m = new Map(); this.conns.set(gk, m); }
@@ -255,6 +263,8 @@ export class TcpStack {
       m.delete(c.remoteIp * 65536 + c.remotePort);
       if (m.size === 0) this.conns.delete(gk);
       this.uncount(c);
+      unrefAddr(c.guestIp);
+      unrefAddr(c.remoteIp);
     }
   }
 
