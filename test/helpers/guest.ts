@@ -58,12 +58,12 @@ export interface BootOptions {
   runAs?: RunAs;
 }
 
-/** A user to run a process as, through setpriv (no supplementary groups). */
-export interface RunAs { uid: number; gid: number }
+/** A user to run a process as, through setpriv: no supplementary groups but `groups`. */
+export interface RunAs { uid: number; gid: number; groups?: number[] }
 
 /** The argv prefix that runs a command as `u` (setpriv; the caller must be root). */
 export function runAsArgv(u: RunAs): string[] {
-  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups'];
+  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, ...(u.groups?.length ? [`--groups=${u.groups.join(',')}`] : ['--clear-groups'])];
 }
 
 export interface Guest {
