@@ -385,15 +385,21 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
       assert.deepEqual(await qnetJson(api, ['forward', 'ls', 'lab']), []);
     });
 
-    test("qnet capture lab --port vm2 records that VM's port and nothing else", async () => {
+    test("qnet capture lab --port vm2 records that VM's port only; qnet capture lab the whole network", async () => {
+      const start = (file: string, port?: string) => {
+        const c = spawn(process.execPath, [QNET, 'capture', 'lab', ...(port ? ['--port', port] : []), '-w', file, '--api', api], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+        const st = { c, err: '', exit: new Promise<number | null>((r) => c.on('close', r)) };
+        c.stderr.on('data', (d: Buffer) => (st.err += d));
+        return st;
+      };
       const file = join(dir.path, 'vm2.pcap');
-      const cap = spawn(process.execPath, [QNET, 'capture', 'lab', '--port', 'vm2', '-w', file, '--api', api], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      cap.stderr.on('data', (d: Buffer) => (err += d));
-      const capExit = new Promise<number | null>((r) => cap.on('close', r));
+      const allFile = join(dir.path, 'lab.pcap');
+      const one = start(file, 'vm2');
+      const all = start(allFile);
       const hostPort = await freeTcpPort();
+      let err = '';
       try {
-        await waitFor(() => /Ctrl-C stops/.test(err), { what: 'qnet capture to start', timeoutMs: 20_000, diag: () => err });
+        for (const x of [one, all]) await waitFor(() => /Ctrl-C stops/.test(x.err), { what: 'qnet capture to start', timeoutMs: 20_000, diag: () => x.err });
         // traffic to vm2 (through a forward) and, on the same network, to vm1
         assert.equal((await qnet(api, ['forward', 'add', 'lab', `tcp:${hostPort}`, 'vm2:80'])).code, 0);
         assert.equal(await fetchText(hostPort), page('vm2'));
@@ -403,9 +409,12 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
         await qnet(api, ['forward', 'rm', 'lab', `tcp:${v1}`]);
       } finally {
         await qnet(api, ['forward', 'rm', 'lab', `tcp:${hostPort}`]);
-        cap.kill('SIGINT');
+        one.c.kill('SIGINT');
+        all.c.kill('SIGINT');
       }
-      assert.equal(await capExit, 0, err);
+      assert.equal(await one.exit, 0, one.err);
+      assert.equal(await all.exit, 0, all.err);
+      err = one.err;
       const n = /(\d+) frames captured on lab port vm2 to /.exec(err);
       assert.ok(n && Number(n[1]) > 0, err);
       const vm2 = macs.get('vm2')!;
@@ -416,6 +425,10 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
       assert.deepEqual(foreign, [], 'only vm2\'s frames');
       assert.ok(rows.some(([src, , sport]) => src === vm2 && sport === '80'), 'vm2\'s httpd answering');
       assert.ok(!rows.some(([src]) => src === macs.get('vm1')), 'nothing vm1 sent to the host');
+      // the whole network: both httpds answering
+      const allRows = await tshark(allFile, ['-T', 'fields', '-e', 'eth.src', '-e', 'tcp.srcport']);
+      for (const vm of ['vm1', 'vm2']) assert.ok(allRows.some(([src, sport]) => src === macs.get(vm) && sport === '80'), `${vm}'s httpd in the capture of the whole network`);
+      assert.match(all.err, /\d+ frames captured on lab to /);
     });
 
     test('guests power off; qnet run exits with QEMU\'s status and unregisters the VM', async () => {

@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
-import { createNetns, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -56,7 +56,7 @@ read go
 echo QNET finished
 `;
 
-describe('IPv6 on qnet user vs QEMU -netdev user (libslirp)', { timeout: 150_000 }, () => {
+describe('IPv6 on qnet user vs QEMU -netdev user (libslirp)', { timeout: 150_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-ipv6-');
   const macQ = guestMac(41);
   const macS = guestMac(42);

@@ -25,7 +25,7 @@ import { existsSync, mkdirSync, rmdirSync, writeFileSync, rmSync } from 'node:fs
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
-import { createNetns, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -65,7 +65,7 @@ read go
 echo QNET finished
 `;
 
-describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same options', { timeout: 150_000 }, () => {
+describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same options', { timeout: 150_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-slirp-cmp-');
   const tftpDir = join(dir.path, 'tftp');
   const blob = randomBytes(20_000);

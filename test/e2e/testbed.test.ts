@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { bootGuest, detectAccel, ensureGuestImage, guestMac, parseResults, parseResultLines, killAllGuests, type Guest } from '../helpers/guest.ts';
-import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns } from '../helpers/netns.ts';
+import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns, needsRoot } from '../helpers/netns.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
 
 after(async () => {
@@ -96,7 +96,7 @@ sleep 3
   }
 });
 
-test('namespaces: veth between two namespaces', async () => {
+test('namespaces: veth between two namespaces', { skip: needsRoot }, async () => {
   cleanupStaleNetns();
   const a = await createNetns();
   const b = await createNetns();
@@ -114,7 +114,7 @@ test('namespaces: veth between two namespaces', async () => {
   await b.delete();
 });
 
-test('guest on a tap in a namespace gets a lease from udhcpd and pings the host side', async () => {
+test('guest on a tap in a namespace gets a lease from udhcpd and pings the host side', { skip: needsRoot }, async () => {
   const ns = await createNetns();
   const t = await tap(ns, { addr: '192.168.78.1/24' });
   const dir = makeTempDir('udhcpd-');

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
-import { createNetns, veth, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, veth, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -46,7 +46,7 @@ echo QNET unreach $rc $(echo "$out" | oneline)
 echo QNET finished
 `;
 
-describe('qnet user NAT to a host in another namespace', { timeout: 120_000 }, () => {
+describe('qnet user NAT to a host in another namespace', { timeout: 120_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-user-netns-');
   let a: Netns;
   let b: Netns;

@@ -26,6 +26,9 @@ export interface ExecOptions {
   timeoutMs?: number;
 }
 
+/** For `{ skip: needsRoot }`: network namespaces (and taps in them) need root. */
+export const needsRoot: string | false = process.getuid?.() === 0 ? false : 'needs root (network namespaces)';
+
 let nsCounter = 0;
 let ifCounter = 0;
 const registry = new Map<string, Netns>();

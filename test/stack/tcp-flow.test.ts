@@ -10,10 +10,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTapGuest } from '../helpers/tap-guest.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { needsRoot } from '../helpers/netns.ts';
 
 const MB = 1024 * 1024;
 
-test('tcp flow control: a stalled host side closes the guest window; a stalled guest pauses the host socket', { timeout: 120_000 }, async (t) => {
+test('tcp flow control: a stalled host side closes the guest window; a stalled guest pauses the host socket', { timeout: 120_000, skip: needsRoot }, async (t) => {
   const g = await startTapGuest();
   t.after(() => g.close());
 

@@ -14,8 +14,9 @@ import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { startTapGuest } from '../helpers/tap-guest.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { needsRoot } from '../helpers/netns.ts';
 
-test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { timeout: 120_000 }, async (t) => {
+test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { timeout: 120_000, skip: needsRoot }, async (t) => {
   const seed = Number(process.env.QNET_LOSS_SEED ?? Date.now() % 100000);
   const rand = random(seed);
   const LOSS = 0.02;
