@@ -60,7 +60,7 @@ test('state: a reader never sees a partly written state, however the writes and 
   fs.writeFileSync(script, WRITER);
   const stateDir = path.join(dir.path, 'state');
   const file = path.join(stateDir, 'state.json');
-  const child = spawn(process.execPath, ['--import', 'tsx', script, stateDir, '150'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script, stateDir, '60'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d));
   const exited = new Promise<number | null>((r) => child.on('close', r));
