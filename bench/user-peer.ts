@@ -1,8 +1,9 @@
 // Helper processes for bench/user.ts, run inside the benchmark's network namespace.
 //
-//   user-peer.ts server SECONDS      the "host" side: loopback servers on 127.0.0.1
-//                                     (what 10.0.2.2 reaches through qnet or slirp)
-//   user-peer.ts client MODE ARGS...  the guest-side load generator (connects to 10.0.2.2)
+//   user-peer.ts server SECONDS      the "host" side: loopback servers on 127.0.0.1 and ::1
+//                                     (what 10.0.2.2 and fec0::2 reach through qnet or slirp)
+//   user-peer.ts client MODE ARGS...  the guest-side load generator (connects to 10.0.2.2, or
+//                                     to BENCH_TARGET, e.g. fec0::2)
 //
 // Every client mode prints one JSON line on stdout with its result.
 import net from 'node:net';
@@ -19,14 +20,18 @@ function out(v: unknown): void {
 // ---------------------------------------------------------------------------- servers
 
 function listen(port: number, onConn: (s: net.Socket) => void): Promise<void> {
-  const srv = net.createServer({ noDelay: true }, (s) => {
-    s.on('error', () => {});
-    onConn(s);
-  });
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port, backlog: 4096 }, () => resolve());
-  });
+  const one = (host: string): Promise<void> => {
+    const srv = net.createServer({ noDelay: true }, (s) => {
+      s.on('error', () => {});
+      onConn(s);
+    });
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host, port, backlog: 4096 }, () => resolve());
+    });
+  };
+  // IPv6 loopback only where the namespace has IPv6 (the IPv4-only cases disable it)
+  return Promise.all([one('127.0.0.1'), process.env.BENCH_V6 ? one('::1') : Promise.resolve()]).then(() => undefined);
 }
 
 /** Write CHUNKs as fast as the socket takes them for `seconds`, then end. */

@@ -5,6 +5,10 @@
 //   identifier; no privilege beyond net.ipv4.ping_group_range), or raw sockets (SOCK_RAW,
 //   CAP_NET_RAW) where ping sockets are not permitted
 //   tap devices            (/dev/net/tun, IFF_TAP|IFF_NO_PI)
+//   packet sockets         (AF_PACKET, SOCK_RAW on one interface, with a classic BPF filter)
+//
+// The host layer's calls (tap creation for QEMU, descriptor passing, peer credentials) are in
+// qnet_host.c and registered by init() below.
 //
 // Every descriptor is non-blocking and watched with a uv_poll_t on Node's own loop. On
 // readiness the socket is drained (up to QH_MAX_BATCH datagrams) into a receive buffer
@@ -36,6 +40,9 @@
 #include <linux/errqueue.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -47,7 +54,9 @@
 #define QH_STRIDE 13
 #define QH_ICMP_ERR 0x80000000u
 
-enum { KIND_UNIX = 1, KIND_ICMP = 2, KIND_TAP = 3 };
+enum { KIND_UNIX = 1, KIND_ICMP = 2, KIND_TAP = 3, KIND_PACKET = 4 };
+
+void qnet_host_init(napi_env env, napi_value exports);
 
 typedef struct {
   uv_poll_t poll;
@@ -375,6 +384,70 @@ static napi_value open_tap(napi_env env, napi_callback_info ci) {
   return arr;
 }
 
+// openPacket(ifname, filter: Buffer | null): an AF_PACKET socket bound to one interface.
+// filter is a classic BPF program (struct sock_filter[], 8 bytes each), attached before the
+// socket is bound so no unfiltered frame is ever queued. Outgoing frames are not delivered.
+static napi_value open_packet(napi_env env, napi_callback_info ci) {
+  napi_value argv[2];
+  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  char ifname[IFNAMSIZ];
+  size_t n = 0;
+  if (get_string(env, argv[0], ifname, sizeof ifname, &n) < 0) return NULL;
+  napi_valuetype ft;
+  void *prog = NULL;
+  size_t plen = 0;
+  if (napi_typeof(env, argv[1], &ft) != napi_ok) return NULL;
+  if (ft != napi_null && ft != napi_undefined) {
+    if (napi_get_buffer_info(env, argv[1], &prog, &plen) != napi_ok || plen == 0 || plen % sizeof(struct sock_filter) != 0 ||
+        plen / sizeof(struct sock_filter) > 4096) {
+      napi_throw_type_error(env, NULL, "filter must be a Buffer of 8-byte BPF instructions");
+      return NULL;
+    }
+  }
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_errno(env, "socket(AF_PACKET)", errno);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, ifname, n);
+  if (ioctl(fd, SIOCGIFINDEX, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    char what[64];
+    snprintf(what, sizeof what, "interface %s", ifname);
+    throw_errno(env, what, e);
+    return NULL;
+  }
+  int ifindex = ifr.ifr_ifindex;
+  int one = 1;
+  setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);  // optional (Linux 4.20)
+  if (prog != NULL) {
+    struct sock_fprog fp = { (unsigned short)(plen / sizeof(struct sock_filter)), (struct sock_filter *)prog };
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) < 0) {
+      int e = errno;
+      close(fd);
+      throw_errno(env, "SO_ATTACH_FILTER", e);
+      return NULL;
+    }
+  }
+  struct sockaddr_ll sll;
+  memset(&sll, 0, sizeof sll);
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = ifindex;
+  if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) {
+    int e = errno;
+    close(fd);
+    char what[64];
+    snprintf(what, sizeof what, "bind AF_PACKET to %s", ifname);
+    throw_errno(env, what, e);
+    return NULL;
+  }
+  return qh_new(env, fd, KIND_PACKET);
+}
+
 // ---- receive ----------------------------------------------------------------------------
 
 static void put_info(qh_t *h, int i, size_t off, ssize_t len, uint32_t addr, uint32_t flags, uint32_t orig) {
@@ -680,7 +753,7 @@ static napi_value send_icmp(napi_env env, napi_callback_info ci) {
   return make_int(env, send_one(h->fd, p, n, (struct sockaddr *)&sin, sizeof sin));
 }
 
-// write(handle, buf) -> 0 | errno  (tap)
+// write(handle, buf) -> 0 | errno  (tap, packet socket)
 static napi_value write_fd(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
   if (get_args(env, ci, 2, argv) < 0) return NULL;
@@ -689,7 +762,7 @@ static napi_value write_fd(napi_env env, napi_callback_info ci) {
   void *p;
   size_t n;
   if (get_buf(env, argv[1], &p, &n) < 0) return NULL;
-  if (h->closed || h->kind != KIND_TAP) return make_int(env, EBADF);
+  if (h->closed || (h->kind != KIND_TAP && h->kind != KIND_PACKET)) return make_int(env, EBADF);
   return make_int(env, send_one(h->fd, p, n, NULL, 0));
 }
 
@@ -793,6 +866,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "openUnixDgram", NULL, open_unix_dgram, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openIcmp", NULL, open_icmp, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openTap", NULL, open_tap, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "openPacket", NULL, open_packet, NULL, NULL, NULL, napi_enumerable, NULL },
     { "start", NULL, start, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sendUnix", NULL, send_unix, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sendIcmp", NULL, send_icmp, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -806,6 +880,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_create_uint32(env, QH_STRIDE, &v) == napi_ok) napi_set_named_property(env, exports, "STRIDE", v);
   if (napi_create_uint32(env, QH_MAX_BATCH, &v) == napi_ok) napi_set_named_property(env, exports, "MAX_BATCH", v);
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  qnet_host_init(env, exports);
   return exports;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (run by `npm test` before the tests):
 # QEMU, the cloud kernel and busybox for the guest test bed, tshark for pcap checks,
-# iproute2/kmod/cpio. As root it installs what is missing with apt-get; otherwise it names
+# iproute2/kmod/cpio, nftables for kernel networks' rules (tests run nft inside namespaces). As root it installs what is missing with apt-get; otherwise it names
 # what is missing and stops.
 set -euo pipefail
 need=()
@@ -11,6 +11,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v tshark >/dev/null || need+=(tshark)
 command -v cpio >/dev/null || need+=(cpio)
 command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
 command -v modinfo >/dev/null || need+=(kmod)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

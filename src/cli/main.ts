@@ -6,6 +6,8 @@ commands:
   switch   run a bare L2 switch that QEMU guests join over socket netdevs
   user     run a user-mode network (QEMU's -netdev user, served by qnet)
   qemu     lint, explain, convert and adopt QEMU network options
+  doctor   what blocks QEMU's networking on this host (tun, vhost, KVM, bridge helper, firewall)
+  bridge-acl  QEMU's bridge helper ACL (/etc/qemu/bridge.conf): check, allow, deny
 
 daemon commands (talk to the daemon over its API socket; --api PATH or $QNET_API picks it):
   status   the daemon's version, uptime, directories, networks and warnings
@@ -17,6 +19,10 @@ daemon commands (talk to the daemon over its API socket; --api PATH or $QNET_API
   run      run QEMU with a NIC on a network (qnet run NET -- qemu-system-x86_64 ...)
   vm       list VMs started by qnet run (vm ls), set their link (vm link)
   info     QEMU's own view of the VMs' NICs (info network)
+
+for QEMU itself (kernel networks, bin/qnet-bridge-helper, bin/qnet-ifup, bin/qnet-ifdown):
+  bridge-helper  QEMU's bridge-helper protocol (-netdev bridge,helper=...), no setuid needed
+  ifup, ifdown   QEMU's script=/downscript= for -netdev tap: the tap onto a network's bridge
   help     show this text
 `;
 
@@ -36,6 +42,11 @@ const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./run.ts')).main,
   vm: async () => (await import('./vm.ts')).main,
   info: async () => (await import('./info.ts')).main,
+  doctor: async () => (await import('./doctor.ts')).main,
+  'bridge-acl': async () => (await import('./bridge-acl.ts')).main,
+  'bridge-helper': async () => (await import('./bridge-helper.ts')).main,
+  ifup: async () => (await import('./ifup.ts')).ifup,
+  ifdown: async () => (await import('./ifup.ts')).ifdown,
 };
 
 async function run(argv: string[]): Promise<number> {

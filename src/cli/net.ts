@@ -8,13 +8,14 @@ const USAGE = `usage: qnet net ls [--json]
 
   ls          list networks (name, mode, subnet, gateway, ports, leases, forwards)
   show NAME   one network: attach points, ports with traffic counters, leases, forwards
+              (a kernel network: its bridge, uplink, nftables table and counters, and taps)
   --json      print the daemon's answer as JSON
   --api PATH  the daemon's API socket (default: $QNET_API or the runtime directory)`;
 
 export function formatNetworks(nets: NetworkInfo[]): string {
   if (nets.length === 0) return 'no networks (define some in the config file and restart `qnet up`)\n';
   return table(['NAME', 'MODE', 'SUBNET', 'GATEWAY', 'PORTS', 'LEASES', 'FORWARDS', 'ATTACH'],
-    nets.map((n) => [n.name, n.mode, n.subnet, n.gateway || '-', n.ports.length, n.leases.length, n.forwards.length, n.attach.join(' ') || '-']));
+    nets.map((n) => [n.name, n.mode, n.subnet, n.gateway || '-', n.ports.length, n.leases.length, n.forwards.length, n.kernel ? `bridge ${n.kernel.bridge}` : n.attach.join(' ') || '-']));
 }
 
 export function formatNetwork(n: NetworkInfo): string {
@@ -29,12 +30,24 @@ export function formatNetwork(n: NetworkInfo): string {
     ['mtu', String(n.mtu)],
   ];
   for (const a of n.attach) kv.push(['attach', a]);
-  const w = Math.max(...kv.map(([k]) => k.length)) + 1;
-  for (const [k, v] of kv) out += `${(k + ':').padEnd(w)} ${v}\n`;
+  const k = n.kernel;
+  if (k) {
+    kv.push(['bridge', `${k.bridge}${k.exists ? '' : ' (missing!)'}${k.createdBridge ? ', made by qnet' : ', the host\'s'}${k.mac ? `, MAC ${k.mac}` : ''}${k.stp ? ', STP on' : ''}`]);
+    if (k.uplink) kv.push(['uplink', `${k.uplink} (its addresses and routes are on ${k.bridge} until qnet stops)`]);
+    kv.push(['forwarding', k.forwarding === '1' ? 'on (net.ipv4.ip_forward = 1)' : `off (net.ipv4.ip_forward = ${k.forwarding})`]);
+    kv.push(['rules', k.rules ? `nftables table ${k.rules.table}: ${k.rules.rules} rules; packets ${Object.entries(k.rules.packets).map(([c, p]) => `${c} ${p}`).join(', ') || 'none yet'}` : 'none (no nftables table in this mode)']);
+    kv.push(['allow', k.allow.length ? `root, ${k.allow.join(', ')}` : 'root only']);
+  }
+  const w = Math.max(...kv.map(([key]) => key.length)) + 1;
+  for (const [key, v] of kv) out += `${(key + ':').padEnd(w)} ${v}\n`;
   if (n.duplicateMacs.length) out += `\nWARNING: MACs seen on more than one port: ${n.duplicateMacs.join(', ')} (two VMs with the same MAC?)\n`;
 
   out += `\nports (${n.ports.length}):\n`;
-  if (n.ports.length) {
+  if (n.ports.length && k) {
+    out += indent(table(['TAP', 'KIND', 'VM', 'UID', 'MACS', 'ADDRESSES', 'RX', 'TX'],
+      n.ports.map((p) => [p.ifname ?? p.name, p.kind, p.vm ?? '-', p.uid ?? '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',
+        `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`])));
+  } else if (n.ports.length) {
     out += indent(table(['ID', 'NAME', 'KIND', 'VM', 'PEER', 'MACS', 'ADDRESSES', 'RX', 'TX', 'DROPPED'],
       n.ports.map((p) => [p.id, p.name, p.kind, p.vm ?? '-', p.peer || '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',
         `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`, p.rxDropped + p.txDropped])));

@@ -12,19 +12,22 @@ const USAGE = `usage: qnet qemu <lint|convert|explain|adopt> [options] -- QEMU-A
             where nothing is lost; --to libvirt: <interface>/<hostdev> XML)
   explain   describe each NIC, its MAC and PCI address, and what it reaches
   adopt     serve user-mode and socket networks with qnet instead; prints the
-            qnet commands to run and the new QEMU arguments
+            qnet commands to run and the new QEMU arguments; tap and bridge
+            netdevs move onto a qnet kernel network (qnet-ifup/ifdown scripts,
+            qnet-bridge-helper)
 
 options:
   --json            machine-readable output
   --machine TYPE    machine type when the line has no -M (default pc)
   --to FORMAT       convert target: netdev (default), nic, libvirt
   --socket-dir DIR  adopt: where sockets go (default \${XDG_RUNTIME_DIR:-/tmp}/qnet)
+  --network NET     adopt: the qnet kernel network taps and bridges move to
 
 QEMU-ARGS may start with the program name, or be one quoted string pasted
 from a tutorial.
 `;
 
-interface Flags { json: boolean; machine?: string; to: 'netdev' | 'nic' | 'libvirt'; socketDir?: string }
+interface Flags { json: boolean; machine?: string; to: 'netdev' | 'nic' | 'libvirt'; socketDir?: string; network?: string }
 
 function parseFlags(args: string[]): { flags: Flags; qemu: string[]; program?: string } | string {
   const flags: Flags = { json: false, to: 'netdev' };
@@ -33,11 +36,12 @@ function parseFlags(args: string[]): { flags: Flags; qemu: string[]; program?: s
     const a = args[i];
     if (a === '--') { i++; break; }
     if (a === '--json') flags.json = true;
-    else if (a === '--machine' || a === '--to' || a === '--socket-dir') {
+    else if (a === '--machine' || a === '--to' || a === '--socket-dir' || a === '--network') {
       const v = args[++i];
       if (v === undefined) return `${a} needs a value`;
       if (a === '--machine') flags.machine = v;
       else if (a === '--socket-dir') flags.socketDir = v;
+      else if (a === '--network') flags.network = v;
       else if (v === 'netdev' || v === 'nic' || v === 'libvirt') flags.to = v;
       else return `--to ${v}: expected netdev, nic or libvirt`;
     } else if (a.startsWith('-')) {
@@ -105,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'adopt': {
-      const r = adopt(qemu, { ...opts, ...(flags.socketDir ? { socketDir: flags.socketDir } : {}) });
+      const r = adopt(qemu, { ...opts, ...(flags.socketDir ? { socketDir: flags.socketDir } : {}), ...(flags.network ? { network: flags.network } : {}) });
       if (flags.json) json({ ...r, ...(r.args ? { command: command(r.args) } : {}) });
       else if (!r.ok) { diags(r.diagnostics, false); err('adopt: fix the errors above first\n'); }
       else {

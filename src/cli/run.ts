@@ -10,23 +10,33 @@
 // qnet run stays in the foreground as QEMU's parent: QEMU inherits the terminal, SIGINT/SIGTERM/
 // SIGHUP are passed on to it, and when it exits the VM is unregistered and qnet run exits with
 // QEMU's status.
+//
+// On a kernel network (bridge:) the daemon makes a tap for the VM instead (named after it,
+// owned by the caller, on the bridge) and hands its descriptor over the API socket; QEMU gets
+// it as fd 3 (`-netdev tap,fd=3`, plus a /dev/vhost-net descriptor as fd 4 when there is one).
+// This works for any user the network's `allow:` list names, without setuid. The tap goes away
+// by itself when QEMU exits; a daemon restart does not touch it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import type { AttachResult, StatusInfo, VmRecord } from '../daemon/types.ts';
+import type { AttachResult, StatusInfo, TapResult, VmRecord } from '../daemon/types.ts';
 import { ApiError, seg, type ApiClient } from '../daemon/client.ts';
+import { defaultRuntimeDir } from '../common/paths.ts';
+import { closeFd, fdRequest } from '../host/fdpass.ts';
 import { parseQemuOpts } from '../qemu/opts.ts';
 import { client, parse, runCommand, UsageError } from './common.ts';
 import { randomVmName } from './attach.ts';
 
-const USAGE = `usage: qnet run NET [--name VM] [--model M] -- qemu-system-x86_64 ARGS...
+const USAGE = `usage: qnet run NET [--name VM] [--model M] [--mac MAC] -- qemu-system-x86_64 ARGS...
 
 Runs QEMU with one more NIC, on qnet network NET, and registers the VM with the daemon.
 qnet adds to your arguments:
   -netdev stream,id=qnet0,server=on,addr.type=unix,addr.path=RUNDIR/vms/VM.sock
+  (on a kernel network: -netdev tap,id=qnet0,fd=3, a tap the daemon made for the VM)
   -device MODEL,netdev=qnet0,mac=MAC  -qmp unix:RUNDIR/vms/VM.qmp,server=on,wait=off
   --name VM    the VM's name (default: QEMU's -name, else a random one); it keeps its MAC
   --model M    the NIC model (default: the daemon's, virtio-net-pci)
+  --mac MAC    this MAC instead of the one qnet keeps for the name (it keeps this one after)
   --api PATH   the daemon's API socket (default: $QNET_API or the runtime directory)
 Ctrl-C and SIGTERM go to QEMU; qnet run exits with QEMU's exit status. There is no --json:
 the VM's record is in \`qnet vm ls --json\`.`;
@@ -45,12 +55,30 @@ export function qemuName(args: string[]): string | undefined {
   return undefined;
 }
 
-export function qnetQemuArgs(o: { sock: string; qmp: string; model: string; mac: string }): string[] {
+/** vhost: 'fd' = the descriptor after the tap's, 'open' = QEMU opens /dev/vhost-net itself. */
+export function qnetQemuArgs(o: { sock: string; qmp: string; model: string; mac: string } | { tapFd: number; vhost?: 'fd' | 'open'; qmp: string; model: string; mac: string }): string[] {
+  const netdev = 'tapFd' in o
+    ? `tap,id=qnet0,fd=${o.tapFd}${o.vhost === 'fd' ? `,vhost=on,vhostfd=${o.tapFd + 1}` : o.vhost === 'open' ? ',vhost=on' : ''}`
+    : `stream,id=qnet0,server=on,addr.type=unix,addr.path=${o.sock.replace(/,/g, ',,')}`;
   return [
-    '-netdev', `stream,id=qnet0,server=on,addr.type=unix,addr.path=${o.sock.replace(/,/g, ',,')}`,
+    '-netdev', netdev,
     '-device', `${o.model},netdev=qnet0,mac=${o.mac}`,
     '-qmp', `unix:${o.qmp.replace(/,/g, ',,')},server=on,wait=off`,
   ];
+}
+
+/** Where this user's VM sockets go: the daemon's runtime directory if we may write it, else our own. */
+function vmsDirFor(status: StatusInfo): string {
+  const own = path.join(status.runtimeDir, 'vms');
+  try {
+    fs.mkdirSync(own, { recursive: true, mode: 0o700 });
+    fs.accessSync(own, fs.constants.W_OK);
+    return own;
+  } catch {
+    const mine = path.join(defaultRuntimeDir(), 'vms');
+    fs.mkdirSync(mine, { recursive: true, mode: 0o700 });
+    return mine;
+  }
 }
 
 function pidAlive(pid: number): boolean {
@@ -75,7 +103,7 @@ export async function main(argv: string[]): Promise<number> {
   const ours = dash >= 0 ? argv.slice(0, dash) : argv;
   const qemu = dash >= 0 ? argv.slice(dash + 1) : [];
   return runCommand('run', USAGE, async () => {
-    const { values, positionals } = parse(ours, { name: { type: 'string' }, model: { type: 'string' } });
+    const { values, positionals } = parse(ours, { name: { type: 'string' }, model: { type: 'string' }, mac: { type: 'string' } });
     if (values.help) { process.stdout.write(USAGE + '\n'); return 0; }
     // like `podman run` and `virsh start`, qnet run has no JSON output: it stays in the
     // foreground as QEMU's parent and QEMU's console may be on stdout; the record is a listing
@@ -88,8 +116,7 @@ export async function main(argv: string[]): Promise<number> {
 
     const name = values.name ?? qemuName(userArgs) ?? randomVmName();
     const status = await api.get<StatusInfo>('/v1/status');
-    const vmsDir = path.join(status.runtimeDir, 'vms');
-    fs.mkdirSync(vmsDir, { recursive: true, mode: 0o700 });
+    const vmsDir = vmsDirFor(status);
     const sock = path.join(vmsDir, `${name}.sock`);
     const qmp = path.join(vmsDir, `${name}.qmp`);
     if (Buffer.byteLength(qmp) > 107) throw new Error(`the VM's socket path ${qmp} is too long for a unix socket (over 107 bytes); use a shorter --name or runtime directory`);
@@ -104,10 +131,32 @@ export async function main(argv: string[]): Promise<number> {
 
     const body: Record<string, string> = { name };
     if (values.model) body.model = values.model;
+    if (values.mac) body.mac = values.mac;
     const att = await api.post<AttachResult>(`/v1/networks/${seg(netName)}/attach`, body);
-    const args = [...userArgs, ...qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac })];
+    let tap: TapResult | undefined;
+    let fds: number[] = [];
+    if (att.kind === 'kernel') {
+      // the daemon makes the tap and hands it over with its descriptor
+      let res;
+      try {
+        res = fdRequest<TapResult & { error?: string }>(api.address, 'POST', `/v1/networks/${seg(netName)}/taps`, { vm: name, vhost: !canOpen('/dev/vhost-net') }, 30_000);
+      } catch (e) {
+        throw new Error(`cannot get a tap from the daemon at ${api.address}: ${(e as Error).message}`);
+      }
+      if (res.status !== 201 || res.fds.length === 0) {
+        for (const f of res.fds) closeFd(f);
+        throw new ApiError(res.status, typeof res.body === 'object' && res.body?.error ? res.body.error : `the daemon answered ${res.status} without a tap`);
+      }
+      tap = res.body;
+      fds = res.fds;
+    }
+    const vhost = tap?.vhost ? 'fd' as const : canOpen('/dev/vhost-net') ? 'open' as const : undefined;
+    const args = [...userArgs, ...(tap
+      ? qnetQemuArgs({ tapFd: 3, vhost, qmp, model: att.model, mac: att.mac })
+      : qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac }))];
 
-    const child = spawn(program, args, { stdio: 'inherit' });
+    const child = spawn(program, args, { stdio: ['inherit', 'inherit', 'inherit', ...fds] });
+    for (const f of fds) closeFd(f); // QEMU has its copies; the tap lives as long as QEMU
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
     });
@@ -116,12 +165,12 @@ export async function main(argv: string[]): Promise<number> {
     for (const s of SIGNALS) process.on(s, forward);
     let registered = false;
     try {
-      // wait for QEMU's stream server socket (or QEMU's early exit)
+      // wait for QEMU's stream server socket (or QEMU's early exit); a tap needs no waiting
       const deadline = Date.now() + SOCKET_WAIT_MS;
       let early: { code: number | null; signal: NodeJS.Signals | null } | Error | undefined;
       void exited.then((r) => { early ??= r; });
       void spawnError.then((e) => { early ??= e; });
-      while (!fs.existsSync(sock)) {
+      while (!tap && !fs.existsSync(sock)) {
         if (early instanceof Error) throw new Error(`cannot run ${program}: ${early.message}`);
         if (early) {
           process.stderr.write(`qnet run: QEMU exited before it opened its network socket${early.code !== null ? ` (status ${early.code})` : ` (${early.signal})`}\n`);
@@ -133,7 +182,8 @@ export async function main(argv: string[]): Promise<number> {
         }
         await new Promise((r) => setTimeout(r, 50));
       }
-      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid!, qmp, sock, startedAt: Date.now() };
+      if (!child.pid) throw new Error(`cannot run ${program}: ${(await spawnError).message}`);
+      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid, qmp, ...(tap ? { tap: tap.tap } : { sock }), startedAt: Date.now() };
       try {
         await api.post('/v1/vms', rec);
         registered = true;
@@ -142,7 +192,7 @@ export async function main(argv: string[]): Promise<number> {
         await exited;
         throw new Error(`the daemon refused VM '${name}' (${(e as Error).message}); stopped QEMU`);
       }
-      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, MAC ${att.mac}; QMP at ${qmp}\n`);
+      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, MAC ${att.mac}${tap ? `, tap ${tap.tap} on bridge ${tap.bridge}` : ''}; QMP at ${qmp}\n`);
       const { code, signal } = await exited;
       if (signal) return 128 + (signalNumber(signal) ?? 0);
       return code ?? 1;
@@ -157,6 +207,10 @@ export async function main(argv: string[]): Promise<number> {
       rmQuiet(qmp);
     }
   });
+}
+
+function canOpen(p: string): boolean {
+  try { fs.accessSync(p, fs.constants.R_OK | fs.constants.W_OK); return true; } catch { return false; }
 }
 
 function signalNumber(sig: NodeJS.Signals): number | undefined {

@@ -22,8 +22,9 @@ export function formatStatus(s: StatusInfo): string {
   out += '\n';
   if (s.networks.length === 0) out += 'no networks\n';
   else {
-    out += table(['NETWORK', 'MODE', 'SUBNET', 'PORTS', 'LEASES', 'DUPLICATE MACS'],
-      s.networks.map((n) => [n.name, n.mode, n.subnet, n.ports, n.leases, n.duplicateMacs.join(',') || '-']));
+    const bridges = s.networks.some((n) => n.bridge);
+    out += table(['NETWORK', 'MODE', 'SUBNET', 'PORTS', 'LEASES', 'DUPLICATE MACS', ...(bridges ? ['BRIDGE'] : [])],
+      s.networks.map((n) => [n.name, n.mode, n.subnet, n.ports, n.leases, n.duplicateMacs.join(',') || '-', ...(bridges ? [n.bridge ?? '-'] : [])]));
   }
   if (s.warnings.length) {
     out += '\nwarnings:\n';

@@ -15,7 +15,11 @@ const USAGE = `usage: qnet up [-c FILE] [--runtime-dir DIR] [--state-dir DIR] [-
 Runs qnet's networks from FILE (qnet.yaml; default: $QNET_CONFIG, else the embedded
 default: one NAT network 'default', 192.168.122.0/24) and the control API on a unix socket
 in the runtime directory. SIGHUP reloads FILE, restarting only networks that changed;
-SIGTERM or Ctrl-C stops cleanly. State (leases, forwards, MACs) survives restarts.`;
+SIGTERM or Ctrl-C stops cleanly. State (leases, forwards, MACs) survives restarts.
+Kernel networks (bridge:) need root; stopping removes what qnet made for them (bridge,
+nftables table, uplink move, forwarding), except for a network whose bridge still carries
+VMs: that one stays up for them (the kernel moves their packets) until the next qnet up
+adopts it.`;
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -52,9 +56,9 @@ export async function main(argv: string[]): Promise<number> {
   const socketPath = path.join(config.runtimeDir, 'api.sock');
   let api;
   try {
-    api = await startApi(daemon, { socketPath, tcp: config.api.tcp });
+    api = await startApi(daemon, { socketPath, tcp: config.api.tcp, shared: daemon.sharedApi });
   } catch (e) {
-    daemon.stop();
+    await daemon.stop();
     process.stderr.write(`qnet up: ${(e as Error).message}\n`);
     return 1;
   }
@@ -76,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
   await stopped;
   await reloading;
   await api.close();
-  daemon.stop();
+  await daemon.stop();
   log.info('stopped');
   return 0;
 }

@@ -6,8 +6,15 @@
  *   user      QEMU's -netdev user semantics (slirp addressing, NAT unless restrict=on)
  *   nat       a shared segment for many VMs: DHCP, DNS by name, NAT out, the host at the gateway
  *   isolated  guests, DHCP and DNS, and no way out
+ * and only on a kernel bridge (a network with `bridge:`, src/host):
+ *   routed    forwarding without NAT (the upstream routes the subnet to the host)
+ *   open      forwarding, no firewall rules at all
+ *   bridge    VMs on the host's LAN (the bridge enslaves an uplink NIC); the LAN's own DHCP
  */
-export type NetworkMode = 'user' | 'nat' | 'isolated';
+export type NetworkMode = 'user' | 'nat' | 'isolated' | 'routed' | 'open' | 'bridge';
+
+/** Modes that exist only on a kernel bridge. */
+export const KERNEL_ONLY_MODES: readonly NetworkMode[] = ['routed', 'open', 'bridge'];
 
 /**
  * A port forward from the host into a guest: QEMU's `hostfwd=`, a config `forwards:` entry and

@@ -17,17 +17,28 @@
 //       dhcp6: fd00:122::100-fd00:122::1ff  # stateful DHCPv6; default: slaac (RA only)
 //       forwards: [{ proto: tcp, hostPort: 8080, guest: web, guestPort: 80 }]
 //       attach: [unix:/run/user/1000/qnet/default.sock]
+//     - name: lab                          # a kernel network: a Linux bridge carries it (root)
+//       mode: nat                        # nat | isolated | routed | open | bridge
+//       bridge: qnbr0
+//       subnet: 10.10.0.0/24
+//       allow: [alice, "@kvm"]             # who may attach VMs (root always may)
+//     - name: lan
+//       mode: bridge                     # VMs on the LAN; the LAN's DHCP serves them
+//       bridge: br0
+//       uplink: eth0                       # qnet makes br0, moves eth0's addresses to it and back
+//       stp: true
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import YAML from 'yaml';
 import { parseAttach, type AttachSpec } from '../network/attach.ts';
 import { inSubnet, ip4ToString, ip6ToString, maskOf, parseIp4, parseIp6 } from '../wire/addr.ts';
-import type { NetworkMode, ForwardRule } from '../common/types.ts';
+import { KERNEL_ONLY_MODES, type NetworkMode, type ForwardRule } from '../common/types.ts';
 import { defaultRuntimeDir, defaultStateDir } from '../common/paths.ts';
 import { parseUserCliOptions, type UserCliOptions } from '../qemu/user-network.ts';
 
-export interface HostEntry { mac: string; ip: number; ip6?: string; name?: string }
+/** A static DHCP host: by MAC, or by VM name (`vm:`; the daemon gives that VM a MAC). */
+export interface HostEntry { mac: string; ip: number; ip6?: string; name?: string; vm?: string }
 /** A DNS record: an IPv4 address (ip) or an IPv6 one (ip6, text) */
 export interface RecordEntry { name: string; ip?: number; ip6?: string }
 
@@ -66,6 +77,14 @@ export interface NetworkConfig {
   pcap?: string;
   /** mode user: the -netdev user option string, parsed */
   user?: UserCliOptions;
+  /** a kernel network: the Linux bridge that carries it (src/host) */
+  bridge?: string;
+  /** mode bridge: the NIC qnet enslaves to the bridge (moving its addresses there) */
+  uplink?: string;
+  /** kernel networks: spanning tree on the bridge */
+  stp?: boolean;
+  /** kernel networks: who may attach VMs besides root (user names, uids, @group) */
+  allow: string[];
   /** where each key came from, for messages at run time */
   where: Record<string, string>;
 }
@@ -271,9 +290,14 @@ export function parseConfig(text: string, file = '(embedded default)', opts: { r
   // cross-network checks
   const names = new Set<string>();
   const attachSeen = new Map<string, { net: NetworkConfig; idx: number }>();
+  const bridges = new Map<string, string>();
   networks.forEach((n, i) => {
     if (names.has(n.name)) r.fail(['networks', i, 'name'], `network '${n.name}' is defined twice`);
     names.add(n.name);
+    if (n.bridge) {
+      if (bridges.has(n.bridge)) r.fail(['networks', i, 'bridge'], `bridge ${n.bridge} is already network '${bridges.get(n.bridge)}'s; give each kernel network its own bridge`);
+      bridges.set(n.bridge, n.name);
+    }
     n.attach.forEach((a, j) => {
       const key = attachKey(a);
       const prev = attachSeen.get(key);
@@ -286,7 +310,7 @@ export function parseConfig(text: string, file = '(embedded default)', opts: { r
   });
   for (let i = 0; i < networks.length; i++) {
     for (let j = i + 1; j < networks.length; j++) {
-      if (subnetsOverlap(networks[i], networks[j]) && networks[i].mode !== 'user' && networks[j].mode !== 'user') {
+      if (subnetsOverlap(networks[i], networks[j]) && networks[i].mode !== 'user' && networks[j].mode !== 'user' && networks[i].mode !== 'bridge' && networks[j].mode !== 'bridge') {
         warnings.push(`${r.at(['networks', j, 'subnet'])}: networks '${networks[i].name}' and '${networks[j].name}' have overlapping subnets ${cidr(networks[i])} and ${cidr(networks[j])}; forwards by address may be ambiguous`);
       }
     }
@@ -311,7 +335,38 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
   return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
 }
 
-const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options'];
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow'];
+const IFNAME_RE = /^[A-Za-z0-9_.:@+-]{1,15}$/;
+
+/** The kernel-network keys (bridge, uplink, stp, allow), checked against the mode. */
+function parseKernelKeys(r: Reader, p: (string | number)[], v: Record<string, Node>, mode: string): Pick<NetworkConfig, 'bridge' | 'uplink' | 'stp' | 'allow'> {
+  const bridge = v.bridge === undefined ? undefined : str(r, [...p, 'bridge'], v.bridge);
+  if (bridge !== undefined && (!IFNAME_RE.test(bridge) || bridge === '.' || bridge === '..')) r.fail([...p, 'bridge'], `'${bridge}' is not a Linux interface name (1-15 letters, digits, _ . - : @ +)`);
+  if (bridge === undefined) {
+    if (KERNEL_ONLY_MODES.includes(mode as NetworkMode)) r.fail([...p, 'mode'], `mode ${mode} needs a kernel bridge: add bridge: NAME (qnet creates it, as root)`);
+    for (const k of ['uplink', 'stp', 'allow']) if (v[k] !== undefined) r.fail([...p, k], `'${k}' is for kernel networks: add bridge: NAME, or drop '${k}'`, true);
+    return { allow: [] };
+  }
+  if (mode === 'user') r.fail([...p, 'bridge'], 'mode user is QEMU\'s -netdev user served by qnet; a bridge network is nat, isolated, routed, open or bridge');
+  let uplink: string | undefined;
+  if (v.uplink !== undefined) {
+    if (mode !== 'bridge') r.fail([...p, 'uplink'], `uplink: is for mode bridge (VMs on the NIC's LAN); mode ${mode} reaches out through the host's routes`, true);
+    uplink = str(r, [...p, 'uplink'], v.uplink);
+    if (!IFNAME_RE.test(uplink)) r.fail([...p, 'uplink'], `'${uplink}' is not a Linux interface name`);
+    if (uplink === bridge) r.fail([...p, 'uplink'], 'the uplink is the NIC that joins the bridge, not the bridge itself');
+  }
+  let stp: boolean | undefined;
+  if (v.stp !== undefined) {
+    if (typeof v.stp !== 'boolean') r.fail([...p, 'stp'], `expected true or false, got ${JSON.stringify(v.stp)}`);
+    stp = v.stp;
+  }
+  const allow = list(r, [...p, 'allow'], v.allow).map((a, j) => {
+    const s = str(r, [...p, 'allow', j], a);
+    if (!/^@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(s)) r.fail([...p, 'allow', j], `'${s}' is not a user name, uid, @group or @gid`);
+    return s;
+  });
+  return { bridge, uplink, stp, allow };
+}
 
 function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: string): NetworkConfig {
   if (!isMap(v)) r.fail(p, 'expected a mapping with name, mode, subnet, ...');
@@ -319,13 +374,15 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   const name = str(r, [...p, 'name'], v.name);
   if (!NAME_RE.test(name)) r.fail([...p, 'name'], `'${name}' is not a valid network name (letters, digits, _ . -; up to 64)`);
   const mode = (v.mode ?? 'nat') as string;
-  if (mode !== 'nat' && mode !== 'isolated' && mode !== 'user') r.fail([...p, 'mode'], `unknown mode '${mode}' (nat, isolated or user)`);
+  if (!['nat', 'isolated', 'user', ...KERNEL_ONLY_MODES].includes(mode)) r.fail([...p, 'mode'], `unknown mode '${mode}' (nat, isolated or user; on a bridge: also routed, open or bridge)`);
+  const kernel = parseKernelKeys(r, p, v, mode);
+  if (kernel.bridge && v.attach !== undefined) r.fail([...p, 'attach'], `a kernel network (bridge: ${kernel.bridge}) is joined through taps (qnet run, -netdev tap/bridge), not attach points`, true);
   const where: Record<string, string> = {};
   const attach = list(r, [...p, 'attach'], v.attach).map((a, j) => {
     where[`attach.${j}`] = r.at([...p, 'attach', j]);
     try { return parseAttach(str(r, [...p, 'attach', j], a)); } catch (e) { return r.fail([...p, 'attach', j], (e as Error).message); }
   });
-  if (attach.length === 0) attach.push(parseAttach(`unix:${path.join(runtimeDir, `${name}.sock`)}`));
+  if (attach.length === 0 && !kernel.bridge) attach.push(parseAttach(`unix:${path.join(runtimeDir, `${name}.sock`)}`));
   where.attach = r.at([...p, 'attach']);
   const mtu = v.mtu === undefined ? 1500 : int(r, [...p, 'mtu'], v.mtu, 576, 65521);
 
@@ -337,6 +394,13 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     try { user = parseUserCliOptions(v.options === undefined ? '' : str(r, [...p, 'options'], v.options)); } catch (e) { return r.fail([...p, 'options'], (e as Error).message); }
     const upstreams = v.upstreams !== undefined ? list(r, [...p, 'upstreams'], v.upstreams).map((u, j) => hostPortOf(r, [...p, 'upstreams', j], str(r, [...p, 'upstreams', j], u), 53, true)) : user.dnsUpstreams;
     return { ...userNetworkConfig(name, { ...user, dnsUpstreams: upstreams, mtu: user.mtu ?? mtu }, attach), forwards: parseForwards(r, p, v.forwards), where };
+  }
+  if (mode === 'bridge') {
+    // VMs on the LAN: addressing, DHCP and DNS are the LAN's
+    for (const k of ['subnet', 'gateway', 'dhcp', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards']) {
+      if (v[k] !== undefined) r.fail([...p, k], `mode bridge puts VMs on the LAN of ${kernel.uplink ?? kernel.bridge}: its own DHCP and routers serve them, so '${k}' has no meaning here`, true);
+    }
+    return { name, mode: 'bridge', net: 0, prefix: 0, gateway: 0, dhcpStart: 0, dhcpEnd: 0, hosts: [], records: [], forwards: [], mtu: v.mtu === undefined ? 0 : mtu, attach, where, ...kernel };
   }
   if (v.options !== undefined) r.fail([...p, 'options'], `'options' (QEMU -netdev user options) is only for mode user`);
   const sub = str(r, [...p, 'subnet'], v.subnet ?? r.fail([...p], 'a nat or isolated network needs a subnet, e.g. subnet: 192.168.122.0/24'));
@@ -368,17 +432,26 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     if (gateway >= dhcpStart && gateway <= dhcpEnd) r.fail(q, `DHCP range ${s}-${e} contains the gateway ${ip4ToString(gateway)}`);
   }
   const v6 = parseIpv6Net(r, p, v);
+  if (kernel.bridge && v6.cfg) r.fail([...p, 'subnet6'], `IPv6 (subnet6) is not served on kernel networks yet (bridge: ${kernel.bridge}); drop it, or use a userspace network`, true);
   const hosts = list(r, [...p, 'hosts'], v.hosts).map((h, j): HostEntry => {
     const q = [...p, 'hosts', j];
-    if (!isMap(h)) r.fail(q, 'expected { mac, ip, ip6, name }');
-    checkKeys(r, q, h, ['mac', 'ip', 'ip6', 'name']);
-    const mac = str(r, [...q, 'mac'], h.mac).toLowerCase();
-    if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) r.fail([...q, 'mac'], `'${mac}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
-    if (parseInt(mac.slice(0, 2), 16) & 1) r.fail([...q, 'mac'], `'${mac}' is a multicast MAC; a NIC needs a unicast one`);
-    const name = h.name === undefined ? undefined : str(r, [...q, 'name'], h.name);
+    if (!isMap(h)) r.fail(q, 'expected { mac, ip, ip6, name } or { vm, ip, ip6 }');
+    checkKeys(r, q, h, ['mac', 'vm', 'ip', 'ip6', 'name']);
+    if ((h.mac === undefined) === (h.vm === undefined)) r.fail(q, 'give the host either mac: (its NIC) or vm: (a VM name; qnet gives that VM its MAC)');
+    let mac = '';
+    let vm: string | undefined;
+    if (h.mac !== undefined) {
+      mac = str(r, [...q, 'mac'], h.mac).toLowerCase();
+      if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) r.fail([...q, 'mac'], `'${mac}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+      if (parseInt(mac.slice(0, 2), 16) & 1) r.fail([...q, 'mac'], `'${mac}' is a multicast MAC; a NIC needs a unicast one`);
+    } else {
+      vm = str(r, [...q, 'vm'], h.vm);
+      if (!NAME_RE.test(vm)) r.fail([...q, 'vm'], `'${vm}' is not a valid VM name (letters, digits, _ . -)`);
+    }
+    const name = h.name === undefined ? (vm && /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(vm) ? vm : undefined) : str(r, [...q, 'name'], h.name);
     if (name !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(name)) r.fail([...q, 'name'], `'${name}' is not a valid host name`);
     const ip6 = h.ip6 === undefined ? undefined : v6.inNet6([...q, 'ip6'], str(r, [...q, 'ip6'], h.ip6), 'host IPv6 address');
-    return { mac, ip: inNet([...q, 'ip'], ipv4(r, [...q, 'ip'], h.ip), 'host address'), ...(ip6 ? { ip6 } : {}), name };
+    return { mac, ip: inNet([...q, 'ip'], ipv4(r, [...q, 'ip'], h.ip), 'host address'), ...(ip6 ? { ip6 } : {}), name, ...(vm ? { vm } : {}) };
   });
   const records = list(r, [...p, 'records'], v.records).map((h, j): RecordEntry => {
     const q = [...p, 'records', j];
@@ -392,10 +465,15 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   if (mode === 'isolated' && upstreams?.length) r.fail([...p, 'upstreams'], 'an isolated network has no way out, so no DNS upstreams');
   const domain = v.domain === undefined ? undefined : str(r, [...p, 'domain'], v.domain);
   if (domain !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(domain)) r.fail([...p, 'domain'], `'${domain}' is not a DNS domain`);
+  const forwards = parseForwards(r, p, v.forwards, kernel.bridge !== undefined);
+  if (kernel.bridge && forwards.length && mode !== 'nat') {
+    r.fail([...p, 'forwards'], mode === 'isolated' ? 'an isolated network has no way in: forwards need mode nat'
+      : `a ${mode} network's guests are reachable at their own addresses; forwards (DNAT) are for mode nat`, true);
+  }
   return {
     name, mode: mode as NetworkMode, net, prefix, gateway, dhcpStart, dhcpEnd,
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
-    domain, hosts, records, upstreams, forwards: parseForwards(r, p, v.forwards), mtu, attach, where,
+    domain, hosts, records, upstreams, forwards, mtu, attach, where, ...kernel,
     ...(v6.cfg ? { ipv6: v6.cfg } : {}),
   };
 }
@@ -405,19 +483,25 @@ export function userNetworkConfig(name: string, user: UserCliOptions, attach: At
   const c = user.config;
   return {
     name, mode: 'user', net: parseIp4(c.net)!, prefix: c.prefixLength ?? 24, gateway: parseIp4(c.host)!, dhcpStart: parseIp4(c.dhcpstart)!, dhcpEnd: 0,
-    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, where: {}, ...extra,
+    hosts: [], records: [], upstreams: user.dnsUpstreams, forwards: [], mtu: user.mtu ?? 1500, attach, user, allow: [], where: {}, ...extra,
   };
 }
 
-function parseForwards(r: Reader, p: (string | number)[], v: Node): ForwardRule[] {
+/**
+ * Forwards. On a kernel network they are DNAT on the host's addresses: without hostAddr every
+ * local address of the host (''), and never loopback (127/8 cannot be routed to a bridge).
+ */
+function parseForwards(r: Reader, p: (string | number)[], v: Node, kernel = false): ForwardRule[] {
   return list(r, [...p, 'forwards'], v).map((f, j): ForwardRule => {
     const q = [...p, 'forwards', j];
     if (!isMap(f)) r.fail(q, 'expected { proto, hostPort, guest, guestPort }');
     checkKeys(r, q, f, ['proto', 'hostAddr', 'hostPort', 'guest', 'guestPort']);
     const proto = (f.proto ?? 'tcp') as string;
     if (proto !== 'tcp' && proto !== 'udp') r.fail([...q, 'proto'], `'${proto}' is not tcp or udp`);
-    const hostAddr = f.hostAddr === undefined ? '127.0.0.1' : str(r, [...q, 'hostAddr'], f.hostAddr);
-    if (hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) r.fail([...q, 'hostAddr'], `'${hostAddr}' is not an IPv4 address`);
+    const hostAddr = f.hostAddr === undefined ? (kernel ? '' : '127.0.0.1') : str(r, [...q, 'hostAddr'], f.hostAddr);
+    if (hostAddr !== '' && hostAddr !== '0.0.0.0' && parseIp4(hostAddr) === null) r.fail([...q, 'hostAddr'], `'${hostAddr}' is not an IPv4 address`);
+    if (kernel && hostAddr.startsWith('127.')) r.fail([...q, 'hostAddr'], 'a kernel network forwards with DNAT on the host\'s addresses, and loopback cannot be routed to a bridge: leave hostAddr out (every address of the host) or give one of them');
+    if (kernel && f.hostPort === 0) r.fail([...q, 'hostPort'], 'a kernel network\'s forward needs a fixed hostPort (DNAT rules have no port to pick)');
     return {
       proto: proto as 'tcp' | 'udp', hostAddr, hostPort: int(r, [...q, 'hostPort'], f.hostPort, 0, 65535),
       guest: str(r, [...q, 'guest'], f.guest), guestPort: int(r, [...q, 'guestPort'], f.guestPort, 1, 65535),

@@ -1,11 +1,19 @@
 // The daemon's control API: HTTP/1.1 + JSON over a unix socket (node:http, no framework),
 // mapping routes onto a DaemonControl.
 //
-// Access control is the filesystem's: the socket is created 0600 inside a 0700 directory, so
-// only its owner (and root) can connect. There is no other authentication on the socket.
+// Access control: the socket is created 0600 inside a 0700 directory, so only its owner (and
+// root) can connect. When kernel networks name other users (`allow:`), the socket is `shared`:
+// 0666 in a 0755 directory, and every request is authorised by the peer credentials of its
+// connection (SO_PEERCRED, never anything the caller says): root and the daemon's own user may
+// do everything, others only the routes marked for users (status, attach, taps, their own VMs),
+// and the daemon checks each network's allow list (DaemonControl.authorize and the methods).
 // Optionally the same API also listens on TCP, for tools that cannot speak to a unix socket;
 // that listener is loopback-only unless `allowNonLoopback` is set, and always requires
 // `Authorization: Bearer TOKEN` (compared in constant time).
+//
+// Descriptor handover: a handler may answer with an FdReply; the whole HTTP response is then
+// written with the descriptors attached (SCM_RIGHTS) past Node's stream, the connection is
+// closed and the daemon's copies of the descriptors too. Only on the unix socket.
 //
 // Responses are JSON (`GET /metrics` is Prometheus text). Errors are `{"error": "message"}`:
 // 404 for NotFoundError and unknown routes (with the list of routes), 405 for a known path with
@@ -16,9 +24,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import {
-  BadRequestError, NotFoundError,
-  type DaemonControl, type ForwardRequest, type VmRecord,
+  BadRequestError, ForbiddenError, NotFoundError,
+  type DaemonControl, type ForwardRequest, type PeerCred, type TapRequest, type VmRecord,
 } from './types.ts';
+import { closeFd, peerCredentials, sendWithFds } from '../host/fdpass.ts';
 
 export interface ApiOptions {
   /** unix socket path (its parent directory is created 0700; the socket is made 0600) */
@@ -27,6 +36,8 @@ export interface ApiOptions {
   tcp?: { host: string; port: number; token: string; allowNonLoopback?: boolean };
   /** request body limit in bytes (default 1 MiB) */
   maxBody?: number;
+  /** other users may connect (0666 socket in a 0755 directory); requests are authorised by peer credentials */
+  shared?: boolean;
 }
 
 export interface ApiServer {
@@ -40,13 +51,17 @@ export const MAX_BODY = 1 << 20;
 export const MAX_CAPTURE_SECONDS = 86400;
 
 type Params = Record<string, string>;
-interface Ctx { params: Params; body: () => Promise<unknown>; req: http.IncomingMessage; res: http.ServerResponse }
+interface Ctx { params: Params; body: () => Promise<unknown>; req: http.IncomingMessage; res: http.ServerResponse; who: PeerCred | null }
 /** a handler returns a JSON-able value (200), or a Reply for another status/content type */
 type Handler = (ctx: Ctx) => unknown | Promise<unknown>;
 class Reply {
   constructor(readonly status: number, readonly body: unknown, readonly contentType = 'application/json') {}
 }
-interface Route { method: string; pattern: string; parts: string[]; handler: Handler }
+/** A JSON reply with descriptors attached (unix socket only); the API closes its copies. */
+export class FdReply {
+  constructor(readonly status: number, readonly body: unknown, readonly fds: number[]) {}
+}
+interface Route { method: string; pattern: string; parts: string[]; handler: Handler; userRoute: boolean }
 
 interface Capture { id: string; network: string; path: string; port?: string; startedAt: number; stop(): { frames: number } }
 
@@ -116,8 +131,9 @@ export function parseVmRecord(v: unknown): VmRecord {
   const mac = str(b, 'mac', true)!;
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
   const qmp = str(b, 'qmp', true)!;
-  const sock = str(b, 'sock', true)!;
-  if (!path.isAbsolute(qmp) || !path.isAbsolute(sock)) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
+  const tap = str(b, 'tap', false);
+  const sock = str(b, 'sock', tap === undefined);
+  if (!path.isAbsolute(qmp) || (sock !== undefined && !path.isAbsolute(sock))) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
   return {
     name,
     network: str(b, 'network', true)!,
@@ -125,13 +141,29 @@ export function parseVmRecord(v: unknown): VmRecord {
     model: str(b, 'model', false) ?? 'virtio-net-pci',
     pid: int(b, 'pid', true, 1, 0x7fffffff)!,
     qmp,
-    sock,
+    ...(sock !== undefined ? { sock } : {}),
+    ...(tap !== undefined ? { tap } : {}),
     startedAt: int(b, 'startedAt', false, 0, Number.MAX_SAFE_INTEGER) ?? Date.now(),
   };
 }
 
-function compile(method: string, pattern: string, handler: Handler): Route {
-  return { method, pattern, parts: pattern.split('/').filter(Boolean), handler };
+export function parseTapRequest(v: unknown, network?: string): TapRequest {
+  const b = object(v);
+  const vm = str(b, 'vm', true)!;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(vm)) throw new BadRequestError(`VM name '${vm}' is not valid: use letters, digits, '_', '.', '-' (at most 63)`);
+  const req: TapRequest = { vm, network: network ?? str(b, 'network', false), bridge: str(b, 'bridge', false) };
+  if (!req.network && !req.bridge) throw new BadRequestError("give 'network' or 'bridge'");
+  for (const k of ['vnetHdr', 'vhost'] as const) {
+    if (b[k] !== undefined) {
+      if (typeof b[k] !== 'boolean') throw new BadRequestError(`'${k}' must be true or false`);
+      req[k] = b[k];
+    }
+  }
+  return req;
+}
+
+function compile(method: string, pattern: string, handler: Handler, userRoute = false): Route {
+  return { method, pattern, parts: pattern.split('/').filter(Boolean), handler, userRoute };
 }
 
 function match(route: Route, segs: string[]): Params | null {
@@ -161,17 +193,17 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
   const captureInfo = (c: Capture) => ({ id: c.id, network: c.network, path: c.path, port: c.port ?? null, startedAt: c.startedAt });
 
   return [
-    compile('GET', '/v1/status', () => control.status()),
+    compile('GET', '/v1/status', () => control.status(), true),
     compile('GET', '/v1/networks', () => control.networks()),
     compile('GET', '/v1/networks/:name', ({ params }) => control.network(params.name)),
     compile('GET', '/v1/networks/:name/leases', ({ params }) => control.leases(params.name)),
     compile('GET', '/v1/leases', () => control.leases()),
-    compile('GET', '/v1/networks/:name/ports', ({ params }) => control.network(params.name).ports),
+    compile('GET', '/v1/networks/:name/ports', async ({ params }) => (await control.network(params.name)).ports),
     compile('GET', '/v1/networks/:name/forwards', ({ params }) => control.forwards(params.name)),
     compile('GET', '/v1/forwards', () => control.forwards()),
     compile('POST', '/v1/networks/:name/forwards', async ({ params, body }) => {
       const spec = parseForwardSpec(await body());
-      control.network(params.name); // 404 before anything else for a missing network
+      await control.network(params.name); // 404 before anything else for a missing network
       return new Reply(201, await control.addForward(params.name, spec));
     }),
     compile('DELETE', '/v1/networks/:name/forwards/:id', ({ params }) => {
@@ -218,22 +250,55 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
       return { ...captureInfo(cap), frames, seconds: (Date.now() - cap.startedAt) / 1000 };
     }),
     compile('GET', '/metrics', () => new Reply(200, control.metrics(), 'text/plain; version=0.0.4; charset=utf-8')),
-    compile('POST', '/v1/networks/:name/attach', async ({ params, body }) => {
+    compile('POST', '/v1/networks/:name/attach', async ({ params, body, who }) => {
       const b = object(await body());
       const name = str(b, 'name', true)!;
-      return control.attach(params.name, name, str(b, 'model', false));
-    }),
-    compile('GET', '/v1/vms', () => control.vms()),
-    compile('POST', '/v1/vms', async ({ body }) => {
+      const mac = str(b, 'mac', false);
+      if (mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
+      return control.attach(params.name, name, str(b, 'model', false), mac?.toLowerCase(), who);
+    }, true),
+    compile('GET', '/v1/vms', ({ who }) => control.vms(who), true),
+    compile('POST', '/v1/vms', async ({ body, who }) => {
       const vm = parseVmRecord(await body());
-      control.connectVm(vm);
+      control.connectVm(vm, who);
       return new Reply(201, vm);
-    }),
-    compile('DELETE', '/v1/vms/:name', ({ params }) => {
-      control.disconnectVm(params.name);
+    }, true),
+    compile('DELETE', '/v1/vms/:name', ({ params, who }) => {
+      control.disconnectVm(params.name, who);
       return { removed: params.name };
+    }, true),
+    // kernel networks: taps handed over with their descriptors, and QEMU's own taps (ifup/ifdown)
+    compile('POST', '/v1/networks/:name/taps', async ({ params, body, who }) => tapReply(control, parseTapRequest(await body(), params.name), who), true),
+    compile('POST', '/v1/taps', async ({ body, who }) => tapReply(control, parseTapRequest(await body()), who), true),
+    compile('POST', '/v1/ports', async ({ body, who }) => {
+      if (!control.addPort) throw new NotFoundError('this daemon has no kernel networks');
+      const b = object(await body());
+      return new Reply(201, await control.addPort(str(b, 'ifname', true)!, str(b, 'network', false), str(b, 'vm', false), who));
+    }),
+    compile('DELETE', '/v1/ports/:ifname', ({ params, req, who }) => {
+      if (!control.removePort) throw new NotFoundError('this daemon has no kernel networks');
+      const net = new URL(req.url ?? '/', 'http://qnet').searchParams.get('network') ?? undefined;
+      return control.removePort(params.ifname, net, who);
     }),
   ];
+}
+
+async function tapReply(control: DaemonControl, req: TapRequest, who: PeerCred | null): Promise<FdReply> {
+  if (!control.createTap) throw new NotFoundError('this daemon has no kernel networks');
+  const { info, fds } = await control.createTap(req, who);
+  return new FdReply(201, info, fds);
+}
+
+/** Write a whole JSON response with descriptors attached, close the connection and our copies. */
+function sendFdReply(res: http.ServerResponse, out: FdReply): void {
+  try {
+    const text = JSON.stringify(out.body, null, 2) + '\n';
+    const head = `HTTP/1.1 ${out.status} ${http.STATUS_CODES[out.status] ?? ''}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n`;
+    sendWithFds(res.socket as net.Socket, Buffer.from(head + text), out.fds);
+  } finally {
+    for (const fd of out.fds) closeFd(fd);
+    res.socket?.destroy();
+  }
 }
 
 function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
@@ -270,8 +335,19 @@ function send(res: http.ServerResponse, status: number, body: unknown, contentTy
   res.end(text);
 }
 
-function makeHandler(routes: Route[], maxBody: number, token?: string): http.RequestListener {
+function makeHandler(control: DaemonControl, routes: Route[], maxBody: number, token?: string): http.RequestListener {
   const routeList = routes.map((r) => `${r.method} ${r.pattern}`);
+  const creds = new WeakMap<net.Socket, PeerCred | null>();
+  const whoIs = (req: http.IncomingMessage): PeerCred | null => {
+    if (token !== undefined) return null; // the TCP API: the bearer token stands for the owner
+    const s = req.socket;
+    if (!creds.has(s)) {
+      let c: PeerCred | null = null;
+      try { c = peerCredentials(s); } catch { c = null; }
+      creds.set(s, c);
+    }
+    return creds.get(s)!;
+  };
   return (req, res) => {
     void (async () => {
       try {
@@ -293,10 +369,18 @@ function makeHandler(routes: Route[], maxBody: number, token?: string): http.Req
           const params = match(r, segs);
           if (!params) continue;
           if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) { allowed.push(r.method); continue; }
+          const who = whoIs(req);
+          control.authorize?.(who, { method: r.method, pattern: r.pattern, userRoute: r.userRoute });
           let bodyPromise: Promise<unknown> | undefined;
-          const out = await r.handler({ params, req, res, body: () => (bodyPromise ??= readBody(req, maxBody)) });
+          const out = await r.handler({ params, req, res, who, body: () => (bodyPromise ??= readBody(req, maxBody)) });
           if (!bodyPromise) req.resume();
-          if (out instanceof Reply) send(res, out.status, out.body, out.contentType);
+          if (out instanceof FdReply) {
+            if (token !== undefined) {
+              for (const fd of out.fds) closeFd(fd);
+              throw new BadRequestError('descriptors can only be handed over on the unix socket, not the TCP API');
+            }
+            sendFdReply(res, out);
+          } else if (out instanceof Reply) send(res, out.status, out.body, out.contentType);
           else send(res, 200, out);
           return;
         }
@@ -310,6 +394,7 @@ function makeHandler(routes: Route[], maxBody: number, token?: string): http.Req
       } catch (e) {
         let status = 500;
         if (e instanceof NotFoundError) status = 404;
+        else if (e instanceof ForbiddenError) status = 403;
         else if (e instanceof BadRequestError) status = e.status;
         else if (e instanceof HttpError) status = e.status;
         const message = e instanceof Error ? e.message : String(e);
@@ -330,13 +415,15 @@ function socketLive(p: string): Promise<boolean> {
   });
 }
 
-async function prepareSocketPath(socketPath: string): Promise<void> {
+async function prepareSocketPath(socketPath: string, shared: boolean): Promise<void> {
   const dir = path.dirname(socketPath);
   const created = fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.statSync(dir);
   if (!st.isDirectory()) throw new Error(`cannot create the API socket: ${dir} is not a directory`);
   const uid = process.getuid?.();
-  if (created !== undefined) {
+  if (shared && (st.uid === uid || created !== undefined)) {
+    fs.chmodSync(dir, 0o755); // other users must reach the socket; every request is checked by peer credentials
+  } else if (created !== undefined) {
     fs.chmodSync(dir, 0o700); // umask may have narrowed it, never widened; be explicit
   } else if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
     throw new Error(`refusing to put the API socket in ${dir}: it belongs to uid ${st.uid}, not to you (uid ${uid}); pick another path with --api`);
@@ -380,8 +467,8 @@ export async function startApi(control: DaemonControl, opts: ApiOptions): Promis
   const captures = new Map<string, Capture>();
   const routes = buildRoutes(control, captures);
 
-  await prepareSocketPath(socketPath);
-  const unixServer = http.createServer(makeHandler(routes, maxBody));
+  await prepareSocketPath(socketPath, opts.shared === true);
+  const unixServer = http.createServer(makeHandler(control, routes, maxBody));
   // bind with a umask that leaves the socket 0600 from the first instant, then chmod to be sure
   const oldMask = process.umask(0o177);
   try {
@@ -393,12 +480,12 @@ export async function startApi(control: DaemonControl, opts: ApiOptions): Promis
   } finally {
     process.umask(oldMask);
   }
-  fs.chmodSync(socketPath, 0o600);
+  fs.chmodSync(socketPath, opts.shared ? 0o666 : 0o600);
 
   let tcpServer: http.Server | undefined;
   let tcpPort: number | undefined;
   if (tcp) {
-    tcpServer = http.createServer(makeHandler(routes, maxBody, tcp.token));
+    tcpServer = http.createServer(makeHandler(control, routes, maxBody, tcp.token));
     try {
       await listen(tcpServer, { host: tcp.host.replace(/^\[|\]$/g, ''), port: tcp.port });
     } catch (e) {

@@ -4,9 +4,14 @@
 //
 // The socket is found from `--api PATH`, else $QNET_API, else the default runtime directory
 // (paths.ts): `${XDG_RUNTIME_DIR}/qnet/api.sock`, `/run/qnet/api.sock` for root,
-// `/tmp/qnet-$UID/api.sock` otherwise.
+// `/tmp/qnet-$UID/api.sock` otherwise; a user without a daemon of their own falls back to the
+// system daemon's /run/qnet/api.sock.
 import http from 'node:http';
+import fs from 'node:fs';
 import { defaultApiSocket } from '../common/paths.ts';
+
+/** The system daemon's socket (root's runtime directory), for users who run no daemon of their own. */
+export const SYSTEM_API_SOCKET = '/run/qnet/api.sock';
 
 /** The API answered with an error status. */
 export class ApiError extends Error {
@@ -17,7 +22,11 @@ export class ApiError extends Error {
 export class DaemonUnreachableError extends Error {}
 
 export function resolveApiAddress(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
-  return flag || env.QNET_API || defaultApiSocket(env);
+  if (flag || env.QNET_API) return (flag || env.QNET_API)!;
+  const own = defaultApiSocket(env);
+  // a user with no daemon of their own talks to the system one (kernel networks with allow:)
+  if (process.getuid?.() !== 0 && !fs.existsSync(own) && fs.existsSync(SYSTEM_API_SOCKET)) return SYSTEM_API_SOCKET;
+  return own;
 }
 
 export interface ClientOptions {

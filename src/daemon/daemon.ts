@@ -1,6 +1,12 @@
 // The qnet daemon: runs every configured network, keeps their state across restarts, and
 // answers the control API (DaemonControl). Reloading the config (SIGHUP) restarts only the
 // networks whose configuration changed; the others keep their guests and flows.
+//
+// Kernel networks (`bridge:`, kernel.ts) have host objects next to (or, in mode bridge,
+// instead of) the userspace Network that serves their DHCP and DNS. Stopping the daemon keeps
+// a kernel network that VMs still use (their packets never pass through qnet); the next start
+// adopts it. Other users reach the API when a network allows them, each request checked by
+// the peer credentials of its connection (authorize()).
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -8,16 +14,18 @@ import { Network, type NetworkOptions } from '../network/network.ts';
 import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
-import { ip4ToString, ip6ToString } from '../wire/addr.ts';
+import { ip4ToString, ip6ToString, parseIp4 } from '../wire/addr.ts';
 import { addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
 import net from 'node:net';
 import { qemuNetdevFor } from '../link/endpoint.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
+import { describeUid } from '../host/users.ts';
+import { BRIDGE_HELPER, KernelNetworks, badKernelOp, isKernel } from './kernel.ts';
 import {
-  BadRequestError, NotFoundError,
+  BadRequestError, ForbiddenError, NotFoundError,
   type AttachResult, type ForwardRequest, type DaemonControl, type ForwardInfo, type ForwardRule, type LeaseInfo, type NetworkInfo,
-  type PortInfo, type StatusInfo, type VmRecord,
+  type PeerCred, type PortInfo, type StatusInfo, type TapRequest, type TapResult, type VmRecord,
 } from './types.ts';
 
 const log = logger('daemon');
@@ -28,7 +36,8 @@ interface Running {
   cfg: NetworkConfig;
   /** the config as JSON: what reload compares */
   key: string;
-  net: Network;
+  /** the userspace network; for a kernel network its DHCP/DNS; none in mode bridge */
+  net: Network | null;
 }
 
 /** `proto:hostAddr:hostPort`, an IPv6 host address in brackets (tcp:[::1]:8022). */
@@ -39,6 +48,15 @@ function forwardId(proto: string, hostAddr: string, hostPort: number): string {
 
 function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** A MAC derived from the network and VM names (stable), re-derived while it is taken (unique). */
+export function deriveMac(network: string, name: string, taken: Set<string>): string {
+  for (let i = 0; ; i++) {
+    const h = crypto.createHash('sha256').update(`${network}\0${name}\0${i}`).digest();
+    const mac = `52:54:00:${[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+    if (!taken.has(mac)) return mac;
+  }
 }
 
 export function networkOptions(cfg: NetworkConfig): NetworkOptions {
@@ -58,17 +76,18 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     dhcpStart: cfg.dhcpStart,
     dhcpSize: cfg.dhcpEnd - cfg.dhcpStart + 1,
     leaseTime: cfg.leaseTime,
-    staticHosts: cfg.hosts.map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.name })),
+    staticHosts: cfg.hosts.filter((h) => h.mac).map((h) => ({ mac: h.mac, ip: h.ip, hostname: h.name })),
     domain: cfg.domain,
     dnsSearch: cfg.domain ? [cfg.domain] : undefined,
     records: cfg.records.map((rec) => ({ name: rec.name, ip: rec.ip ?? parseAddr(rec.ip6!)! })),
     upstreams: cfg.upstreams,
     mtu: cfg.mtu,
-    forwards: cfg.forwards,
+    // a kernel network's forwards are DNAT rules (kernel.ts), not listening sockets
+    forwards: isKernel(cfg) ? [] : cfg.forwards,
     listen: cfg.attach,
     ipv6: cfg.ipv6 ? {
       prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
-      hosts: cfg.hosts.filter((h) => h.ip6).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
+      hosts: cfg.hosts.filter((h) => h.ip6 && h.mac).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
     } : undefined,
   };
 }
@@ -78,62 +97,109 @@ export class Daemon implements DaemonControl {
   private readonly store: StateStore;
   private readonly started = Date.now();
   private readonly captures = new Set<{ stop(): { frames: number } }>();
+  private readonly kernel: KernelNetworks;
   apiSocket = '';
 
   private constructor(public config: Config) {
     fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
     this.store = new StateStore(config.stateDir);
     this.store.load();
+    this.kernel = new KernelNetworks(this.store);
   }
+
+  /** Other users may reach the API: some kernel network allows them. */
+  get sharedApi(): boolean { return this.config.networks.some((n) => n.allow.length > 0); }
 
   static async start(config: Config): Promise<Daemon> {
     const d = new Daemon(config);
     try {
+      // kernel objects of networks no longer configured as kernel networks (config changed while down)
+      const gone = await d.kernel.host.pruneExcept(new Set(config.networks.filter(isKernel).map((n) => n.name)));
+      if (gone.length) log.info('removed kernel networks that are no longer configured', { networks: gone.join(' ') });
       for (const cfg of config.networks) await d.startNetwork(cfg);
     } catch (e) {
-      d.stop();
+      await d.stop({ keepKernel: false });
       throw e;
     }
-    // VMs that still run (QEMU is their stream server): join them again.
+    // VMs that still run: join them again (QEMU is the stream server; a kernel VM keeps its tap).
     for (const vm of [...d.store.state.vms]) {
-      if (pidAlive(vm.pid) && d.running.has(vm.network)) d.running.get(vm.network)!.net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
+      const r = d.running.get(vm.network);
+      if (pidAlive(vm.pid) && r) { if (vm.sock && r.net && !isKernel(r.cfg)) r.net.connectVm(vm.name, { kind: 'unix', path: vm.sock }); }
       else d.store.state.vms = d.store.state.vms.filter((v) => v !== vm);
     }
     d.store.changed();
     return d;
   }
 
-  private async startNetwork(cfg: NetworkConfig): Promise<void> {
+  /** Static hosts named by VM get that VM's MAC (assigned now if it has none yet). */
+  private resolveHosts(cfg: NetworkConfig): NetworkConfig {
+    if (!cfg.hosts.some((h) => h.vm)) return cfg;
     const st = this.store.net(cfg.name);
-    const opts = networkOptions(cfg);
-    opts.onLease = () => { st.leases = r.net.dhcp.exportLeases() as typeof st.leases; this.store.changed(); };
-    opts.onLease6 = () => { st.leases6 = r.net.dhcp6?.exportLeases() ?? []; this.store.changed(); };
-    let net: Network;
-    try {
-      net = await Network.start(opts);
-    } catch (e) {
-      const msg = (e as Error).message;
-      const where = /cannot listen|in use|cannot bind|not a socket/.test(msg) ? ` (${cfg.where.attach})` : '';
-      throw new Error(`network '${cfg.name}'${where}: ${msg}`);
-    }
-    const r: Running = { cfg, key: JSON.stringify({ ...cfg, where: undefined }), net };
-    this.running.set(cfg.name, r);
-    net.dhcp.importLeases(st.leases);
-    if (st.leases6) net.dhcp6?.importLeases(st.leases6);
-    for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
-    for (const f of st.forwards) {
-      try { await net.hostfwd.add(f); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
-    }
-    log.info('network up', { network: cfg.name, mode: cfg.mode, subnet: cidr(cfg), attach: cfg.attach.map((a) => a.text).join(' ') });
+    const hosts = cfg.hosts.map((h) => {
+      if (!h.vm) return h;
+      let mac = st.macs[h.vm];
+      if (!mac) {
+        mac = deriveMac(cfg.name, h.vm, new Set([...Object.values(st.macs), ...cfg.hosts.map((x) => x.mac).filter(Boolean)]));
+        st.macs[h.vm] = mac;
+        this.store.changed();
+      }
+      return { ...h, mac };
+    });
+    return { ...cfg, hosts };
   }
 
-  private stopNetwork(name: string): void {
+  private async startNetwork(cfgIn: NetworkConfig): Promise<void> {
+    const cfg = this.resolveHosts(cfgIn);
+    const st = this.store.net(cfg.name);
+    const kernel = isKernel(cfg);
+    let net: Network | null = null;
+    const r: Running = { cfg: cfgIn, key: JSON.stringify({ ...cfgIn, where: undefined }), net: null };
+    try {
+      const bridgeMac = kernel ? await this.kernel.start(cfg, null) : null;
+      if (cfg.mode !== 'bridge') {
+        const opts = networkOptions(cfg);
+        if (kernel) opts.bridge = { name: cfg.bridge!, mac: bridgeMac! };
+        opts.onLease = () => {
+          st.leases = r.net!.dhcp.exportLeases() as typeof st.leases;
+          this.store.changed();
+          if (kernel) void this.kernel.refresh(cfg, r.net);
+        };
+        opts.onLease6 = () => { st.leases6 = r.net!.dhcp6?.exportLeases() ?? []; this.store.changed(); };
+        net = await Network.start(opts);
+      }
+    } catch (e) {
+      if (kernel) await this.kernel.stop(cfg, true).catch(() => {});
+      const msg = (e as Error).message;
+      const where = /cannot listen|in use|cannot bind|not a socket/.test(msg) && !kernel ? ` (${cfg.where.attach})` : '';
+      throw new Error(`network '${cfg.name}'${where}: ${msg.replace(new RegExp(`^network '${cfg.name}': `), '')}`);
+    }
+    r.net = net;
+    this.running.set(cfg.name, r);
+    if (net) {
+      net.dhcp.importLeases(st.leases);
+      if (st.leases6) net.dhcp6?.importLeases(st.leases6);
+      for (const [vm, mac] of Object.entries(st.macs)) net.vmMacs.set(vm.toLowerCase(), mac);
+      if (!kernel) {
+        for (const f of st.forwards) {
+          try { await net.hostfwd.add(f); } catch (e) { log.warn('runtime forward not restored', { network: cfg.name, error: (e as Error).message }); }
+        }
+      }
+    }
+    if (kernel) await this.kernel.refresh(cfg, net); // forwards whose VM has a lease now
+    log.info('network up', { network: cfg.name, mode: cfg.mode, subnet: cfg.mode === 'bridge' ? undefined : cidr(cfg), bridge: cfg.bridge, attach: cfg.attach.map((a) => a.text).join(' ') || undefined });
+  }
+
+  /** Stop a network; a kernel network with VM ports is kept for them when keepKernel is set. */
+  private async stopNetwork(name: string, keepKernel: boolean): Promise<void> {
     const r = this.running.get(name);
     if (!r) return;
-    this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
-    if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
-    r.net.close();
     this.running.delete(name);
+    if (r.net) {
+      this.store.net(name).leases = r.net.dhcp.exportLeases() as ReturnType<StateStore['net']>['leases'];
+      if (r.net.dhcp6) this.store.net(name).leases6 = r.net.dhcp6.exportLeases();
+      r.net.close();
+    }
+    if (isKernel(r.cfg)) await this.kernel.stop(r.cfg, keepKernel);
     log.info('network down', { network: name });
   }
 
@@ -141,15 +207,18 @@ export class Daemon implements DaemonControl {
   async reload(next: Config): Promise<{ restarted: string[]; started: string[]; stopped: string[]; unchanged: string[] }> {
     const out = { restarted: [] as string[], started: [] as string[], stopped: [] as string[], unchanged: [] as string[] };
     const nextNames = new Set(next.networks.map((n) => n.name));
-    for (const name of [...this.running.keys()]) if (!nextNames.has(name)) { this.stopNetwork(name); out.stopped.push(name); }
+    for (const name of [...this.running.keys()]) if (!nextNames.has(name)) { await this.stopNetwork(name, false); out.stopped.push(name); }
     for (const cfg of next.networks) {
       const cur = this.running.get(cfg.name);
       const key = JSON.stringify({ ...cfg, where: undefined });
       if (cur && cur.key === key) { out.unchanged.push(cfg.name); continue; }
-      if (cur) this.stopNetwork(cfg.name);
+      // a kernel network on the same bridge and mode is re-applied in place (its VMs keep their link)
+      const inPlace = cur !== undefined && isKernel(cur.cfg) && isKernel(cfg) && cur.cfg.bridge === cfg.bridge && cur.cfg.mode === cfg.mode && cur.cfg.uplink === cfg.uplink;
+      if (cur) await this.stopNetwork(cfg.name, inPlace);
       await this.startNetwork(cfg);
       (cur ? out.restarted : out.started).push(cfg.name);
-      for (const vm of this.store.state.vms) if (vm.network === cfg.name) this.running.get(cfg.name)!.net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
+      const net = this.running.get(cfg.name)!.net;
+      for (const vm of this.store.state.vms) if (vm.network === cfg.name && vm.sock && net && !isKernel(cfg)) net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
     }
     this.config = { ...next };
     this.store.changed();
@@ -157,14 +226,25 @@ export class Daemon implements DaemonControl {
     return out;
   }
 
-  stop(): void {
+  /**
+   * Stop every network. Kernel networks whose bridges still carry VMs stay up for them unless
+   * keepKernel is false (the next start adopts them).
+   */
+  async stop(opts: { keepKernel?: boolean } = {}): Promise<void> {
     for (const c of this.captures) c.stop();
-    for (const name of [...this.running.keys()]) this.stopNetwork(name);
+    const names = [...this.running.keys()];
+    // userspace networks first, synchronously (their sockets close at once)
+    for (const name of names) if (!isKernel(this.running.get(name)!.cfg)) void this.stopNetwork(name, false);
+    for (const name of names) if (this.running.has(name)) await this.stopNetwork(name, opts.keepKernel ?? true);
     this.store.save();
   }
 
   /** The running network itself (for in-process users such as `qnet user`). */
-  net(name: string): Network { return this.get(name).net; }
+  net(name: string): Network {
+    const n = this.get(name).net;
+    if (!n) throw new BadRequestError(`network '${name}' is a bridge to the LAN: qnet serves nothing on it`);
+    return n;
+  }
 
   // ---- DaemonControl ----
 
@@ -174,7 +254,9 @@ export class Daemon implements DaemonControl {
     return r;
   }
 
-  status(): StatusInfo {
+  async status(): Promise<StatusInfo> {
+    const kernelPorts = new Map<string, number>();
+    for (const r of this.running.values()) if (isKernel(r.cfg)) kernelPorts.set(r.cfg.name, (await this.kernel.host.vmPorts(r.cfg.name).catch(() => [])).length);
     return {
       version: VERSION,
       pid: process.pid,
@@ -184,31 +266,43 @@ export class Daemon implements DaemonControl {
       runtimeDir: this.config.runtimeDir,
       apiSocket: this.apiSocket,
       networks: [...this.running.values()].map((r) => ({
-        name: r.cfg.name, mode: r.cfg.mode, subnet: cidr(r.cfg), ports: r.net.sw.ports.size - 1,
-        leases: r.net.dhcp.leases().length, duplicateMacs: r.net.duplicates(),
+        name: r.cfg.name, mode: r.cfg.mode, subnet: subnetText(r.cfg), ports: kernelPorts.get(r.cfg.name) ?? (r.net ? r.net.sw.ports.size - 1 : 0),
+        leases: r.net?.dhcp.leases().length ?? 0, duplicateMacs: isKernel(r.cfg) ? [] : r.net?.duplicates() ?? [], bridge: r.cfg.bridge,
       })),
-      warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => r.net.duplicates().map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
+      warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => (isKernel(r.cfg) ? [] : r.net?.duplicates() ?? []).map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
     };
   }
 
-  networks(): NetworkInfo[] { return [...this.running.keys()].map((n) => this.network(n)); }
+  async networks(): Promise<NetworkInfo[]> {
+    const out: NetworkInfo[] = [];
+    for (const n of [...this.running.keys()]) out.push(await this.network(n));
+    return out;
+  }
 
-  network(name: string): NetworkInfo {
-    const r = this.get(name);
+  /** Throws NotFoundError at once for an unknown network; the details come asynchronously. */
+  network(name: string): Promise<NetworkInfo> {
+    return this.networkInfo(this.get(name));
+  }
+
+  private async networkInfo(r: Running): Promise<NetworkInfo> {
+    const name = r.cfg.name;
+    const kernel = isKernel(r.cfg);
     return {
-      name, mode: r.cfg.mode, subnet: cidr(r.cfg), gateway: ip4ToString(r.cfg.gateway), domain: r.cfg.domain, mtu: r.cfg.mtu,
-      ...(r.net.prefix6 ? { subnet6: `${ip6ToString(r.net.prefix6.prefix, 0)}/${r.net.prefix6.len}`, gateway6: addrToString(r.net.prefix6.router) } : {}),
+      name, mode: r.cfg.mode, subnet: subnetText(r.cfg), gateway: r.cfg.mode === 'bridge' ? '' : ip4ToString(r.cfg.gateway), domain: r.cfg.domain, mtu: r.cfg.mtu,
+      ...(r.net?.prefix6 ? { subnet6: `${ip6ToString(r.net.prefix6.prefix, 0)}/${r.net.prefix6.len}`, gateway6: addrToString(r.net.prefix6.router) } : {}),
       attach: r.cfg.attach.map((a) => a.text),
-      ports: this.ports(r),
+      ports: kernel ? await this.kernel.ports(r.cfg, r.net) : this.ports(r),
       leases: this.leaseInfo(r),
       forwards: this.forwardInfo(r),
-      duplicateMacs: r.net.duplicates(),
-      counters: r.net.stats(),
+      duplicateMacs: kernel ? [] : r.net?.duplicates() ?? [],
+      counters: r.net?.stats() ?? {},
+      ...(kernel ? { kernel: await this.kernel.info(r.cfg) } : {}),
     };
   }
 
   private leaseInfo(r: Running): LeaseInfo[] {
-    const statics = new Set(r.cfg.hosts.map((h) => h.mac));
+    if (!r.net) return [];
+    const statics = new Set(this.resolveHosts(r.cfg).hosts.map((h) => h.mac));
     const v4 = r.net.dhcp.leases().map((l) => ({ mac: l.mac, ip: ip4ToString(l.ip), hostname: l.hostname, expiresAt: l.expiresAt, static: statics.has(l.mac) }));
     const statics6 = new Set(r.cfg.hosts.filter((h) => h.ip6).map((h) => h.mac));
     const v6 = (r.net.dhcp6?.leases() ?? []).map((l) => ({ mac: l.mac, ip: l.ip, hostname: l.hostname, expiresAt: l.expiresAt, static: statics6.has(l.mac) }));
@@ -216,6 +310,7 @@ export class Daemon implements DaemonControl {
   }
 
   private ports(r: Running): PortInfo[] {
+    if (!r.net) return [];
     const leases = r.net.dhcp.leases();
     const vmByMac = new Map(Object.entries(this.store.net(r.cfg.name).macs).map(([vm, mac]) => [mac, vm]));
     const out: PortInfo[] = [];
@@ -227,18 +322,20 @@ export class Daemon implements DaemonControl {
       for (const m of macs) {
         for (const l of leases) if (l.mac === m) { addrs.add(ip4ToString(l.ip)); if (l.hostname) names.add(l.hostname); }
         const mac = Buffer.from(m.split(':').map((x) => parseInt(x, 16)));
-        for (const [ip, n] of r.net.gw.neighbours) if (n.mac.equals(mac)) addrs.add(ip4ToString(ip));
+        for (const [ip, n] of r.net!.gw.neighbours) if (n.mac.equals(mac)) addrs.add(ip4ToString(ip));
         // IPv6: what the guest formed or was given on the prefix (link-local ones are not listed)
-        const p6 = r.net.prefix6;
-        if (p6) for (const [a, n] of r.net.gw.neighbours6) if (n.mac.equals(mac) && inPrefix6(a, p6.prefix, p6.len)) addrs.add(addrToString(a));
+        const p6 = r.net!.prefix6;
+        if (p6) for (const [a, n] of r.net!.gw.neighbours6) if (n.mac.equals(mac) && inPrefix6(a, p6.prefix, p6.len)) addrs.add(addrToString(a));
       }
-      const vm = r.net.portOwners.get(sp.port) ?? macs.map((m) => vmByMac.get(m)).find(Boolean);
+      const vm = r.net!.portOwners.get(sp.port) ?? macs.map((m) => vmByMac.get(m)).find(Boolean);
       out.push({ id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer, macs, addresses: [...addrs], hostnames: [...names], vm, ...sp.port.counters, drops: { ...sp.drops } });
     }
     return out;
   }
 
   private forwardInfo(r: Running): ForwardInfo[] {
+    if (isKernel(r.cfg)) return this.kernelForwardInfo(r);
+    if (!r.net) return [];
     const runtime = new Set(this.store.net(r.cfg.name).forwards.map((f) => forwardId(f.proto, f.hostAddr ?? '127.0.0.1', f.hostPort)));
     return r.net.forwards().map((f) => {
       const id = forwardId(f.proto, f.hostAddr, f.boundPort);
@@ -247,6 +344,19 @@ export class Daemon implements DaemonControl {
         connections: f.connections, source: runtime.has(id) || runtime.has(forwardId(f.proto, f.hostAddr, f.hostPort)) ? 'runtime' : 'config',
       };
     });
+  }
+
+  /** A kernel network's forwards: its DNAT rules (the guest column says where it points now). */
+  private kernelForwardInfo(r: Running): ForwardInfo[] {
+    const row = (f: ForwardRule, source: 'config' | 'runtime'): ForwardInfo => {
+      const ip = parseIp4(f.guest) ?? r.net?.addressOf(f.guest) ?? null;
+      return {
+        id: forwardId(f.proto, f.hostAddr || '0.0.0.0', f.hostPort), proto: f.proto, hostAddr: f.hostAddr || '0.0.0.0', hostPort: f.hostPort,
+        guest: ip === null ? `${f.guest} (no address yet)` : f.guest === ip4ToString(ip) ? f.guest : `${f.guest} (${ip4ToString(ip)})`,
+        guestPort: f.guestPort, connections: 0, source,
+      };
+    };
+    return [...r.cfg.forwards.map((f) => row(f, 'config')), ...this.store.net(r.cfg.name).forwards.map((f) => row(f, 'runtime'))];
   }
 
   leases(network?: string): (LeaseInfo & { network: string })[] {
@@ -261,6 +371,8 @@ export class Daemon implements DaemonControl {
 
   async addForward(network: string, spec: ForwardRequest): Promise<ForwardInfo> {
     const r = this.get(network);
+    if (isKernel(r.cfg)) return this.addKernelForward(r, spec);
+    if (!r.net) throw new BadRequestError(`network '${network}' has no forwards`);
     if (spec.proto !== 'tcp' && spec.proto !== 'udp') throw new BadRequestError(`proto '${spec.proto}' is not tcp or udp`);
     if (!Number.isInteger(spec.hostPort) || spec.hostPort < 0 || spec.hostPort > 65535) throw new BadRequestError(`hostPort ${spec.hostPort} is out of range 0-65535`);
     if (!Number.isInteger(spec.guestPort) || spec.guestPort < 1 || spec.guestPort > 65535) throw new BadRequestError(`guestPort ${spec.guestPort} is out of range 1-65535`);
@@ -279,6 +391,23 @@ export class Daemon implements DaemonControl {
     return this.forwardInfo(r).find((f) => f.id === forwardId(spec.proto, hostAddr, active.boundPort))!;
   }
 
+  private async addKernelForward(r: Running, spec: ForwardRequest): Promise<ForwardInfo> {
+    if (r.cfg.mode !== 'nat') throw new BadRequestError(`network '${r.cfg.name}' is ${r.cfg.mode}: forwards (DNAT) are for nat networks`);
+    if (!Number.isInteger(spec.hostPort) || spec.hostPort < 1 || spec.hostPort > 65535) throw new BadRequestError(`hostPort ${spec.hostPort} must be 1-65535 on a kernel network (DNAT has no port to pick)`);
+    if (!Number.isInteger(spec.guestPort) || spec.guestPort < 1 || spec.guestPort > 65535) throw new BadRequestError(`guestPort ${spec.guestPort} is out of range 1-65535`);
+    if (spec.proto !== 'tcp' && spec.proto !== 'udp') throw new BadRequestError(`proto '${spec.proto}' is not tcp or udp`);
+    const hostAddr = spec.hostAddr === undefined || spec.hostAddr === '0.0.0.0' ? '' : spec.hostAddr;
+    if (hostAddr && parseIp4(hostAddr) === null) throw new BadRequestError(`hostAddr '${hostAddr}' is not an IPv4 address`);
+    if (hostAddr.startsWith('127.')) throw new BadRequestError('a kernel network forwards with DNAT on the host\'s addresses; loopback cannot be routed to a bridge: leave hostAddr out (every address) or give one of the host\'s');
+    const id = forwardId(spec.proto, hostAddr || '0.0.0.0', spec.hostPort);
+    if (this.kernelForwardInfo(r).some((f) => f.id === id)) throw new BadRequestError(`forward ${id} already exists on network '${r.cfg.name}'`, 409);
+    const saved: ForwardRule = { proto: spec.proto, hostAddr, hostPort: spec.hostPort, guest: spec.guest, guestPort: spec.guestPort };
+    this.store.net(r.cfg.name).forwards.push(saved);
+    this.store.changed();
+    await this.kernel.refresh(r.cfg, r.net);
+    return this.kernelForwardInfo(r).find((f) => f.id === id)!;
+  }
+
   removeForward(network: string, id: string): ForwardInfo[] {
     const r = this.get(network);
     const before = this.forwardInfo(r);
@@ -288,6 +417,21 @@ export class Daemon implements DaemonControl {
     const port = Number(m[3]);
     const given = m[2]?.replace(/^\[(.*)\]$/, '$1');
     const addr = given === undefined ? undefined : given === '0.0.0.0' ? '' : given;
+    if (isKernel(r.cfg)) {
+      const st = this.store.net(network);
+      const match = (f: ForwardRule) => f.proto === proto && f.hostPort === port && (addr === undefined || (f.hostAddr || '') === addr);
+      const gone = st.forwards.filter(match);
+      if (gone.length === 0) {
+        const inConfig = r.cfg.forwards.some(match);
+        throw inConfig ? new BadRequestError(`forward ${id} comes from the config file; edit it there and reload`) : new NotFoundError(`no runtime forward ${id} on network '${network}'`);
+      }
+      const ids = new Set(gone.map((f) => forwardId(f.proto, f.hostAddr || '0.0.0.0', f.hostPort)));
+      st.forwards = st.forwards.filter((f) => !match(f));
+      this.store.changed();
+      void this.kernel.refresh(r.cfg, r.net);
+      return before.filter((f) => ids.has(f.id));
+    }
+    if (!r.net) throw new NotFoundError(`network '${network}' has no forwards`);
     const gone = r.net.hostfwd.remove(proto, port, addr);
     if (gone.length === 0) throw new NotFoundError(`no forward ${id} on network '${network}' (forwards: ${before.map((f) => f.id).join(', ') || 'none'})`);
     const st = this.store.net(network);
@@ -298,23 +442,26 @@ export class Daemon implements DaemonControl {
   }
 
   private findPort(r: Running, key: string): Port {
-    for (const sp of r.net.sw.ports.values()) {
+    const net = r.net!;
+    for (const sp of net.sw.ports.values()) {
       const p = sp.port;
-      if (String(p.id) === key || r.net.portOwners.get(p) === key || r.net.sw.macsOn(p).includes(key.toLowerCase())) return p;
+      if (String(p.id) === key || net.portOwners.get(p) === key || net.sw.macsOn(p).includes(key.toLowerCase())) return p;
     }
     const vmMac = this.store.net(r.cfg.name).macs[key];
-    if (vmMac) for (const sp of r.net.sw.ports.values()) if (r.net.sw.macsOn(sp.port).includes(vmMac)) return sp.port;
+    if (vmMac) for (const sp of net.sw.ports.values()) if (net.sw.macsOn(sp.port).includes(vmMac)) return sp.port;
     throw new NotFoundError(`no port '${key}' on network '${r.cfg.name}' (give a port id, a VM name or a MAC)`);
   }
 
   startCapture(network: string, file: string, port?: string): { stop(): { frames: number } } {
     const r = this.get(network);
+    if (isKernel(r.cfg) || !r.net) badKernelOp('capture', r.cfg);
+    const net = r.net;
     const p = port ? this.findPort(r, port) : undefined;
-    const w = r.net.sw.startCapture(file, p);
+    const w = net.sw.startCapture(file, p);
     const handle = {
       stop: () => {
         this.captures.delete(handle);
-        if (!w.closed) { if (p) r.net.sw.stopCapture(p); else r.net.sw.stopCapture(); }
+        if (!w.closed) { if (p) net.sw.stopCapture(p); else net.sw.stopCapture(); }
         return { frames: w.frames };
       },
     };
@@ -331,8 +478,8 @@ export class Daemon implements DaemonControl {
         lines.push(`${name}{${l}} ${v}`);
       }
     };
-    const nets = [...this.running.values()];
-    const ports = nets.flatMap((r) => this.ports(r).map((p) => ({ net: r.cfg.name, p })));
+    const nets = [...this.running.values()].filter((r): r is Running & { net: Network } => r.net !== null);
+    const ports = nets.flatMap((r) => (isKernel(r.cfg) ? [] : this.ports(r)).map((p) => ({ net: r.cfg.name, p })));
     const lbl = (x: { net: string; p: PortInfo }) => ({ network: x.net, port: String(x.p.id), vm: x.p.vm ?? '' });
     metric('qnet_port_rx_frames_total', 'counter', 'Frames received from the guest side of a port', ports.map((x) => [lbl(x), x.p.rxFrames]));
     metric('qnet_port_tx_frames_total', 'counter', 'Frames sent to a port', ports.map((x) => [lbl(x), x.p.txFrames]));
@@ -349,68 +496,157 @@ export class Daemon implements DaemonControl {
     return lines.join('\n') + '\n';
   }
 
-  /** A MAC for a VM name: derived from the names (stable), re-derived on collision (unique). */
-  attach(network: string, name: string, model = DEFAULT_MODEL): AttachResult {
+  /**
+   * A MAC for a VM name: the one asked for (`--mac`), else derived from the names (stable),
+   * re-derived on collision (unique). On a kernel network the arguments use qnet's bridge helper.
+   */
+  attach(network: string, name: string, model = DEFAULT_MODEL, want?: string, who: PeerCred | null = null): AttachResult {
     const r = this.get(network);
+    if (isKernel(r.cfg)) KernelNetworks.mayAttach(r.cfg, who);
+    else if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not attach VMs to network '${network}': it is a userspace network (its attach socket's permissions decide)`);
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
     const st = this.store.net(network);
+    const net = r.net;
+    const inUse = (mac: string): string | undefined =>
+      Object.entries(st.macs).find(([vm, m]) => m === mac && vm !== name)?.[0] ?? this.resolveHosts(r.cfg).hosts.find((h) => h.mac === mac && h.vm !== name && h.vm !== undefined)?.vm;
     let mac = st.macs[name];
+    if (want !== undefined) {
+      if (parseInt(want.slice(0, 2), 16) & 1) throw new BadRequestError(`${want} is a multicast MAC; a NIC needs a unicast one`);
+      const other = inUse(want);
+      if (other) throw new BadRequestError(`MAC ${want} is already VM '${other}'s on network '${network}'`, 409);
+      const host = r.cfg.hosts.find((h) => h.vm === name);
+      if (host) throw new BadRequestError(`VM '${name}' is a static host of network '${network}' (hosts: vm: ${name}); its MAC is ${mac ?? 'assigned by qnet'}, not ${want}`, 409);
+      if (mac !== want) { mac = want; st.macs[name] = mac; this.store.changed(); }
+    }
     if (!mac) {
       const taken = new Set<string>([
         ...Object.values(st.macs),
-        ...r.cfg.hosts.map((h) => h.mac),
-        ...[...r.net.sw.ports.values()].flatMap((sp) => r.net.sw.macsOn(sp.port)),
-        ...r.net.dhcp.leases().map((l) => l.mac),
+        ...r.cfg.hosts.map((h) => h.mac).filter(Boolean),
+        ...(net && !isKernel(r.cfg) ? [...net.sw.ports.values()].flatMap((sp) => net.sw.macsOn(sp.port)) : []),
+        ...(net ? net.dhcp.leases().map((l) => l.mac) : []),
       ]);
-      for (let i = 0; ; i++) {
-        const h = crypto.createHash('sha256').update(`${network}\0${name}\0${i}`).digest();
-        mac = `52:54:00:${[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
-        if (!taken.has(mac)) break;
-      }
+      mac = deriveMac(network, name, taken);
       st.macs[name] = mac;
       this.store.changed();
     }
-    r.net.vmMacs.set(name.toLowerCase(), mac);
+    net?.vmMacs.set(name.toLowerCase(), mac);
+    if (isKernel(r.cfg)) {
+      const args = ['-netdev', `bridge,id=qnet0,br=${r.cfg.bridge},helper=${BRIDGE_HELPER}`, '-device', `${model},netdev=qnet0,mac=${mac}`];
+      return { network, name, mac, model, args, kind: 'kernel', bridge: r.cfg.bridge };
+    }
     const att = r.cfg.attach[0];
     const args = ['-netdev', qemuNetdevFor(att.endpoint, 'qnet0'), '-device', `${model},netdev=qnet0,mac=${mac}`];
-    return { network, name, mac, model, args };
+    return { network, name, mac, model, args, kind: 'stream' };
   }
 
-  connectVm(vm: VmRecord): void {
+  connectVm(vm: VmRecord, who: PeerCred | null = null): void {
     const r = this.get(vm.network);
-    if (!vm.name || !vm.sock || !Number.isInteger(vm.pid)) throw new BadRequestError('a VM needs name, sock and pid');
-    if (!fs.existsSync(vm.sock)) throw new BadRequestError(`VM ${vm.name}: no QEMU stream socket at ${vm.sock}`);
+    if (!vm.name || !Number.isInteger(vm.pid)) throw new BadRequestError('a VM needs name and pid');
+    const prev = this.store.state.vms.find((v) => v.name === vm.name);
+    if (prev && who && !this.isOwner(who) && prev.uid !== who.uid && pidAlive(prev.pid)) throw new ForbiddenError(`VM '${vm.name}' belongs to ${describeUid(prev.uid ?? 0)}`);
+    if (isKernel(r.cfg)) {
+      KernelNetworks.mayAttach(r.cfg, who);
+      if (!vm.tap) throw new BadRequestError(`VM ${vm.name}: network '${vm.network}' is a kernel network; register the VM with its tap`);
+    } else {
+      if (!vm.sock) throw new BadRequestError('a VM on a userspace network needs sock (its QEMU stream socket)');
+      if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not register VMs on userspace network '${vm.network}'`);
+      if (!fs.existsSync(vm.sock)) throw new BadRequestError(`VM ${vm.name}: no QEMU stream socket at ${vm.sock}`);
+    }
+    const rec: VmRecord = { ...vm, ...(who ? { uid: who.uid } : {}) };
     this.store.state.vms = this.store.state.vms.filter((v) => v.name !== vm.name);
-    this.store.state.vms.push(vm);
-    r.net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
+    this.store.state.vms.push(rec);
+    if (!isKernel(r.cfg) && r.net && vm.sock) r.net.connectVm(vm.name, { kind: 'unix', path: vm.sock });
     this.store.changed();
-    log.info('vm joined', { vm: vm.name, network: vm.network, mac: vm.mac });
+    log.info('vm joined', { vm: vm.name, network: vm.network, mac: vm.mac, tap: vm.tap });
   }
 
-  disconnectVm(name: string): void {
+  disconnectVm(name: string, who: PeerCred | null = null): void {
     const vm = this.store.state.vms.find((v) => v.name === name);
     if (!vm) throw new NotFoundError(`no VM '${name}'`);
-    this.running.get(vm.network)?.net.disconnectVm(name);
+    if (who && !this.isOwner(who) && vm.uid !== who.uid) throw new ForbiddenError(`VM '${name}' belongs to ${describeUid(vm.uid ?? 0)}; only they, root and the daemon's user may unregister it`);
+    this.running.get(vm.network)?.net?.disconnectVm(name);
     this.store.state.vms = this.store.state.vms.filter((v) => v !== vm);
     this.store.changed();
     log.info('vm left', { vm: name, network: vm.network });
   }
 
-  vms(): VmRecord[] {
+  vms(who: PeerCred | null = null): VmRecord[] {
     // forget VMs whose QEMU is gone
     const alive = this.store.state.vms.filter((v) => pidAlive(v.pid));
     if (alive.length !== this.store.state.vms.length) {
-      for (const v of this.store.state.vms) if (!alive.includes(v)) this.running.get(v.network)?.net.disconnectVm(v.name);
+      for (const v of this.store.state.vms) if (!alive.includes(v)) this.running.get(v.network)?.net?.disconnectVm(v.name);
       this.store.state.vms = alive;
       this.store.changed();
     }
-    return alive;
+    return who && !this.isOwner(who) ? alive.filter((v) => v.uid === who.uid) : alive;
+  }
+
+  // ---- kernel networks ----
+
+  private isOwner(who: PeerCred): boolean { return who.uid === 0 || who.uid === process.getuid?.(); }
+
+  authorize(who: PeerCred | null, route: { method: string; pattern: string; userRoute: boolean }): void {
+    if (!who || this.isOwner(who) || route.userRoute) return;
+    throw new ForbiddenError(`${describeUid(who.uid)} may not use ${route.method} ${route.pattern}: only root and the daemon's own user may; other users may attach VMs to kernel networks that allow them`);
+  }
+
+  /** The kernel network a request names (by network or by bridge), checked. */
+  private kernelNet(name: string | undefined, bridge?: string): Running {
+    let r: Running | undefined;
+    if (name) r = this.running.get(name) ?? [...this.running.values()].find((x) => x.cfg.bridge === name);
+    else if (bridge) r = [...this.running.values()].find((x) => x.cfg.bridge === bridge) ?? this.running.get(bridge);
+    else {
+      const kernels = [...this.running.values()].filter((x) => isKernel(x.cfg));
+      r = kernels.length === 1 ? kernels[0] : kernels.find((x) => x.cfg.name === 'default');
+      if (!r) throw new BadRequestError(kernels.length ? `several kernel networks (${kernels.map((x) => x.cfg.name).join(', ')}): say which with --net` : 'this daemon runs no kernel network (a network with bridge:)');
+    }
+    const what = name ?? bridge;
+    if (!r) throw new NotFoundError(`no network or bridge '${what}' (kernel networks: ${[...this.running.values()].filter((x) => isKernel(x.cfg)).map((x) => `${x.cfg.name} on ${x.cfg.bridge}`).join(', ') || 'none'})`);
+    if (!isKernel(r.cfg)) throw new BadRequestError(`network '${r.cfg.name}' is a userspace network (no bridge:); attach QEMU to it with qnet attach or qnet run`);
+    return r;
+  }
+
+  async createTap(req: TapRequest, who: PeerCred | null): Promise<{ info: TapResult; fds: number[] }> {
+    const r = this.kernelNet(req.network, req.bridge);
+    KernelNetworks.mayAttach(r.cfg, who);
+    const st = this.store.net(r.cfg.name);
+    const mac = st.macs[req.vm] ?? this.attach(r.cfg.name, req.vm, DEFAULT_MODEL, undefined, who).mac;
+    const tap = await this.kernel.host.createTap(r.cfg.name, req.vm, { uid: who?.uid, gid: who?.gid, mtu: r.cfg.mtu, vnetHdr: req.vnetHdr });
+    const fds = [tap.fd];
+    let vhost = false;
+    if (req.vhost) {
+      const v = KernelNetworks.vhostFd();
+      if (v !== null) { fds.push(v); vhost = true; }
+    }
+    log.info('tap handed over', { network: r.cfg.name, vm: req.vm, tap: tap.name, to: who ? describeUid(who.uid) : 'owner', pid: who?.pid });
+    return { info: { network: r.cfg.name, vm: req.vm, tap: tap.name, bridge: r.cfg.bridge!, mac, mtu: r.cfg.mtu || 1500, vnetHdr: tap.vnetHdr, vhost }, fds };
+  }
+
+  async addPort(ifname: string, network: string | undefined, vm: string | undefined, who: PeerCred | null): Promise<{ network: string; ifname: string; bridge: string }> {
+    const r = this.kernelNet(network);
+    await this.kernel.host.addPort(r.cfg.name, ifname, { vm, uid: who?.uid, mtu: r.cfg.mtu });
+    log.info('port added', { network: r.cfg.name, ifname, vm });
+    return { network: r.cfg.name, ifname, bridge: r.cfg.bridge! };
+  }
+
+  async removePort(ifname: string, network: string | undefined, _who: PeerCred | null): Promise<{ network: string; ifname: string; removed: boolean }> {
+    const r = network ? this.kernelNet(network) : [...this.running.values()].find((x) => isKernel(x.cfg) && this.kernel.host.get(x.cfg.name)?.ports.some((p) => p.ifname === ifname)) ?? this.kernelNet(undefined);
+    const removed = await this.kernel.host.removePort(r.cfg.name, ifname);
+    log.info('port removed', { network: r.cfg.name, ifname });
+    return { network: r.cfg.name, ifname, removed };
   }
 
   /** How to attach QEMU to each network, for `qnet up`'s banner. */
   banner(): string {
     const out: string[] = [];
     for (const r of this.running.values()) {
+      if (isKernel(r.cfg)) {
+        out.push(`network ${r.cfg.name} (${r.cfg.mode}, kernel bridge ${r.cfg.bridge}${r.cfg.uplink ? ` with uplink ${r.cfg.uplink}` : ''})${r.cfg.mode === 'bridge' ? '' : ` ${cidr(r.cfg)} gateway ${ip4ToString(r.cfg.gateway)}`}`);
+        out.push(`  attach: qnet run ${r.cfg.name} --name VM -- qemu-system-x86_64 ...`);
+        out.push(`  or:     -netdev bridge,id=n0,br=${r.cfg.bridge},helper=${BRIDGE_HELPER} -device virtio-net-pci,netdev=n0`);
+        out.push(`  or:     -netdev tap,id=n0,script=${BRIDGE_HELPER.replace(/bridge-helper$/, 'ifup')},downscript=${BRIDGE_HELPER.replace(/bridge-helper$/, 'ifdown')} (as root)`);
+        continue;
+      }
       out.push(`network ${r.cfg.name} (${r.cfg.mode}) ${cidr(r.cfg)} gateway ${ip4ToString(r.cfg.gateway)}`);
       r.cfg.attach.forEach((a) => out.push(`  attach: -netdev ${qemuNetdevFor(a.endpoint, 'n0')} -device virtio-net-pci,netdev=n0,mac=52:54:00:XX:XX:XX`));
       out.push(`  or:     qnet run ${r.cfg.name} --name VM -- qemu-system-x86_64 ...`);
@@ -418,3 +654,5 @@ export class Daemon implements DaemonControl {
     return out.join('\n');
   }
 }
+
+function subnetText(cfg: NetworkConfig): string { return cfg.mode === 'bridge' ? `(the LAN of ${cfg.uplink ?? cfg.bridge})` : cidr(cfg); }

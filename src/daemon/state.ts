@@ -1,11 +1,12 @@
-// The daemon's persistent state: leases, runtime forwards, MAC assignments per network, and
-// the VMs it joined. Written atomically (temp file, fsync, rename) after changes, debounced,
+// The daemon's persistent state: leases, runtime forwards, MAC assignments per network, the
+// VMs it joined, and the host objects of kernel networks (so a restart adopts them). Written atomically (temp file, fsync, rename) after changes, debounced,
 // so a crash leaves either the old or the new file, never half of one.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LeaseRecord } from '../services/dhcp.ts';
 import type { LeaseRecord6 } from '../services/dhcp6-leases.ts';
 import type { ForwardRule, VmRecord } from './types.ts';
+import type { HostRecord } from '../host/kernel-network.ts';
 import { logger } from '../util/log.ts';
 
 const log = logger('state');
@@ -23,6 +24,8 @@ export interface State {
   version: 1;
   networks: Record<string, NetworkState>;
   vms: VmRecord[];
+  /** kernel networks: what qnet made on the host (bridges, moved uplinks, tables, forwarding) */
+  host?: HostRecord;
 }
 
 export function emptyNetworkState(): NetworkState { return { leases: [], forwards: [], macs: {} }; }

@@ -3,8 +3,9 @@
 
 import type { PortCounters } from '../link/port.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
+import type { PeerCred } from '../host/native.ts';
 
-export type { ForwardRule, NetworkMode };
+export type { ForwardRule, NetworkMode, PeerCred };
 
 /** A forward as asked for: hostAddr defaults to 127.0.0.1 (never every address unless asked). */
 export type ForwardRequest = Omit<ForwardRule, 'hostAddr'> & { hostAddr?: string };
@@ -22,6 +23,26 @@ export interface PortInfo extends PortCounters {
   /** the VM this port belongs to, when qnet started or attached it */
   vm?: string;
   drops: Record<string, number>;
+  /** kernel networks: the bridge port (tap) and the uid it was made for */
+  ifname?: string;
+  uid?: number;
+}
+
+/** A kernel network's host side, for `qnet net show`. */
+export interface KernelInfo {
+  bridge: string;
+  exists: boolean;
+  /** qnet made the bridge (and removes it on stop) */
+  createdBridge: boolean;
+  uplink?: string;
+  mac?: string;
+  stp?: boolean;
+  /** the nftables table `ip qnet-NET`: chains, rule count, packets counted per chain */
+  rules: { table: string; chains: string[]; rules: number; packets: Record<string, number> } | null;
+  /** net.ipv4.ip_forward now */
+  forwarding: string;
+  /** who may attach VMs besides root */
+  allow: string[];
 }
 
 export interface LeaseInfo {
@@ -58,6 +79,8 @@ export interface NetworkInfo {
   /** MACs seen on more than one port of this network */
   duplicateMacs: string[];
   counters: Record<string, unknown>;
+  /** kernel networks (bridge:) only */
+  kernel?: KernelInfo;
 }
 
 export interface VmRecord {
@@ -69,8 +92,12 @@ export interface VmRecord {
   pid: number;
   /** QMP unix socket */
   qmp: string;
-  /** QEMU's stream server socket that the daemon connects to */
-  sock: string;
+  /** QEMU's stream server socket that the daemon connects to (userspace networks) */
+  sock?: string;
+  /** kernel networks: the VM's tap */
+  tap?: string;
+  /** who started it (peer credentials of the registering client) */
+  uid?: number;
   startedAt: number;
 }
 
@@ -81,7 +108,38 @@ export interface AttachResult {
   model: string;
   /** QEMU arguments that put a NIC on the network */
   args: string[];
+  /** 'stream': QEMU joins an attach point; 'kernel': a tap on the network's bridge */
+  kind?: 'stream' | 'kernel';
+  bridge?: string;
 }
+
+/** A tap handed over by the daemon (its descriptor travels with the reply). */
+export interface TapResult {
+  network: string;
+  vm: string;
+  tap: string;
+  bridge: string;
+  mac: string;
+  mtu: number;
+  /** the tap has a virtio-net header (IFF_VNET_HDR) */
+  vnetHdr: boolean;
+  /** a /dev/vhost-net descriptor follows the tap's */
+  vhost: boolean;
+}
+
+export interface TapRequest {
+  /** the network by name, or by its bridge's name (QEMU's br=) */
+  network?: string;
+  bridge?: string;
+  vm: string;
+  /** ask for IFF_VNET_HDR (the bridge helper's --use-vnet); default when the kernel has it */
+  vnetHdr?: boolean;
+  /** also pass /dev/vhost-net when it exists */
+  vhost?: boolean;
+}
+
+/** The caller is not allowed to do this (the API answers 403). */
+export class ForbiddenError extends Error {}
 
 export interface StatusInfo {
   version: string;
@@ -91,7 +149,7 @@ export interface StatusInfo {
   stateDir: string;
   runtimeDir: string;
   apiSocket: string;
-  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[] }[];
+  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[]; bridge?: string }[];
   warnings: string[];
 }
 
@@ -103,9 +161,9 @@ export class BadRequestError extends Error {
 }
 
 export interface DaemonControl {
-  status(): StatusInfo;
-  networks(): NetworkInfo[];
-  network(name: string): NetworkInfo;
+  status(): StatusInfo | Promise<StatusInfo>;
+  networks(): NetworkInfo[] | Promise<NetworkInfo[]>;
+  network(name: string): NetworkInfo | Promise<NetworkInfo>;
   leases(network?: string): (LeaseInfo & { network: string })[];
   forwards(network?: string): (ForwardInfo & { network: string })[];
   addForward(network: string, spec: ForwardRequest): Promise<ForwardInfo>;
@@ -117,10 +175,22 @@ export interface DaemonControl {
   startCapture(network: string, path: string, port?: string): { stop(): { frames: number } };
   /** Prometheus text exposition */
   metrics(): string;
-  /** A MAC for this VM name: stable across calls, unique on the network. Recorded in state. */
-  attach(network: string, name: string, model?: string): AttachResult;
+  /** A MAC for this VM name (or the given one): stable across calls, unique on the network. Recorded in state. */
+  attach(network: string, name: string, model?: string, mac?: string, who?: PeerCred | null): AttachResult;
   /** Join a VM whose QEMU runs a stream server (`qnet run`): the daemon connects and reconnects. */
-  connectVm(vm: VmRecord): void;
-  disconnectVm(name: string): void;
-  vms(): VmRecord[];
+  connectVm(vm: VmRecord, who?: PeerCred | null): void;
+  disconnectVm(name: string, who?: PeerCred | null): void;
+  vms(who?: PeerCred | null): VmRecord[];
+  // ---- kernel networks (optional: a daemon without them answers 404) ----
+  /** A tap on a kernel network's bridge for a VM; the descriptors (tap, then vhost) are the caller's. */
+  createTap?(req: TapRequest, who: PeerCred | null): Promise<{ info: TapResult; fds: number[] }>;
+  /** `qnet ifup`: put an existing tap on a kernel network (the only one, or 'default', when network is not given). */
+  addPort?(ifname: string, network: string | undefined, vm: string | undefined, who: PeerCred | null): Promise<{ network: string; ifname: string; bridge: string }>;
+  /** `qnet ifdown` */
+  removePort?(ifname: string, network: string | undefined, who: PeerCred | null): Promise<{ network: string; ifname: string; removed: boolean }>;
+  /**
+   * May this caller use a route at all? Throws ForbiddenError. Callers other than root and the
+   * daemon's own user reach only the routes marked for users (attach, taps, their own VMs).
+   */
+  authorize?(who: PeerCred | null, route: { method: string; pattern: string; userRoute: boolean }): void;
 }

@@ -10,6 +10,7 @@
 export const MAX_FRAME = 69632;
 /** Shorter than an Ethernet header: not a frame. */
 export const MIN_FRAME = 14;
+const EMPTY = Buffer.alloc(0);
 
 export interface PortCounters {
   rxFrames: number;
@@ -36,6 +37,11 @@ export abstract class Port {
   readonly counters: PortCounters = newCounters();
   /** Called for every valid received frame; the frame is a view valid for the call only. */
   onFrame: FrameHandler | null = null;
+  /**
+   * Set by the switch this port is on: the port a frame from here (srcMac) to dstMac may be
+   * built in directly (see reserveFrame), or null when it must cross the switch.
+   */
+  directTo: ((srcMac: Buffer, dstMac: Buffer) => Port | null) | null = null;
   closed = false;
   private closeListeners: CloseHandler[] = [];
 
@@ -45,6 +51,17 @@ export abstract class Port {
   get name(): string { return `${this.kind}#${this.id}(${this.peer})`; }
 
   abstract send(frame: Buffer): void;
+
+  /**
+   * In-place sending, for producers that build frames (the gateway): room for a frame of up to
+   * `max` bytes in this port's own output, at the returned offset of txBuf, or -1 when the port
+   * cannot (the default) or will not now (a peer that does not keep up). commitFrame(len) then
+   * sends the `len` bytes written there; not committing abandons the room. Saves the copy that
+   * send() makes.
+   */
+  reserveFrame(_max: number): number { return -1; }
+  get txBuf(): Buffer { return EMPTY; }
+  commitFrame(_len: number): void {}
 
   /** Deliver a received frame, enforcing frame size limits (shared by all transports). */
   protected deliver(frame: Buffer): void {

@@ -6,8 +6,10 @@
 // views of the read chunk (no copy), only a frame split across reads is reassembled.
 // Send path: frames are copied into one output buffer per port and written with a
 // single write per batch (flushed from a microtask, i.e. once the current read batch
-// has been fully processed). A peer that does not keep up has frames dropped, as a
-// real switch port with a full queue would, so memory stays bounded.
+// has been fully processed); a producer that builds frames (the gateway) may instead write
+// them in place there (reserveFrame/commitFrame), saving the copy. A peer that does not keep
+// up has frames dropped, as a real switch port with a full queue would, so memory stays
+// bounded.
 import net from 'node:net';
 import fs from 'node:fs';
 import { MAX_FRAME, Port } from './port.ts';
@@ -96,22 +98,33 @@ export class StreamPort extends Port {
   }
 
   send(frame: Buffer): void {
-    const len = frame.length;
+    const at = this.reserveFrame(frame.length);
+    if (at < 0) return;
+    frame.copy(this.cur!.buf, at);
+    this.commitFrame(frame.length);
+  }
+
+  override reserveFrame(max: number): number {
     const c0 = this.cur;
     if (this.closed || this.socket.writableLength + (c0 ? c0.fill - c0.start : 0) > WRITE_HIGH_WATER) {
       this.counters.txDropped++;
-      return;
+      return -1;
     }
-    const need = len + 4;
+    const need = max + 4;
     let c = c0;
     if (c === null || c.fill + need > c.buf.length) {
       if (c !== null) { this.flush(); this.retire(c); }
       c = this.cur = this.chunk(need);
     }
-    const out = c.buf;
-    out.writeUInt32BE(len, c.fill);
-    frame.copy(out, c.fill + 4);
-    c.fill += need;
+    return c.fill + 4;
+  }
+
+  override get txBuf(): Buffer { return this.cur!.buf; }
+
+  override commitFrame(len: number): void {
+    const c = this.cur!;
+    c.buf.writeUInt32BE(len, c.fill);
+    c.fill += len + 4;
     this.counters.txFrames++;
     this.counters.txBytes += len;
     if (!this.flushQueued) {

@@ -23,6 +23,8 @@ export interface QnetSys {
   /** An ICMP echo socket: a ping socket, or a raw one (CAP_NET_RAW). */
   openIcmp(family: 4 | 6, raw: boolean): SysHandle;
   openTap(name: string): [SysHandle, string];
+  /** AF_PACKET on one interface; filter: classic BPF (8-byte instructions) or null for all frames */
+  openPacket(ifname: string, filter: Buffer | null): SysHandle;
   start(h: SysHandle, buf: Buffer, info: Uint32Array, slot: number, cb: BatchCallback): void;
   /** 0 or an errno. */
   sendUnix(h: SysHandle, buf: Buffer, path: string): number;

@@ -37,6 +37,7 @@ import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec } from './attach.ts';
 import type { Port } from '../link/port.ts';
 import { logger } from '../util/log.ts';
+import { BridgeUdpHost, GatewaySockets } from './bridge-services.ts';
 
 export interface DnsRecord { name: string; ip: number }
 
@@ -92,6 +93,12 @@ export interface NetworkOptions {
   maxConnsPerGuest?: number;
   onLease?: (lease: Lease, event: LeaseEvent) => void;
   onLease6?: (lease: Lease6, event: LeaseEvent6) => void;
+  /**
+   * A kernel network: the guests are on this Linux bridge, which routes and NATs for them
+   * (src/host). The network then only serves DHCP and DNS there (bridge-services.ts), with the
+   * bridge's MAC as the gateway's; no attach points, no userspace NAT or forwards.
+   */
+  bridge?: { name: string; mac: Buffer };
   /** IPv6 on the segment; absent: IPv4 only */
   ipv6?: Ipv6Options;
 }
@@ -150,12 +157,15 @@ export class Network {
   readonly portOwners = new Map<Port, string>();
   /** VM name -> MAC for VMs attached through qnet: their names resolve even if the guest sends none */
   readonly vmMacs = new Map<string, string>();
+  /** a kernel network: the DHCP server's host on the bridge, and the DNS sockets */
+  readonly bridgeHost: BridgeUdpHost | null;
+  bridgeSockets: GatewaySockets | null = null;
 
   private constructor(readonly opts: NetworkOptions) {
     this.log = logger(`net/${opts.name}`);
     const guestfwdRules = opts.guestfwd ?? [];
     const addrs = [opts.gateway, ...(opts.dns !== opts.gateway ? [opts.dns] : []), ...guestfwdRules.map((r) => r.server).filter((a) => a !== 0)];
-    this.nat = opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict);
+    this.nat = !opts.bridge && (opts.mode === 'nat' || (opts.mode === 'user' && !opts.restrict));
     this.sw = new Switch();
     let ipv6;
     if (opts.ipv6) {
@@ -173,11 +183,14 @@ export class Network {
     }
     this.hostAddrs = { v4: opts.gateway, v6: this.prefix6?.router ?? -1 };
     this.gw = new Gateway({ mac: gatewayMac(opts.gateway), net: opts.net, prefix: opts.prefix, addrs, mtu: opts.mtu ?? 1500, ipv6 });
+    // a kernel network: DHCP and DNS are served on the bridge; the switch and gateway stay empty
+    this.bridgeHost = opts.bridge ? new BridgeUdpHost(opts.bridge.name, opts.bridge.mac, opts.gateway, opts.net, opts.prefix, opts.mtu ?? 1500, this.gw.timers) : null;
+    const udpHost = this.bridgeHost ?? this.gw;
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
     this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
     this.gw.onTcp = (p) => this.tcp.input(p.src, p.dst, p.buf, p.l4, p.l4End, p.pseudo);
-    this.dhcp = new DhcpServer(this.gw, {
+    this.dhcp = new DhcpServer(udpHost, {
       serverIp: opts.gateway,
       router: opts.gateway,
       poolStart: opts.dhcpStart,
@@ -194,7 +207,7 @@ export class Network {
       onLease: opts.onLease,
     });
     const shared = opts.mode !== 'user';
-    this.dns = new DnsForwarder(this.gw, {
+    this.dns = new DnsForwarder(udpHost, {
       listenIp: opts.dns,
       listenIps: this.prefix6 ? [this.prefix6.dns] : [],
       // an isolated network has no way out, not even for DNS
@@ -409,6 +422,13 @@ export class Network {
         n.closers.push(() => point.close());
       }
       if (opts.pcap) n.sw.startCapture(opts.pcap);
+      if (n.bridgeHost) {
+        const host = n.bridgeHost;
+        n.closers.push(() => host.close());
+        const socks = await GatewaySockets.start(opts.gateway, n.dns);
+        n.bridgeSockets = socks;
+        n.closers.push(() => socks.close());
+      }
     } catch (err) {
       n.close();
       throw err;
@@ -434,6 +454,7 @@ export class Network {
       dns: this.dns.stats,
       tftp: this.tftp?.stats ?? null,
       tftp6: this.tftp6?.stats ?? null,
+      bridge: this.bridgeHost ? { dhcp: this.bridgeHost.stats, sockets: this.bridgeSockets?.stats ?? null } : null,
       leases: this.dhcp.leases().map((l) => ({ ...l, ip: ip4ToString(l.ip) })),
       dhcp6: this.dhcp6?.stats ?? null,
       leases6: this.dhcp6?.leases() ?? [],

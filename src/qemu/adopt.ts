@@ -1,5 +1,10 @@
 // Rewrites a command line so its user-mode and socket networks are served by
 // qnet: each becomes a -netdev stream client of a qnet process on a UNIX socket.
+// Tap and bridge netdevs move onto a qnet kernel network instead (a root qnet daemon with a
+// `bridge:` network): -netdev tap gets qnet's ifup/ifdown scripts, -netdev bridge qnet's
+// bridge helper (no setuid: the daemon makes the tap), both otherwise unchanged.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { analyze } from './analyze.ts';
 import type { Analysis, AnalyzeOptions, Diagnostic } from './analysis.ts';
 import { shellJoin } from './args.ts';
@@ -29,7 +34,14 @@ export interface AdoptOptions extends AnalyzeOptions {
   socketDir?: string;
   /** Program name to print (default 'qnet'). */
   qnet?: string;
+  /** The qnet kernel network that taps and bridges move to (default: the bridge's own name / the daemon's only one). */
+  network?: string;
+  /** Where qnet-ifup, qnet-ifdown and qnet-bridge-helper are (default: this installation's bin/). */
+  binDir?: string;
 }
+
+/** bin/ of this qnet installation. */
+export const BIN_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin');
 
 export function defaultSocketDir(env: NodeJS.ProcessEnv = process.env): string {
   return `${env.XDG_RUNTIME_DIR || '/tmp'}/qnet`;
@@ -63,7 +75,25 @@ export function adoptAnalysis(a: Analysis, opts: AdoptOptions = {}): AdoptOutput
   }
   const services: AdoptedService[] = [];
   const switches = new Map<string, AdoptedService>();
+  const bin = opts.binDir ?? BIN_DIR;
+  let kernel = 0;
   m.netdevs = m.netdevs.map((nd) => {
+    if (nd.type === 'tap' || nd.type === 'bridge') {
+      const keys = new Set(nd.entries.map(([k]) => k));
+      if (keys.has('fd') || keys.has('fds')) { m.notes.push(`left tap netdev ${nd.id} alone: its fd= comes from the caller`); return nd; }
+      kernel++;
+      if (nd.type === 'bridge' || keys.has('helper')) {
+        const br = nd.entries.find(([k]) => k === 'br')?.[1] ?? 'br0';
+        const target = opts.network ?? br;
+        const entries: Array<[string, string]> = [['br', target], ...nd.entries.filter(([k]) => k !== 'helper' && k !== 'br'), ['helper', path.join(bin, 'qnet-bridge-helper')]];
+        m.notes.push(`${nd.type} netdev ${nd.id} now gets its tap from the qnet daemon through qnet-bridge-helper (no setuid): the daemon needs a kernel network ${opts.network ? `'${opts.network}'` : `on bridge ${br}`} (e.g. { name: ..., mode: nat, bridge: ${br} }, or mode: bridge for a LAN bridge) whose allow: lists the user QEMU runs as`);
+        return { type: nd.type, id: nd.id, entries };
+      }
+      const entries = nd.entries.filter(([k]) => k !== 'script' && k !== 'downscript');
+      entries.push(['script', path.join(bin, 'qnet-ifup')], ['downscript', path.join(bin, 'qnet-ifdown')]);
+      m.notes.push(`tap netdev ${nd.id} now joins a qnet kernel network through qnet-ifup/qnet-ifdown (QEMU as root, as before)${opts.network ? `; run QEMU with QNET_NET=${opts.network} in its environment (QEMU gives the scripts only the tap's name)` : ': the daemon\'s only kernel network, or set QNET_NET=NETWORK for QEMU'}`);
+      return { type: 'tap', id: nd.id, entries };
+    }
     if (nd.type === 'user') {
       // qnet serves neither SMB (QEMU runs the host's smbd) nor IPv6-only networks: keep those on QEMU's slirp.
       const keys = new Set(nd.entries.map(([k]) => k));
@@ -94,7 +124,7 @@ export function adoptAnalysis(a: Analysis, opts: AdoptOptions = {}): AdoptOutput
     }
     return nd;
   });
-  if (!services.length) m.notes.push('nothing to adopt: no user-mode or socket networks');
+  if (!services.length && !kernel) m.notes.push('nothing to adopt: no user-mode, socket, tap or bridge networks');
   const block: string[] = [];
   const emitted = new Set<string>();
   const emit = (id?: string) => {

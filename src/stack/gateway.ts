@@ -43,6 +43,7 @@ export type { UdpDatagram, UdpHandler };
 
 const log = logger('gateway');
 const ZERO_MAC = Buffer.alloc(6);
+const EMPTY = Buffer.alloc(0);
 const ARENA = 1 << 20;
 const LINK_LOCAL = Buffer.from('fe800000000000000000000000000000', 'hex');
 
@@ -141,6 +142,12 @@ export class Gateway extends Port implements IpOutput, UdpHost {
   onIcmp: ((p: IpPacket, icmp: EchoHeader) => void) | null = null;
   /** an IPv6 router solicitation (the RA service) */
   onRouterSolicit: ((p: IpPacket, icmp: Icmpv6Header) => void) | null = null;
+  private readonly udpOut: { sport: number; dport: number; payload: Buffer } = { sport: 0, dport: 0, payload: EMPTY };
+  private readonly writeUdpOut = (b: Buffer, o: number): number => {
+    const u = this.udpOut;
+    writeUdp(b, o, u.sport, u.dport, u.payload.length);
+    return o + 8 + u.payload.copy(b, o + 8);
+  };
 
   private readonly eth = new EthernetHeader();
   private readonly pkt: IpPacket = {
@@ -284,6 +291,7 @@ export class Gateway extends Port implements IpOutput, UdpHost {
   sendIp(src: number, dst: number, proto: number, maxLen: number, write: L4Writer, dstMac?: Buffer): void {
     const v6 = dst >= V6_BASE;
     if (v6 && !this.v6) return;
+    if (this.directTo !== null && this.txq.length === 0 && this.sendDirect(v6, src, dst, proto, maxLen, write, dstMac)) return;
     const o = this.reserve(maxLen, v6 ? HEADROOM6 : HEADROOM4);
     const end = write(this.arena, o);
     const len = end - o;
@@ -292,16 +300,46 @@ export class Gateway extends Port implements IpOutput, UdpHost {
     else this.v4.emit(o, src, dst, proto, len, dstMac);
   }
 
+  /**
+   * The fast path: a unicast frame to a guest whose port takes frames in place is built once,
+   * straight into that port's output (Port.reserveFrame), instead of in the arena and then
+   * copied by the port. false (nothing sent) when that is not possible; the caller then takes
+   * the arena path. Frames bigger than the MTU (to be fragmented) go the arena way too, and
+   * while frames wait in the arena queue nothing goes direct (that would reorder them).
+   */
+  private sendDirect(v6: boolean, src: number, dst: number, proto: number, maxLen: number, write: L4Writer, dstMac: Buffer | undefined): boolean {
+    const layer = v6 ? this.v6! : this.v4;
+    const mac = dstMac ?? layer.linkDest(dst);
+    if (mac === null || (mac[0] & 1) !== 0) return false;
+    const port = this.directTo!(this.mac, mac);
+    if (port === null) return false;
+    const head = v6 ? HEADROOM6 : HEADROOM4;
+    const at = port.reserveFrame(head + maxLen);
+    if (at < 0) return false;
+    const buf = port.txBuf;
+    const o = at + head;
+    const len = write(buf, o) - o;
+    if (len < 0 || len > maxLen) throw new Error(`writer for protocol ${proto} wrote ${len} bytes, more than the ${maxLen} it asked for`);
+    if (!layer.seal(buf, o, src, dst, proto, len, mac)) {
+      // too big: fragments are built from the arena
+      const a = this.reserve(len, head);
+      buf.copy(this.arena, a, o, o + len);
+      if (v6) this.v6!.emit(a, src, dst, proto, len, mac); else this.v4.emit(a, src, dst, proto, len, mac);
+      return true;
+    }
+    port.commitFrame(head + len);
+    // counted as if it had crossed the switch from this port
+    this.counters.rxFrames++;
+    this.counters.rxBytes += head + len;
+    return true;
+  }
+
   /** A UDP datagram to a guest (dstMac forces the link destination, e.g. for DHCP). */
   sendUdp(src: number, sport: number, dst: number, dport: number, payload: Buffer, dstMac?: Buffer): void {
-    const v6 = dst >= V6_BASE;
-    if (v6 && !this.v6) return;
-    const len = 8 + payload.length;
-    const o = this.reserve(len, v6 ? HEADROOM6 : HEADROOM4);
-    payload.copy(this.arena, o + 8);
-    writeUdp(this.arena, o, sport, dport, payload.length);
-    if (v6) this.v6!.emit(o, src, dst, IPPROTO_UDP, len, dstMac);
-    else this.v4.emit(o, src, dst, IPPROTO_UDP, len, dstMac);
+    const u = this.udpOut;
+    u.sport = sport; u.dport = dport; u.payload = payload;
+    this.sendIp(src, dst, IPPROTO_UDP, 8 + payload.length, this.writeUdpOut, dstMac);
+    u.payload = EMPTY;
   }
 
   sendIcmpError(type: number, code: number, from: number, p: QuotedPacket, rest = 0): void {
@@ -325,7 +363,7 @@ export class Gateway extends Port implements IpOutput, UdpHost {
 
   // ---- the transmit arena (for the IP layers) ----
 
-  get txBuf(): Buffer { return this.arena; }
+  get txArena(): Buffer { return this.arena; }
 
   /** Room for `len` bytes after `headroom` in the arena; returns where they go. */
   reserve(len: number, headroom: number): number {

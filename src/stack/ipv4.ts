@@ -12,7 +12,7 @@ import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Header, finishIpv4, parseIp
 import { ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PORT_UNREACH, Icmpv4Header, isIcmpv4Error, parseIcmpv4, writeIcmpv4Echo, writeIcmpv4Error } from '../wire/icmpv4.ts';
 import { UdpHeader, finishUdpV4, parseUdp } from '../wire/udp.ts';
 import { finishTcpV4 } from '../wire/tcp.ts';
-import { ETHERTYPE_IPV4 } from '../wire/ethernet.ts';
+import { ETHERTYPE_IPV4, writeEthernet } from '../wire/ethernet.ts';
 import { pseudoSumV4 } from '../wire/checksum.ts';
 
 export const HEADROOM4 = 14 + 20;
@@ -130,16 +130,27 @@ export class Ipv4Layer {
   /** Checksums, IPv4 header and link for the L4 part at l4off (reserved with HEADROOM4), then queue. */
   emit(l4off: number, src: number, dst: number, proto: number, l4len: number, dstMac?: Buffer): void {
     const gw = this.gw;
-    const b = gw.txBuf;
-    if (proto === IPPROTO_TCP) finishTcpV4(b, l4off, l4len, src, dst);
-    else if (proto === IPPROTO_UDP) finishUdpV4(b, l4off, src, dst);
+    const b = gw.txArena;
+    finishL4(b, l4off, src, dst, proto, l4len);
     const mac = dstMac ?? this.linkDest(dst);
     if (20 + l4len > gw.mtu) { this.fragment(l4off, src, dst, proto, l4len, mac); return; }
     writeIpv4(b, l4off - 20, src, dst, proto, l4len, 64, 0, false);
     this.frameOut(l4off - HEADROOM4, HEADROOM4 + l4len, dst, mac);
   }
 
-  private linkDest(dst: number): Buffer | null {
+  /**
+   * The whole frame around an L4 part at buf[l4off] in someone else's buffer (a port's output):
+   * checksums, IPv4 header, Ethernet header. false when it exceeds the MTU (nothing written).
+   */
+  seal(buf: Buffer, l4off: number, src: number, dst: number, proto: number, l4len: number, mac: Buffer): boolean {
+    if (20 + l4len > this.gw.mtu) return false;
+    finishL4(buf, l4off, src, dst, proto, l4len);
+    writeIpv4(buf, l4off - 20, src, dst, proto, l4len, 64, 0, false);
+    writeEthernet(buf, l4off - HEADROOM4, mac, this.gw.mac, ETHERTYPE_IPV4);
+    return true;
+  }
+
+  linkDest(dst: number): Buffer | null {
     if (this.isGroup(dst)) return BROADCAST_MAC;
     return this.gw.arp.resolve(dst);
   }
@@ -155,12 +166,12 @@ export class Ipv4Layer {
     const gw = this.gw;
     const maxData = (gw.mtu - 20) & ~7;
     const id = this.fragId = (this.fragId + 1) & 0xffff;
-    const whole = Buffer.from(gw.txBuf.subarray(l4off, l4off + l4len));
+    const whole = Buffer.from(gw.txArena.subarray(l4off, l4off + l4len));
     gw.release(l4off + l4len);
     for (let at = 0; at < l4len; at += maxData) {
       const n = Math.min(maxData, l4len - at);
       const o = gw.reserve(n, HEADROOM4);
-      const b = gw.txBuf;
+      const b = gw.txArena;
       whole.copy(b, o, at, at + n);
       writeIpv4(b, o - 20, src, dst, proto, n, 64, id, false);
       const more = at + n < l4len;
@@ -177,7 +188,7 @@ export class Ipv4Layer {
     const hl = (buf[ipOff] & 15) * 4;
     const quoted = Math.min(end - ipOff, hl + ICMP_QUOTE_BYTES);
     const o = gw.reserve(8 + quoted, HEADROOM4);
-    const e = writeIcmpv4Error(gw.txBuf, o, type, code, rest, buf, ipOff, end, ICMP_QUOTE_BYTES);
+    const e = writeIcmpv4Error(gw.txArena, o, type, code, rest, buf, ipOff, end, ICMP_QUOTE_BYTES);
     this.emit(o, from, to, IPPROTO_ICMP, e - o, toMac);
   }
 
@@ -186,7 +197,7 @@ export class Ipv4Layer {
     const gw = this.gw;
     const n = Math.min(l4head.length, ICMP_QUOTE_BYTES);
     const o = gw.reserve(8 + 20 + n, HEADROOM4);
-    const b = gw.txBuf;
+    const b = gw.txArena;
     // the rebuilt offending packet goes where the quote belongs (the error then quotes it in place)
     writeIpv4(b, o + 8, guest, dst, proto, l4len);
     l4head.copy(b, o + 28, 0, n);
@@ -195,4 +206,9 @@ export class Ipv4Layer {
   }
 
   close(): void {}
+}
+
+function finishL4(b: Buffer, l4off: number, src: number, dst: number, proto: number, l4len: number): void {
+  if (proto === IPPROTO_TCP) finishTcpV4(b, l4off, l4len, src, dst);
+  else if (proto === IPPROTO_UDP) finishUdpV4(b, l4off, src, dst);
 }

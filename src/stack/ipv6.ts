@@ -22,7 +22,7 @@ import {
 } from '../wire/icmpv6.ts';
 import { UdpHeader, finishUdpV6, parseUdp } from '../wire/udp.ts';
 import { finishTcpV6 } from '../wire/tcp.ts';
-import { ETHERTYPE_IPV6 } from '../wire/ethernet.ts';
+import { ETHERTYPE_IPV6, writeEthernet } from '../wire/ethernet.ts';
 import { pseudoSumV6 } from '../wire/checksum.ts';
 
 export const HEADROOM6 = 14 + 40;
@@ -166,12 +166,8 @@ export class Ipv6Layer {
   /** Checksums, IPv6 header and link for the L4 part at l4off (reserved with HEADROOM6), then queue. */
   emit(l4off: number, src: number, dst: number, proto: number, l4len: number, dstMac?: Buffer | null, hopLimit = 64): void {
     const gw = this.gw;
-    const b = gw.txBuf;
-    const h = l4off - 40;
-    writeIpv6(b, h, ip6.bytes(src), ip6.bytes(dst), proto, l4len, hopLimit);
-    if (proto === IPPROTO_TCP) finishTcpV6(b, l4off, l4len, h + 8, h + 24);
-    else if (proto === IPPROTO_UDP) finishUdpV6(b, l4off, h + 8, h + 24);
-    else if (proto === IPPROTO_ICMPV6) finishIcmpv6(b, l4off, l4len, h + 8, h + 24);
+    const b = gw.txArena;
+    headerAndL4(b, l4off, src, dst, proto, l4len, hopLimit);
     const mac = dstMac ?? this.linkDest(dst);
     if (40 + l4len > gw.mtu) { this.fragment(l4off, src, dst, proto, l4len, mac, hopLimit); return; }
     this.frameOut(l4off - HEADROOM6, HEADROOM6 + l4len, dst, mac);
@@ -180,7 +176,7 @@ export class Ipv6Layer {
   /** An NDP/RA message (hop limit 255) to an address given as bytes (multicast groups need no id). */
   emitNd(l4off: number, src: number, dst: Buffer, l4len: number, dstMac: Buffer | null): void {
     const gw = this.gw;
-    const b = gw.txBuf;
+    const b = gw.txArena;
     const h = l4off - 40;
     writeIpv6(b, h, ip6.bytes(src), dst, IPPROTO_ICMPV6, l4len, 255);
     finishIcmpv6(b, l4off, l4len, h + 8, h + 24);
@@ -190,7 +186,18 @@ export class Ipv6Layer {
     gw.commit(l4off - HEADROOM6, HEADROOM6 + l4len);
   }
 
-  private linkDest(dst: number): Buffer | null {
+  /**
+   * The whole frame around an L4 part at buf[l4off] in someone else's buffer (a port's output):
+   * IPv6 header, checksums, Ethernet header. false when it exceeds the MTU (nothing written).
+   */
+  seal(buf: Buffer, l4off: number, src: number, dst: number, proto: number, l4len: number, mac: Buffer): boolean {
+    if (40 + l4len > this.gw.mtu) return false;
+    headerAndL4(buf, l4off, src, dst, proto, l4len, 64);
+    writeEthernet(buf, l4off - HEADROOM6, mac, this.gw.mac, ETHERTYPE_IPV6);
+    return true;
+  }
+
+  linkDest(dst: number): Buffer | null {
     const bytes = ip6.bytes(dst);
     if (bytes[0] === 0xff) return ipv6MulticastMac(bytes, this.mmac);
     return this.gw.ndp!.resolve(dst);
@@ -208,12 +215,12 @@ export class Ipv6Layer {
     const gw = this.gw;
     const maxData = (gw.mtu - 40 - 8) & ~7;
     const id = this.fragId = (this.fragId + 1) >>> 0;
-    const whole = Buffer.from(gw.txBuf.subarray(l4off, l4off + l4len));
+    const whole = Buffer.from(gw.txArena.subarray(l4off, l4off + l4len));
     gw.release(l4off + l4len);
     for (let at = 0; at < l4len; at += maxData) {
       const n = Math.min(maxData, l4len - at);
       const o = gw.reserve(8 + n, HEADROOM6);
-      const b = gw.txBuf;
+      const b = gw.txArena;
       writeIpv6Fragment(b, o, proto, at, at + n < l4len, id);
       whole.copy(b, o + 8, at, at + n);
       writeIpv6(b, o - 40, ip6.bytes(src), ip6.bytes(dst), IPV6_NH_FRAGMENT, 8 + n, hopLimit);
@@ -228,7 +235,7 @@ export class Ipv6Layer {
     const gw = this.gw;
     const quoted = Math.min(end - ipOff, ICMPV6_ERROR_QUOTE_MAX);
     const o = gw.reserve(8 + quoted, HEADROOM6);
-    const e = writeIcmpv6Error(gw.txBuf, o, type, code, rest, buf, ipOff, ipOff + quoted);
+    const e = writeIcmpv6Error(gw.txArena, o, type, code, rest, buf, ipOff, ipOff + quoted);
     this.emit(o, from, to, IPPROTO_ICMPV6, e - o, toMac);
   }
 
@@ -238,12 +245,21 @@ export class Ipv6Layer {
     const n = Math.min(l4head.length, 64);
     writeIpv6(this.hdr, 0, ip6.bytes(guest), ip6.bytes(dst), proto, l4len);
     const o = gw.reserve(8 + 40 + n, HEADROOM6);
-    const b = gw.txBuf;
+    const b = gw.txArena;
     this.hdr.copy(b, o + 8);
     l4head.copy(b, o + 48, 0, n);
     const e = writeIcmpv6Error(b, o, type, code, 0, b, o + 8, o + 48 + n);
     this.emit(o, from, guest, IPPROTO_ICMPV6, e - o);
   }
+}
+
+/** The IPv6 header in front of the L4 part, then the L4 checksum (it reads the addresses there). */
+function headerAndL4(b: Buffer, l4off: number, src: number, dst: number, proto: number, l4len: number, hopLimit: number): void {
+  const h = l4off - 40;
+  writeIpv6(b, h, ip6.bytes(src), ip6.bytes(dst), proto, l4len, hopLimit);
+  if (proto === IPPROTO_TCP) finishTcpV6(b, l4off, l4len, h + 8, h + 24);
+  else if (proto === IPPROTO_UDP) finishUdpV6(b, l4off, h + 8, h + 24);
+  else if (proto === IPPROTO_ICMPV6) finishIcmpv6(b, l4off, l4len, h + 8, h + 24);
 }
 
 function isUnspecified(b: Buffer, o: number): boolean {

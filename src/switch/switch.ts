@@ -132,6 +132,7 @@ export class Switch {
     const sp = new SwitchPort(port, cfg);
     this.ports.set(port, sp);
     port.onFrame = (frame) => this.input(frame, sp);
+    port.directTo = (srcMac, dstMac) => this.directTo(sp, srcMac, dstMac);
     port.onClosed(() => this.detach(port));
     return sp;
   }
@@ -141,6 +142,7 @@ export class Switch {
     if (!sp) return;
     this.ports.delete(port);
     port.onFrame = null;
+    port.directTo = null;
     for (const table of this.fdb.values()) {
       for (const [k, e] of table) if (e.sp === sp) table.delete(k);
     }
@@ -261,6 +263,27 @@ export class Switch {
       if (sp.isolated && out.isolated) continue;
       this.output(frame, tagged, vid, out);
     }
+  }
+
+  /**
+   * The port a frame from `from` (source srcMac) to the unicast dstMac would leave by, when it
+   * needs nothing but delivery: same untagged VLAN, no capture, not blocked by isolation, a
+   * learned destination. Then a producer may build the frame in that port's output itself
+   * (Port.reserveFrame); the switch counts it as forwarded and keeps the source's FDB entry
+   * fresh. null: send through the switch as usual.
+   */
+  private directTo(sp: SwitchPort, srcMac: Buffer, dstMac: Buffer): Port | null {
+    if (this.capture !== null || sp.capture !== null || sp.trunk || (dstMac[0] & 1) !== 0) return null;
+    const table = this.fdb.get(sp.access);
+    const dst = table?.get(macKey(dstMac, 0));
+    if (dst === undefined) return null;
+    const out = dst.sp;
+    if (out === sp || out.capture !== null || (sp.isolated && out.isolated) || (out.trunk && sp.access !== out.native)) return null;
+    const me = table!.get(macKey(srcMac, 0));
+    if (me === undefined || me.sp !== sp) return null; // not learned here yet: let a frame through the switch first
+    me.seen = this.now;
+    this.stats.forwarded++;
+    return out.port;
   }
 
   /** Send with the encapsulation the egress port wants for this VLAN. */

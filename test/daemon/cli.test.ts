@@ -25,7 +25,7 @@ class ConnectingControl extends FakeControl {
   sockets = new Map<string, net.Socket>();
   override connectVm(vm: VmRecord): void {
     super.connectVm(vm);
-    const s = net.connect(vm.sock);
+    const s = net.connect(vm.sock!);
     s.on('error', () => {});
     this.sockets.set(vm.name, s);
   }

@@ -24,7 +24,7 @@ test('daemon reload restarts only what changed; state survives a restart', async
   assert.equal(d.net('a'), a0, 'an unchanged network must keep running as it was');
   assert.notEqual(d.net('b'), b0);
   assert.equal(d.forwards('b').length, 1, 'a runtime forward survives the restart of its network');
-  assert.equal(d.network('b').domain, 'b.test');
+  assert.equal((await d.network('b')).domain, 'b.test');
   assert.throws(() => d.network('c'), /no network 'c'/);
   assert.ok(fs.existsSync(path.join(dir, 'run', 'd.sock')));
   assert.ok(!fs.existsSync(path.join(dir, 'run', 'c.sock')), 'a removed network releases its socket');

@@ -18,7 +18,7 @@ function tail(s: string, n = 3000): string {
 }
 
 /** A child process with its output collected; killed at process exit. */
-class Proc {
+export class Proc {
   stdout = '';
   stderr = '';
   /** complete stdout lines with the host time (ms since the epoch) they arrived at */
@@ -69,7 +69,7 @@ export interface DaemonOptions {
   runtimeDir?: string;
   stateDir?: string;
   env?: NodeJS.ProcessEnv;
-  /** run it through this, e.g. runAsArgv(nobody) */
+  /** run `qnet up` through this: a namespace (['ip', 'netns', 'exec', NS]), another user (runAsArgv); it must exec, so the pid stays node's */
   prefix?: string[];
 }
 
@@ -153,12 +153,19 @@ export class RunGuest extends Proc {
     void this.exited.then(() => this.cleanupCmd());
   }
 
-  /** opts.prefix runs qnet run (and so QEMU) through it; give guest.runAs the same user then. */
-  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>, opts: { env?: NodeJS.ProcessEnv; model?: string; prefix?: string[] } = {}): Promise<RunGuest> {
+  /**
+   * opts.prefix runs qnet run through it (a namespace, another user: ['ip', 'netns', 'exec', NS,
+   * 'setpriv', ...]; give guest.runAs that user, so QEMU can read its files); opts.qemu rewrites
+   * QEMU's argv first; opts.runArgs are more `qnet run` options (--mac).
+   */
+  static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>,
+    opts: { env?: NodeJS.ProcessEnv; model?: string; prefix?: string[]; qemu?: (argv: string[]) => string[]; runArgs?: string[] } = {}): Promise<RunGuest> {
     const cmd = await guestQemuCommand({ name, ...guest });
+    const qargv = opts.qemu ? opts.qemu(cmd.argv) : cmd.argv;
     // setpriv --pdeathsig: QEMU (qnet run's child) dies with qnet run even if that is SIGKILLed
-    const qemu = (await hasPdeathsig()) ? ['setpriv', '--pdeathsig', 'KILL', ...cmd.argv] : cmd.argv;
-    const argv = [...(opts.prefix ?? []), process.execPath, QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(api ? ['--api', api] : []), '--', ...qemu];
+    const qemu = (await hasPdeathsig()) ? ['setpriv', '--pdeathsig', 'KILL', ...qargv] : qargv;
+    const args = [QNET, 'run', network, '--name', name, ...(opts.model ? ['--model', opts.model] : []), ...(opts.runArgs ?? []), ...(api ? ['--api', api] : []), '--', ...qemu];
+    const argv = [...(opts.prefix ?? []), process.execPath, ...args];
     const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     return new RunGuest(child, name, cmd.cleanup);
   }

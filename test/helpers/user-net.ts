@@ -219,7 +219,7 @@ export async function startUdpEcho(): Promise<{ port: number; datagrams: number;
 // ns.spawn's argv quoting-free interface as conveniently, so the script goes to a file).
 
 export interface ServicesSpec {
-  /** DNS: address(es), port, table */
+  /** DNS: address(es), port, table; a table value 'SOURCE' answers with the querier's own address */
   dns?: { addr: string | string[]; port: number; table: Record<string, string> };
   /** HTTP: every GET answers body (on each address given) */
   http?: { addr: string | string[]; port: number; body: string };
@@ -243,7 +243,11 @@ if (spec.dns) {
   for (const addr of [].concat(spec.dns.addr)) {
     pending++;
     const s = dgram.createSocket(addr.includes(':') ? 'udp6' : 'udp4');
-    s.on('message', (m, r) => { const a = dnsAnswer(m, spec.dns.table); if (a) s.send(a, r.port, r.address); });
+    s.on('message', (m, r) => {
+      const t = Object.fromEntries(Object.entries(spec.dns.table).map(([k, v]) => [k, v === 'SOURCE' ? r.address : v]));
+      const a = dnsAnswer(m, t);
+      if (a) s.send(a, r.port, r.address);
+    });
     s.bind(spec.dns.port, addr, ready);
   }
   pending--;

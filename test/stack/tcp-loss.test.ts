@@ -27,6 +27,9 @@ test('tcp: bulk data survives 2% frame loss both ways (real Linux peer)', { time
       p.onFrame = (f, port) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } deliver(f, port); };
       const send = p.send.bind(p);
       p.send = (f) => { if (f.length > 100 && rand() < LOSS) { dropped++; return; } send(f); };
+      // the gateway builds most frames in place in the port's output: not committing one drops it
+      const commit = p.commitFrame.bind(p);
+      p.commitFrame = (len) => { if (len > 100 && rand() < LOSS) { dropped++; return; } commit(len); };
     },
   });
   const { ns, tcp } = g;

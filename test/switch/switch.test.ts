@@ -154,3 +154,44 @@ test('switch: pcap capture is readable by tshark', { skip: !hasTshark() }, () =>
 function hasTshark(): boolean {
   try { execFileSync('tshark', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; }
 }
+
+test('switch: directTo names the egress port only when the switch would just deliver the frame', () => {
+  const mac = (s: string) => Buffer.from(s.split(':').map((x) => parseInt(x, 16)));
+  const { sw, ports } = setup(4, [{}, {}, { isolated: true }, { isolated: true }]);
+  const direct = (from: number, src: string, dst: string) => ports[from].directTo!(mac(src), mac(dst));
+  assert.equal(direct(0, M(1), M(2)), null, 'unknown destination: through the switch (it floods)');
+  ports[1].inject(makeFrame(BCAST, M(2)));
+  assert.equal(direct(0, M(1), M(2)), null, 'a source not yet learned on its port: through the switch');
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  const before = sw.stats.forwarded;
+  assert.equal(direct(0, M(1), M(2)), ports[1]);
+  assert.equal(sw.stats.forwarded, before + 1, 'counted as forwarded');
+  assert.equal(direct(0, M(1), BCAST), null, 'broadcast: through the switch');
+  assert.equal(direct(1, M(2), M(2)), null, 'own port');
+  ports[2].inject(makeFrame(BCAST, M(3)));
+  ports[3].inject(makeFrame(BCAST, M(4)));
+  assert.equal(direct(2, M(3), M(4)), null, 'isolated to isolated');
+  assert.equal(direct(2, M(3), M(1)), ports[0], 'isolated to an uplink');
+  const dir = tmpDir('qnet-sw-');
+  sw.startCapture(path.join(dir, 'c.pcap'));
+  assert.equal(direct(0, M(1), M(2)), null, 'a capture sees every frame: through the switch');
+  sw.stopCapture();
+  sw.detach(ports[0]);
+  assert.equal(ports[0].directTo, null, 'a detached port has no switch to ask');
+  sw.close();
+});
+
+test('switch: directTo refuses VLAN crossings that need a tag', () => {
+  const mac = (s: string) => Buffer.from(s.split(':').map((x) => parseInt(x, 16)));
+  const { sw, ports } = setup(3, [{ vlan: { mode: 'access', vid: 10 } }, { vlan: { mode: 'trunk', allowed: [10], native: 1 } }, { vlan: { mode: 'access', vid: 10 } }]);
+  ports[0].inject(makeFrame(BCAST, M(1)));
+  ports[2].inject(makeFrame(BCAST, M(3)));
+  const tagged = Buffer.alloc(64);
+  mac(BCAST).copy(tagged, 0); mac(M(2)).copy(tagged, 6);
+  tagged.writeUInt16BE(0x8100, 12); tagged.writeUInt16BE(10, 14); tagged.writeUInt16BE(0x0800, 16);
+  ports[1].inject(tagged);
+  assert.equal(ports[0].directTo!(mac(M(1)), mac(M(2))), null, 'the trunk wants VLAN 10 tagged');
+  assert.equal(ports[0].directTo!(mac(M(1)), mac(M(3))), ports[2], 'same access VLAN');
+  assert.equal(ports[1].directTo!(mac(M(2)), mac(M(1))), null, 'from a trunk: through the switch');
+  sw.close();
+});
