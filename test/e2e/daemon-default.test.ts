@@ -34,9 +34,9 @@ udhcpc -i eth0 -n -q -t 5 -T 2 -x hostname:${vm}
 echo QNET dhcp-rc $?
 echo QNET ready
 read go
-ping -c 2 -W 2 ${GW} >/dev/null 2>&1; echo QNET ping-gw $?
+ping -c 2 -W 5 ${GW} >/dev/null 2>&1; echo QNET ping-gw $?
 echo QNET nat $(timeout 10 wget -q -O - http://${GW}:${httpPort}/${vm} 2>&1 | oneline)
-ping -c 2 -W 2 ${peer} >/dev/null 2>&1; echo QNET ping-peer $?
+ping -c 2 -W 5 ${peer} >/dev/null 2>&1; echo QNET ping-peer $?
 echo QNET checked
 `;
 }

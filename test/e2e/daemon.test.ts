@@ -56,7 +56,7 @@ const page = (vm: string): string => `page-${vm}-${TOKEN}`;
 
 const prelude = `
 oneline() { tr '\\n' ' ' | tr -s ' '; }
-pingt() { ping -c 2 -W 2 $2 >/dev/null 2>&1; echo "QNET ping-$1 $?"; }
+pingt() { ping -c 2 -W 5 $2 >/dev/null 2>&1; echo "QNET ping-$1 $?"; }
 `;
 
 /** A lab guest: DHCP, httpd with its page, then (on `go`) the peer and NAT checks. */

@@ -60,7 +60,7 @@ const prelude = (ip: string): string => `
 warm() { i=0; while [ $i -lt 15 ]; do ping -c 1 -W 1 $1 >/dev/null 2>&1 && return 0; i=$((i+1)); done; return 1; }
 # pingt NAME IP: three pings; prints "QNET ping-NAME <exit code> <replies received>"
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }

@@ -64,7 +64,7 @@ describe('without root: qnet switch, qnet user and qnet up as an ordinary user',
       name: 'unpriv-user', netArgs: streamNic(userSock, guestMac(61)), timeoutMs: 200_000, runAs: user,
       script: `udhcpc -i eth0 -n -q -t 5 -T 2
 echo QNET dhcp-rc $?
-ping -c 2 -W 2 10.0.2.2 >/dev/null 2>&1; echo QNET ping-gw $?
+ping -c 2 -W 5 10.0.2.2 >/dev/null 2>&1; echo QNET ping-gw $?
 echo QNET nat $(timeout 10 wget -q -O - http://10.0.2.2:${httpSrv.port}/user 2>&1 | tr '\\n' ' ')
 out=$(nslookup probe.unpriv.test 2>&1); echo QNET dns $? $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
 mkdir -p /www && echo ${GUEST_PAGE} > /www/index.html && httpd -p 80 -h /www

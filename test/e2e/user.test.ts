@@ -45,7 +45,7 @@ const prelude = `
 udhcpc -i eth0 -n -q -t 5 -T 2 -O search -O tftp -O bootfile
 echo QNET dhcp-rc $?
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }

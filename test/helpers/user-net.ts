@@ -287,11 +287,14 @@ export async function startServicesIn(ns: Netns, dir: string, spec: ServicesSpec
   return child;
 }
 
-/** Shell functions for guest scripts: now (ms uptime), oneline, pingt NAME IP -> `QNET ping-NAME rc received`. */
+/**
+ * Shell functions for guest scripts: now (ms uptime), oneline, pingt NAME IP -> `QNET ping-NAME rc
+ * received` (three pings; -W 5 waits that long for the last reply, a hang guard for busy machines).
+ */
 export const GUEST_SH_LIB = `now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 oneline() { tr '\\n' ' ' | tr -s ' '; }
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }
