@@ -41,7 +41,7 @@ echo QNET checked
 `;
 }
 
-describe('qnet up with the embedded default config', { timeout: 120_000 }, () => {
+describe('qnet up with the embedded default config', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-default-');
   const xdgRuntime = join(dir.path, 'xdg-run');
   const xdgState = join(dir.path, 'xdg-state');
@@ -94,11 +94,11 @@ describe('qnet up with the embedded default config', { timeout: 120_000 }, () =>
       run = await RunGuest.start(undefined, 'default', 'dvm', { script: script('dvm', 'hvm', httpSrv.port) }, { env });
       const a = await qnetJson<{ mac: string; args: string[] }>(undefined, ['attach', 'default', '--name', 'hvm'], env);
       assert.match(a.args.join(' '), new RegExp(`^-netdev stream,id=qnet0,server=off,addr\\.type=unix,addr\\.path=${join(runtimeDir, 'default.sock').replace(/[.]/g, '\\.')} -device virtio-net-pci,netdev=qnet0,mac=${a.mac}$`));
-      hand = await bootGuest({ name: 'hvm', netArgs: a.args, script: script('hvm', 'dvm', httpSrv.port), timeoutMs: 90_000 });
-      await Promise.all([run.waitFor(/^QNET ready$/m, 60_000), hand.waitFor(/^QNET ready$/m, 60_000)]);
+      hand = await bootGuest({ name: 'hvm', netArgs: a.args, script: script('hvm', 'dvm', httpSrv.port), timeoutMs: 600_000 });
+      await Promise.all([run.waitFor(/^QNET ready$/m, 180_000), hand.waitFor(/^QNET ready$/m, 180_000)]);
       run.write('go\n');
       hand.write('go\n');
-      await Promise.all([run.waitFor(/^QNET checked$/m, 60_000), hand.waitFor(/^QNET checked$/m, 60_000)]);
+      await Promise.all([run.waitFor(/^QNET checked$/m, 180_000), hand.waitFor(/^QNET checked$/m, 180_000)]);
       results.push({ name: 'dvm', r: run.results(), d: run.diag() }, { name: 'hvm', r: hand.results(), d: hand.output });
       ips.push(...results.map((x) => x.r.get('dhcp-ip')?.[0] ?? ''));
     });

@@ -65,7 +65,7 @@ function getJson<T>(socketPath: string, path: string): Promise<T> {
 
 interface Lease { network: string; mac: string; ip: string; hostname?: string; expiresAt: number }
 
-describe('daemon restart under a running qnet run guest', { timeout: 150_000 }, () => {
+describe('daemon restart under a running qnet run guest', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-restart-');
   const runtimeDir = join(dir.path, 'run');
   const stateDir = join(dir.path, 'state');
@@ -98,7 +98,7 @@ describe('daemon restart under a running qnet run guest', { timeout: 150_000 }, 
     d1 = await Daemon.start({ config: cfgFile, runtimeDir, stateDir, api });
     daemons.push(d1);
     g = await RunGuest.start(api, 'lab', 'rvm', { script: script(httpSrv.port) });
-    await g.waitFor(/^QNET ready$/m, 60_000);
+    await g.waitFor(/^QNET ready$/m, 180_000);
   });
 
   after(async () => {
@@ -176,7 +176,7 @@ describe('daemon restart under a running qnet run guest', { timeout: 150_000 }, 
 
   test('NAT works through the new daemon', async () => {
     g.write('nat\n');
-    await g.waitFor(/^QNET nat2 /m, 20_000);
+    await g.waitFor(/^QNET nat2 /m, 60_000);
     assert.equal(g.value('nat2'), HTTP_BODY, g.diag());
     assert.deepEqual(httpSrv.requests, ['/before', '/after']);
   });

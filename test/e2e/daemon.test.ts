@@ -183,7 +183,7 @@ const probeSocket = (sock: string): string =>
 
 const isRoot = process.getuid?.() === 0;
 
-describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
+describe('qnet up with real QEMU guests', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-daemon-');
   const runtimeDir = join(dir.path, 'run');
   const stateDir = join(dir.path, 'state');
@@ -243,10 +243,10 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
         lab.push(g);
         guests.push(g);
       }
-      await Promise.all(lab.map((g) => g.waitFor(/^QNET ready$/m, 60_000)));
+      await Promise.all(lab.map((g) => g.waitFor(/^QNET ready$/m, 180_000)));
       ips = lab.map((g) => g.value('dhcp-ip') ?? '');
       for (const g of lab) g.write('go\n');
-      await Promise.all(lab.map((g) => g.waitFor(/^QNET checked$/m, 90_000)));
+      await Promise.all(lab.map((g) => g.waitFor(/^QNET checked$/m, 270_000)));
     });
 
     test('DHCP: distinct addresses from the range; the static host gets its reserved address and name', () => {
@@ -451,10 +451,10 @@ describe('qnet up with real QEMU guests', { timeout: 300_000 }, () => {
       iso.push(await RunGuest.start(api, 'quiet', 'iso1', { script: quietScript('iso1', 'iso2', httpSrv.port, dns.port) }));
       iso.push(await RunGuest.start(api, 'quiet', 'iso2', { script: quietScript('iso2', 'iso1', httpSrv.port, dns.port) }));
       guests.push(...iso);
-      await Promise.all(iso.map((g) => g.waitFor(/^QNET ready$/m, 60_000)));
+      await Promise.all(iso.map((g) => g.waitFor(/^QNET ready$/m, 180_000)));
       requestsBefore = httpSrv.requests.length;
       for (const g of iso) g.write('go\n');
-      await Promise.all(iso.map((g) => g.waitFor(/^QNET checked$/m, 90_000)));
+      await Promise.all(iso.map((g) => g.waitFor(/^QNET checked$/m, 270_000)));
     });
 
     test('DHCP addresses in 10.78.0.0/24', () => {

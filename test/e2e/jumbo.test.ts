@@ -18,7 +18,7 @@ import { waitFor } from '../helpers/wait.ts';
 const MTU = 65520;
 const SIZE = 16 * 1024 * 1024;
 
-describe('jumbo frames: qnet user mtu=65520 with a real guest', { timeout: 150_000 }, () => {
+describe('jumbo frames: qnet user mtu=65520 with a real guest', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-jumbo-');
   const blob = randomBytes(SIZE);
   const blobMd5 = createHash('md5').update(blob).digest('hex');
@@ -54,8 +54,8 @@ echo QNET finished
 `;
     const sock = join(dir.path, 'q.sock');
     q = await QnetUser.start(`mtu=${MTU}`, sock);
-    g = await bootGuest({ name: 'jumbo', netArgs: streamNic(sock, guestMac(51)), script, timeoutMs: 140_000, memoryMb: 256 });
-    await g.waitFor(/QNET finished/, 130_000);
+    g = await bootGuest({ name: 'jumbo', netArgs: streamNic(sock, guestMac(51)), script, timeoutMs: 600_000, memoryMb: 256 });
+    await g.waitFor(/QNET finished/, 390_000);
     await waitFor(() => sinkMd5, { what: "the upload's end at the sink" }); // the sink's 'end' follows nc's exit
     r = g.results();
     stats = await q.stats();

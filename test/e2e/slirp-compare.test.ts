@@ -65,7 +65,7 @@ read go
 echo QNET finished
 `;
 
-describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same options', { timeout: 150_000, skip: needsRoot }, () => {
+describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same options', { timeout: 600_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-slirp-cmp-');
   const tftpDir = join(dir.path, 'tftp');
   const blob = randomBytes(20_000);
@@ -102,13 +102,13 @@ describe('qnet user vs QEMU -netdev user (libslirp): same guest script, same opt
     const sock = join(dir.path, 'qnet.sock');
     q = await QnetUser.start(`${userOpts(tftpDir, HF_QNET)},dnsupstream=127.0.0.1:53`, sock, n);
     [gq, gs] = await Promise.all([
-      bootGuest({ name: 'cmp-qnet', netnsName: n.name, netArgs: streamNic(sock, guestMac(31)), script, timeoutMs: 140_000 }),
+      bootGuest({ name: 'cmp-qnet', netnsName: n.name, netArgs: streamNic(sock, guestMac(31)), script, timeoutMs: 600_000 }),
       bootGuest({
         name: 'cmp-slirp', netnsName: n.name, script, timeoutMs: 140_000,
         netArgs: ['-netdev', `user,id=n0,${userOpts(tftpDir, HF_SLIRP)}`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(32)}`],
       }),
     ]);
-    await Promise.all([gq.waitFor(/QNET httpd-up/, 120_000), gs.waitFor(/QNET httpd-up/, 120_000)]);
+    await Promise.all([gq.waitFor(/QNET httpd-up/, 360_000), gs.waitFor(/QNET httpd-up/, 360_000)]);
     rq = gq.results();
     rs = gs.results();
   });

@@ -64,9 +64,9 @@ test('switch: socket connect=, dgram over unix, mcast and stream server=on all j
     bootGuest({ name: 'gram', netArgs: ['-netdev', `dgram,id=n0,local.type=unix,local.path=${qemuGram},remote.type=unix,remote.path=${qnetGram}`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(22)}`], script: idle('10.1.0.2') }),
     bootGuest({ name: 'mcast', netArgs: ['-netdev', `socket,id=n0,mcast=239.255.77.1:${mcastPort},localaddr=127.0.0.1`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(23)}`], script: idle('10.1.0.3') }),
   ]);
-  await Promise.all([g1, g2, g3, g4].map((g) => g.waitFor(/QNET up/, 60_000)));
+  await Promise.all([g1, g2, g3, g4].map((g) => g.waitFor(/QNET up/, 180_000)));
   g1.write('go\n');
-  await g1.waitFor(/QNET done/, 60_000);
+  await g1.waitFor(/QNET done/, 180_000);
   for (const ip of ['10.1.0.2', '10.1.0.3', '10.1.0.4']) {
     assert.match(g1.output, new RegExp(`QNET reach ${ip.replace(/\./g, '\\.')} yes`), `guest 1 cannot reach ${ip}:\n${g1.output.slice(-1500)}\n${out}`);
   }

@@ -117,7 +117,7 @@ pingt spoof ${IP.a}
 
 // ---------------------------------------------------------------------------------------------
 
-describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
+describe('qnet switch with real QEMU guests', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-switch-');
   const s1 = join(dir.path, 's1.sock');
   const s2 = join(dir.path, 's2.sock');
@@ -150,7 +150,7 @@ describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
         '-device', `virtio-net-pci,netdev=n0,mac=${mac}`,
       ];
       const boots = await Promise.all([
-        bootGuest({ name: 'sw-a', netArgs: stream(s1, MAC.a), script: scriptA, timeoutMs: 120_000 }),
+        bootGuest({ name: 'sw-a', netArgs: stream(s1, MAC.a), script: scriptA, timeoutMs: 600_000 }),
         bootGuest({
           name: 'sw-b',
           netArgs: [
@@ -160,17 +160,17 @@ describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
           script: scriptB,
           timeoutMs: 120_000,
         }),
-        bootGuest({ name: 'sw-c', netArgs: stream(s2, MAC.c), script: scriptC, timeoutMs: 120_000 }),
-        bootGuest({ name: 'sw-e', netArgs: stream(s3, MAC.e), script: scriptE, timeoutMs: 120_000 }),
+        bootGuest({ name: 'sw-c', netArgs: stream(s2, MAC.c), script: scriptC, timeoutMs: 600_000 }),
+        bootGuest({ name: 'sw-e', netArgs: stream(s3, MAC.e), script: scriptE, timeoutMs: 600_000 }),
       ]);
       [g.a, g.b, g.c, g.e] = boots;
       guests.push(...boots);
-      await Promise.all(guests.map((x) => x.waitFor(/^QNET up$/m, 60_000)));
+      await Promise.all(guests.map((x) => x.waitFor(/^QNET up$/m, 180_000)));
       const tUp = Date.now();
       // Before anything pings: E has only sent from its own MAC, nothing was dropped as spoofed.
       before0 = await qnet.stats();
       for (const x of guests) x.write('go\n');
-      await Promise.all(guests.map((x) => x.waitFor(/^QNET finished$/m, 60_000)));
+      await Promise.all(guests.map((x) => x.waitFor(/^QNET finished$/m, 180_000)));
       after0 = await qnet.stats();
       const tDone = Date.now();
       ({ code: exitCode, final } = await qnet.stopWithStats());

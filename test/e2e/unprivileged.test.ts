@@ -36,7 +36,7 @@ function uidOf(pid: number): number {
   return Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
-describe('without root: qnet switch, qnet user and qnet up as an ordinary user', { timeout: 240_000 }, () => {
+describe('without root: qnet switch, qnet user and qnet up as an ordinary user', { timeout: 600_000 }, () => {
   const dir = makeTempDir('unpriv-');
   let user: RunAs | undefined;
   let prefix: string[] = [];
@@ -72,7 +72,7 @@ echo QNET up
 read done
 `,
     });
-    await ug.waitFor(/^QNET up$/m, 150_000);
+    await ug.waitFor(/^QNET up$/m, 400_000);
   }
 
   /** qnet up with a nat network and a guest through qnet run, up to the guest's httpd. */
@@ -96,7 +96,7 @@ echo QNET up
 read done
 `,
     }, { prefix, env });
-    await rg.waitFor(/^QNET up$/m, 150_000);
+    await rg.waitFor(/^QNET up$/m, 400_000);
   }
 
   before(async () => {

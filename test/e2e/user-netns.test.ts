@@ -46,7 +46,7 @@ echo QNET unreach $rc $(echo "$out" | oneline)
 echo QNET finished
 `;
 
-describe('qnet user NAT to a host in another namespace', { timeout: 120_000, skip: needsRoot }, () => {
+describe('qnet user NAT to a host in another namespace', { timeout: 600_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-user-netns-');
   let a: Netns;
   let b: Netns;
@@ -68,8 +68,8 @@ describe('qnet user NAT to a host in another namespace', { timeout: 120_000, ski
     await startServicesIn(a, dir.path, { dns: { addr: '127.0.0.1', port: 5353, table: { 'near.qnet.test': '203.0.113.8' } } });
     const sock = join(dir.path, 'user.sock');
     q = await QnetUser.start('hostname=netns-vm,dnsupstream=127.0.0.1:5353', sock, a);
-    g = await bootGuest({ name: 'user-netns', netnsName: a.name, netArgs: streamNic(sock, guestMac(21)), script, timeoutMs: 110_000 });
-    await g.waitFor(/QNET finished/, 100_000);
+    g = await bootGuest({ name: 'user-netns', netnsName: a.name, netArgs: streamNic(sock, guestMac(21)), script, timeoutMs: 600_000 });
+    await g.waitFor(/QNET finished/, 300_000);
     r = g.results();
   });
 

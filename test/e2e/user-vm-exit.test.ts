@@ -10,7 +10,7 @@ import { makeTempDir } from '../helpers/cleanup.ts';
 import { QnetUser, startDns, streamNic } from '../helpers/user-net.ts';
 import { waitFor } from '../helpers/wait.ts';
 
-test('user: a VM that exits takes its host connections with it', { timeout: 90_000 }, async (t) => {
+test('user: a VM that exits takes its host connections with it', { timeout: 300_000 }, async (t) => {
   const tmp = makeTempDir('vm-exit-');
   const dns = await startDns({});
   const sock = path.join(tmp.path, 'u.sock');
@@ -37,7 +37,7 @@ echo QNET got $(cat /tmp/got)
 sleep 600
 `,
   });
-  await g.waitFor(/QNET got hello/, 60_000);
+  await g.waitFor(/QNET got hello/, 180_000);
   assert.equal(opened, 1);
   assert.equal(closed, false, 'the connection closed while the VM still ran');
   await g.kill();

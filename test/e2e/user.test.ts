@@ -113,7 +113,7 @@ async function fetchText(port: number): Promise<string> {
   }
 }
 
-describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
+describe('qnet user with real QEMU guests', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-user-');
   const tftpDir = join(dir.path, 'tftp');
   const blob = randomBytes(70_000); // 137 blocks of 512 bytes, 69 of 1024
@@ -157,10 +157,10 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
     ].join(','), sMain, undefined, ['--api', apiMain]);
     qRestr = await QnetUser.start(`restrict=on,hostname=qnet-r,hostfwd=tcp:127.0.0.1:${ports.hfRestr}-:80,dnsupstream=127.0.0.1:${dns.port}`, sRestr);
     [gMain, gRestr] = await Promise.all([
-      bootGuest({ name: 'user-main', netArgs: streamNic(sMain, MAC_MAIN), script: mainScript(ports), timeoutMs: 140_000 }),
-      bootGuest({ name: 'user-restricted', netArgs: streamNic(sRestr, MAC_RESTR), script: restrictedScript(ports), timeoutMs: 140_000 }),
+      bootGuest({ name: 'user-main', netArgs: streamNic(sMain, MAC_MAIN), script: mainScript(ports), timeoutMs: 600_000 }),
+      bootGuest({ name: 'user-restricted', netArgs: streamNic(sRestr, MAC_RESTR), script: restrictedScript(ports), timeoutMs: 600_000 }),
     ]);
-    await Promise.all([gMain.waitFor(/QNET httpd-up/, 110_000), gRestr.waitFor(/QNET httpd-up/, 110_000)]);
+    await Promise.all([gMain.waitFor(/QNET httpd-up/, 330_000), gRestr.waitFor(/QNET httpd-up/, 330_000)]);
     rMain = gMain.results();
     rRestr = gRestr.results();
   });
@@ -287,7 +287,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
     assert.ok(r.tcp.refused >= 2, JSON.stringify(r.tcp));
     gMain.write('go\n');
     gRestr.write('go\n');
-    await Promise.all([gMain.waitFor(/QNET finished/, 10_000), gRestr.waitFor(/QNET finished/, 10_000)]);
+    await Promise.all([gMain.waitFor(/QNET finished/, 30_000), gRestr.waitFor(/QNET finished/, 30_000)]);
     assert.deepEqual(await Promise.all([gMain.waitForExit(15_000), gRestr.waitForExit(15_000)]), [0, 0]);
     assert.equal(await qMain.stop(), 0);
     assert.equal(await qRestr.stop(), 0);
