@@ -6,7 +6,9 @@ commands:
   switch   run a bare L2 switch that QEMU guests join over socket netdevs
   user     run a user-mode network (QEMU's -netdev user, served by qnet)
   qemu     lint, explain, convert and adopt QEMU network options
-  doctor   what blocks QEMU's networking on this host (tun, vhost, KVM, bridge helper, firewall)
+  host     PCI devices, vfio-pci binding and SR-IOV VFs for device assignment (host devices|vfio|sriov|vf)
+  doctor   what blocks QEMU's networking and device assignment on this host (tun, vhost, KVM,
+           bridge helper, firewall; IOMMU, interrupt remapping, vfio, SR-IOV)
   bridge-acl  QEMU's bridge helper ACL (/etc/qemu/bridge.conf): check, allow, deny
 
 daemon commands (talk to the daemon over its API socket; --api PATH or $QNET_API picks it):
@@ -33,6 +35,7 @@ const commands: Record<string, () => Promise<Command>> = {
   switch: async () => (await import('./switch.ts')).main,
   user: async () => (await import('./user.ts')).main,
   qemu: async () => (await import('./qemu.ts')).main,
+  host: async () => (await import('./host.ts')).main,
   status: async () => (await import('./status.ts')).main,
   net: async () => (await import('./net.ts')).main,
   leases: async () => (await import('./leases.ts')).main,

@@ -8,17 +8,34 @@ const USAGE = `usage: qnet net ls [--json]
 
   ls          list networks (name, mode, subnet, gateway, ports, leases, forwards)
   show NAME   one network: attach points, ports with traffic counters, leases, forwards
-              (a kernel network: its bridge, uplink, nftables table and counters, and taps)
+              (a kernel network: its bridge, uplink, nftables table and counters, and taps;
+              a VF pool, mode hostdev: its PFs and every VF with the VM that has it)
   --json      print the daemon's answer as JSON
   --api PATH  the daemon's API socket (default: $QNET_API or the runtime directory)`;
 
 export function formatNetworks(nets: NetworkInfo[]): string {
   if (nets.length === 0) return 'no networks (define some in the config file and restart `qnet up`)\n';
   return table(['NAME', 'MODE', 'SUBNET', 'GATEWAY', 'PORTS', 'LEASES', 'FORWARDS', 'ATTACH'],
-    nets.map((n) => [n.name, n.mode, n.subnet, n.gateway || '-', n.ports.length, n.leases.length, n.forwards.length, n.kernel ? `bridge ${n.kernel.bridge}` : n.attach.join(' ') || '-']));
+    nets.map((n) => n.pool
+      ? [n.name, n.mode, `VFs of ${n.pool.pfs.join(',')}`, '-', `${n.pool.total - n.pool.free}/${n.pool.total} VFs`, '-', '-', '-']
+      : [n.name, n.mode, n.subnet, n.gateway || '-', n.ports.length, n.leases.length, n.forwards.length, n.kernel ? `bridge ${n.kernel.bridge}` : n.attach.join(' ') || '-']));
+}
+
+/** A hostdev network: its PFs and VLAN, and each VF with its state and VM. */
+export function formatPool(n: NetworkInfo): string {
+  const p = n.pool!;
+  let out = `name:  ${n.name}\nmode:  hostdev (a VF pool: each VM gets a VF, bound to vfio-pci)\npf:    ${p.pfs.join(', ')}\nvlan:  ${p.vlan ?? 'none (untagged)'}\n`;
+  if (p.error) out += `\nERROR: ${p.error}\n`;
+  out += `\nVFs (${p.free} free of ${p.total}):\n`;
+  if (p.members.length) {
+    out += indent(table(['VF', 'PF', 'INDEX', 'DRIVER', 'GROUP', 'STATE', 'VM', 'MAC', 'VLAN'],
+      p.members.map((m) => [m.bdf, m.pf, m.index, m.driver ?? '-', m.iommuGroup ?? '-', m.state === 'unavailable' ? `unavailable: ${m.why}` : m.state, m.vm ?? '-', m.mac ?? '-', m.vlan ? m.vlan : '-'])));
+  } else out += `  none: create VFs with qnet host sriov ${p.pfs[0]} --vfs N\n`;
+  return out;
 }
 
 export function formatNetwork(n: NetworkInfo): string {
+  if (n.pool) return formatPool(n);
   let out = '';
   const kv: [string, string][] = [
     ['name', n.name],

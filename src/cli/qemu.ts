@@ -3,7 +3,11 @@ import { shellJoin, shellSplit, stripProgram } from '../qemu/args.ts';
 import { adopt } from '../qemu/adopt.ts';
 import { convert } from '../qemu/convert.ts';
 import { explain } from '../qemu/explain.ts';
-import { formatDiagnostic, lint } from '../qemu/lint.ts';
+import fs from 'node:fs';
+import { formatDiagnostic, lintAnalysis } from '../qemu/lint.ts';
+import { analyze } from '../qemu/analyze.ts';
+import { hostdevFacts, hostdevNotes } from '../qemu/hostdev.ts';
+import { Host } from '../host/pci/sysfs.ts';
 
 const USAGE = `usage: qnet qemu <lint|convert|explain|adopt> [options] -- QEMU-ARGS...
 
@@ -21,26 +25,33 @@ options:
   --machine TYPE    machine type when the line has no -M (default pc)
   --to FORMAT       convert target: netdev (default), nic, libvirt
   --socket-dir DIR  adopt: where sockets go (default \${XDG_RUNTIME_DIR:-/tmp}/qnet)
+  --sysfs DIR       the host to check -device vfio-pci,host= against (default /sys,
+                    when it has PCI devices): lint notes whether each device is bound
+                    to vfio-pci, its IOMMU group viable and /dev/vfio/N accessible;
+                    convert --to libvirt writes SR-IOV VFs as <interface type='hostdev'>
+  --no-host         leave the host out (the verdict on the command line alone)
   --network NET     adopt: the qnet kernel network taps and bridges move to
 
 QEMU-ARGS may start with the program name, or be one quoted string pasted
 from a tutorial.
 `;
 
-interface Flags { json: boolean; machine?: string; to: 'netdev' | 'nic' | 'libvirt'; socketDir?: string; network?: string }
+interface Flags { json: boolean; machine?: string; to: 'netdev' | 'nic' | 'libvirt'; socketDir?: string; sysfs?: string; noHost: boolean; network?: string }
 
 function parseFlags(args: string[]): { flags: Flags; qemu: string[]; program?: string } | string {
-  const flags: Flags = { json: false, to: 'netdev' };
+  const flags: Flags = { json: false, to: 'netdev', noHost: false };
   let i = 0;
   for (; i < args.length; i++) {
     const a = args[i];
     if (a === '--') { i++; break; }
     if (a === '--json') flags.json = true;
-    else if (a === '--machine' || a === '--to' || a === '--socket-dir' || a === '--network') {
+    else if (a === '--no-host') flags.noHost = true;
+    else if (a === '--machine' || a === '--to' || a === '--socket-dir' || a === '--sysfs' || a === '--network') {
       const v = args[++i];
       if (v === undefined) return `${a} needs a value`;
       if (a === '--machine') flags.machine = v;
       else if (a === '--socket-dir') flags.socketDir = v;
+      else if (a === '--sysfs') flags.sysfs = v;
       else if (a === '--network') flags.network = v;
       else if (v === 'netdev' || v === 'nic' || v === 'libvirt') flags.to = v;
       else return `--to ${v}: expected netdev, nic or libvirt`;
@@ -76,9 +87,13 @@ export async function main(argv: string[]): Promise<number> {
     for (const d of ds) if (all || d.severity === 'error') err(formatDiagnostic(d) + '\n');
   };
   const opts = flags.machine ? { machine: flags.machine } : {};
+  // the host's view of vfio-pci devices: on a machine with PCI devices, or the tree given
+  const host = flags.noHost ? undefined : flags.sysfs ? new Host({ sysfs: flags.sysfs }) : fs.existsSync('/sys/bus/pci/devices') ? new Host() : undefined;
   switch (sub) {
     case 'lint': {
-      const r = lint(qemu, opts);
+      const a = analyze(qemu, opts);
+      if (host && a.hostdevs.length) a.diagnostics.push(...hostdevNotes(a, host));
+      const r = lintAnalysis(a);
       if (flags.json) json(r);
       else {
         diags(r.diagnostics, true);
@@ -88,7 +103,8 @@ export async function main(argv: string[]): Promise<number> {
       return r.ok ? 0 : 1;
     }
     case 'convert': {
-      const r = convert(qemu, flags.to, opts);
+      const hostdevs = host && flags.to === 'libvirt' ? await hostdevFacts(analyze(qemu, opts), host) : undefined;
+      const r = convert(qemu, flags.to, { ...opts, ...(hostdevs ? { hostdevs } : {}) });
       if (flags.json) json({ ...r, ...(r.args ? { command: command(r.args) } : {}) });
       else if (!r.ok) { diags(r.diagnostics, false); err('convert: fix the errors above first (qnet qemu lint shows all findings)\n'); }
       else {

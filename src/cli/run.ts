@@ -7,6 +7,11 @@
 // and reconnects, and the guest keeps its link and its lease. QEMU also gets a QMP socket next
 // to it, which `qnet vm ls` and `qnet info network` use.
 //
+// On a hostdev network (a VF pool) the daemon hands out a VF instead: qnet run adds
+// `-nic none -device vfio-pci,host=BDF,id=qnet0` and the QMP socket, waits for the QMP socket
+// rather than a stream socket, and the VF goes back (driver and settings restored) when QEMU
+// exits, or when qnet run dies (the daemon notices its pid is gone).
+//
 // qnet run stays in the foreground as QEMU's parent: QEMU inherits the terminal, SIGINT/SIGTERM/
 // SIGHUP are passed on to it, and when it exits the VM is unregistered and qnet run exits with
 // QEMU's status.
@@ -33,6 +38,7 @@ Runs QEMU with one more NIC, on qnet network NET, and registers the VM with the 
 qnet adds to your arguments:
   -netdev stream,id=qnet0,server=on,addr.type=unix,addr.path=RUNDIR/vms/VM.sock
   (on a kernel network: -netdev tap,id=qnet0,fd=3, a tap the daemon made for the VM)
+  (on a VF pool, mode hostdev: -nic none -device vfio-pci,host=BDF,id=qnet0, a free VF)
   -device MODEL,netdev=qnet0,mac=MAC  -qmp unix:RUNDIR/vms/VM.qmp,server=on,wait=off
   --name VM    the VM's name (default: QEMU's -name, else a random one); it keeps its MAC
   --model M    the NIC model (default: the daemon's, virtio-net-pci)
@@ -129,10 +135,12 @@ export async function main(argv: string[]): Promise<number> {
     rmQuiet(sock);
     rmQuiet(qmp);
 
-    const body: Record<string, string> = { name };
+    // pid: on a hostdev network the VF is ours until QEMU registers (the daemon reaps it if we die)
+    const body: Record<string, string | number> = { name, pid: process.pid };
     if (values.model) body.model = values.model;
     if (values.mac) body.mac = values.mac;
     const att = await api.post<AttachResult>(`/v1/networks/${seg(netName)}/attach`, body);
+    const hostdev = att.hostdev;
     let tap: TapResult | undefined;
     let fds: number[] = [];
     if (att.kind === 'kernel') {
@@ -151,9 +159,14 @@ export async function main(argv: string[]): Promise<number> {
       fds = res.fds;
     }
     const vhost = tap?.vhost ? 'fd' as const : canOpen('/dev/vhost-net') ? 'open' as const : undefined;
-    const args = [...userArgs, ...(tap
-      ? qnetQemuArgs({ tapFd: 3, vhost, qmp, model: att.model, mac: att.mac })
-      : qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac }))];
+    const args = hostdev
+      ? [...userArgs, '-nic', 'none', ...att.args, '-qmp', `unix:${qmp.replace(/,/g, ',,')},server=on,wait=off`]
+      : [...userArgs, ...(tap
+        ? qnetQemuArgs({ tapFd: 3, vhost, qmp, model: att.model, mac: att.mac })
+        : qnetQemuArgs({ sock, qmp, model: att.model, mac: att.mac }))];
+    // what QEMU creates once it runs: its QMP socket for a VF, its stream socket on a switch;
+    // nothing to wait for on a kernel network (the tap is already there)
+    const waitPath = hostdev ? qmp : tap ? undefined : sock;
 
     const child = spawn(program, args, { stdio: ['inherit', 'inherit', 'inherit', ...fds] });
     for (const f of fds) closeFd(f); // QEMU has its copies; the tap lives as long as QEMU
@@ -165,12 +178,13 @@ export async function main(argv: string[]): Promise<number> {
     for (const s of SIGNALS) process.on(s, forward);
     let registered = false;
     try {
-      // wait for QEMU's stream server socket (or QEMU's early exit); a tap needs no waiting
+      // wait for QEMU's stream server socket, or its QMP socket for a VF (or QEMU's early exit);
+      // a tap needs no waiting
       const deadline = Date.now() + SOCKET_WAIT_MS;
       let early: { code: number | null; signal: NodeJS.Signals | null } | Error | undefined;
       void exited.then((r) => { early ??= r; });
       void spawnError.then((e) => { early ??= e; });
-      while (!tap && !fs.existsSync(sock)) {
+      while (waitPath && !fs.existsSync(waitPath)) {
         if (early instanceof Error) throw new Error(`cannot run ${program}: ${early.message}`);
         if (early) {
           process.stderr.write(`qnet run: QEMU exited before it opened its network socket${early.code !== null ? ` (status ${early.code})` : ` (${early.signal})`}\n`);
@@ -178,12 +192,12 @@ export async function main(argv: string[]): Promise<number> {
         }
         if (Date.now() > deadline) {
           child.kill('SIGTERM');
-          throw new Error(`QEMU did not create its network socket ${sock} within ${SOCKET_WAIT_MS / 1000} s; stopped it`);
+          throw new Error(`QEMU did not create its ${hostdev ? 'QMP' : 'network'} socket ${waitPath} within ${SOCKET_WAIT_MS / 1000} s; stopped it`);
         }
         await new Promise((r) => setTimeout(r, 50));
       }
       if (!child.pid) throw new Error(`cannot run ${program}: ${(await spawnError).message}`);
-      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid, qmp, ...(tap ? { tap: tap.tap } : { sock }), startedAt: Date.now() };
+      const rec: VmRecord = { name, network: netName, mac: att.mac, model: att.model, pid: child.pid, qmp, ...(tap ? { tap: tap.tap } : hostdev ? {} : { sock }), startedAt: Date.now() };
       try {
         await api.post('/v1/vms', rec);
         registered = true;
@@ -192,7 +206,7 @@ export async function main(argv: string[]): Promise<number> {
         await exited;
         throw new Error(`the daemon refused VM '${name}' (${(e as Error).message}); stopped QEMU`);
       }
-      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, MAC ${att.mac}${tap ? `, tap ${tap.tap} on bridge ${tap.bridge}` : ''}; QMP at ${qmp}\n`);
+      process.stderr.write(`qnet run: VM ${name} (pid ${child.pid}) on ${netName}, ${hostdev ? `VF ${hostdev.index} of ${hostdev.pf} (${hostdev.bdf}${hostdev.vlan ? `, VLAN ${hostdev.vlan}` : ''}), ` : ''}MAC ${att.mac}${tap ? `, tap ${tap.tap} on bridge ${tap.bridge}` : ''}; QMP at ${qmp}\n`);
       const { code, signal } = await exited;
       if (signal) return 128 + (signalNumber(signal) ?? 0);
       return code ?? 1;
@@ -202,7 +216,8 @@ export async function main(argv: string[]): Promise<number> {
         child.kill('SIGTERM');
         await exited;
       }
-      if (registered || existing) await unregister(api, name);
+      // a VF goes back even when QEMU never registered
+      if (registered || existing || hostdev) await unregister(api, name);
       rmQuiet(sock);
       rmQuiet(qmp);
     }

@@ -24,7 +24,12 @@ export function formatStatus(s: StatusInfo): string {
   else {
     const bridges = s.networks.some((n) => n.bridge);
     out += table(['NETWORK', 'MODE', 'SUBNET', 'PORTS', 'LEASES', 'DUPLICATE MACS', ...(bridges ? ['BRIDGE'] : [])],
-      s.networks.map((n) => [n.name, n.mode, n.subnet, n.ports, n.leases, n.duplicateMacs.join(',') || '-', ...(bridges ? [n.bridge ?? '-'] : [])]));
+      s.networks.map((n) => [n.name, n.mode, n.pool ? `VFs of ${n.pool.pfs.join(',')}` : n.subnet, n.ports, n.leases, n.duplicateMacs.join(',') || '-', ...(bridges ? [n.bridge ?? '-'] : [])]));
+    const pools = s.networks.filter((n) => n.pool);
+    if (pools.length) {
+      out += '\nVF pools:\n';
+      for (const n of pools) out += `  ${n.name}: ${n.pool!.assigned} assigned, ${n.pool!.free} free of ${n.pool!.total} VFs (qnet net show ${n.name})\n`;
+    }
   }
   if (s.warnings.length) {
     out += '\nwarnings:\n';

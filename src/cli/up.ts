@@ -7,10 +7,11 @@ import { Daemon } from '../daemon/daemon.ts';
 import { startApi } from '../daemon/api.ts';
 import { logger, setLogLevel, setLogJson } from '../util/log.ts';
 import { stopSignal } from '../util/signals.ts';
+import { Host } from '../host/pci/sysfs.ts';
 
 const log = logger('up');
 
-const USAGE = `usage: qnet up [-c FILE] [--runtime-dir DIR] [--state-dir DIR] [--verbose] [--log-json]
+const USAGE = `usage: qnet up [-c FILE] [--runtime-dir DIR] [--state-dir DIR] [--sysfs DIR] [--verbose] [--log-json]
 
 Runs qnet's networks from FILE (qnet.yaml; default: $QNET_CONFIG, else the embedded
 default: one NAT network 'default', 192.168.122.0/24) and the control API on a unix socket
@@ -19,7 +20,8 @@ SIGTERM or Ctrl-C stops cleanly. State (leases, forwards, MACs) survives restart
 Kernel networks (bridge:) need root; stopping removes what qnet made for them (bridge,
 nftables table, uplink move, forwarding), except for a network whose bridge still carries
 VMs: that one stays up for them (the kernel moves their packets) until the next qnet up
-adopts it.`;
+adopts it. --sysfs DIR (and --procfs, --devfs) point hostdev networks at another sysfs
+tree (tests).`;
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -28,6 +30,9 @@ export async function main(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       'runtime-dir': { type: 'string' },
       'state-dir': { type: 'string' },
+      sysfs: { type: 'string' },
+      procfs: { type: 'string' },
+      devfs: { type: 'string' },
       verbose: { type: 'boolean', short: 'v' },
       'log-json': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -48,7 +53,8 @@ export async function main(argv: string[]): Promise<number> {
   for (const w of config.warnings) log.warn(w);
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start(config);
+    const { sysfs, procfs, devfs } = values;
+    daemon = await Daemon.start(config, sysfs || procfs || devfs ? { host: () => new Host({ sysfs, procfs, devfs }) } : {});
   } catch (e) {
     process.stderr.write(`qnet up: ${(e as Error).message}\n`);
     return 1;

@@ -75,6 +75,10 @@ export function formatVms(vms: VmState[], now = Date.now()): string {
   const rows: (string | number)[][] = [];
   for (const v of [...vms].sort((a, b) => a.name.localeCompare(b.name))) {
     const base = [v.name, v.network, v.pid, v.state, duration((now - v.startedAt) / 1000)];
+    if (v.hostdev) { // a VF pool's VM: its NIC is the VF, no qnet port
+      rows.push([...base, `VF ${v.hostdev}`, v.mac, v.model, '-', '(VF: no port)']);
+      continue;
+    }
     if (v.nics.length === 0) {
       rows.push([...base, '-', v.mac, v.model, '-', v.connected ? 'connected' : 'not connected']);
       continue;

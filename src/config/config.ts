@@ -27,6 +27,10 @@
 //       bridge: br0
 //       uplink: eth0                       # qnet makes br0, moves eth0's addresses to it and back
 //       stp: true
+//     - name: sriov
+//       mode: hostdev                    # a pool of SR-IOV VFs (one per VM, vfio-pci)
+//       pf: enp1s0                       # or a list; PCI addresses work too
+//       vlan: 42                         # optional: the PF tags/untags every VF's traffic
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
@@ -85,6 +89,8 @@ export interface NetworkConfig {
   stp?: boolean;
   /** kernel networks: who may attach VMs besides root (user names, uids, @group) */
   allow: string[];
+  /** mode hostdev: the PFs whose VFs make the pool, and the VLAN every VF gets */
+  hostdev?: { pfs: string[]; vlan?: number };
   /** where each key came from, for messages at run time */
   where: Record<string, string>;
 }
@@ -308,8 +314,15 @@ export function parseConfig(text: string, file = '(embedded default)', opts: { r
       attachSeen.set(key, { net: n, idx: j });
     });
   });
+  const pfSeen = new Map<string, string>();
+  networks.forEach((n, i) => n.hostdev?.pfs.forEach((pf, j) => {
+    const prev = pfSeen.get(pf);
+    if (prev) r.fail(['networks', i, 'pf', j], `PF ${pf} is already the pool of network '${prev}'; a VF can belong to one network only`);
+    pfSeen.set(pf, n.name);
+  }));
   for (let i = 0; i < networks.length; i++) {
     for (let j = i + 1; j < networks.length; j++) {
+      if (networks[i].mode === 'hostdev' || networks[j].mode === 'hostdev') continue; // no subnet of qnet's
       if (subnetsOverlap(networks[i], networks[j]) && networks[i].mode !== 'user' && networks[j].mode !== 'user' && networks[i].mode !== 'bridge' && networks[j].mode !== 'bridge') {
         warnings.push(`${r.at(['networks', j, 'subnet'])}: networks '${networks[i].name}' and '${networks[j].name}' have overlapping subnets ${cidr(networks[i])} and ${cidr(networks[j])}; forwards by address may be ambiguous`);
       }
@@ -335,7 +348,9 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
   return ((a.net & maskOf(p)) >>> 0) === ((b.net & maskOf(p)) >>> 0);
 }
 
-const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow'];
+const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow', 'pf', 'vlan'];
+/** A VF pool's keys: nothing of a network whose traffic passes qnet or a kernel bridge. */
+const HOSTDEV_KEYS = ['name', 'mode', 'pf', 'vlan'];
 const IFNAME_RE = /^[A-Za-z0-9_.:@+-]{1,15}$/;
 
 /** The kernel-network keys (bridge, uplink, stp, allow), checked against the mode. */
@@ -374,7 +389,9 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
   const name = str(r, [...p, 'name'], v.name);
   if (!NAME_RE.test(name)) r.fail([...p, 'name'], `'${name}' is not a valid network name (letters, digits, _ . -; up to 64)`);
   const mode = (v.mode ?? 'nat') as string;
-  if (!['nat', 'isolated', 'user', ...KERNEL_ONLY_MODES].includes(mode)) r.fail([...p, 'mode'], `unknown mode '${mode}' (nat, isolated or user; on a bridge: also routed, open or bridge)`);
+  if (!['nat', 'isolated', 'user', 'hostdev', ...KERNEL_ONLY_MODES].includes(mode)) r.fail([...p, 'mode'], `unknown mode '${mode}' (nat, isolated, user or hostdev; on a bridge: also routed, open or bridge)`);
+  if (mode === 'hostdev') return parseHostdevNetwork(r, p, v, name);
+  for (const k of ['pf', 'vlan']) if (v[k] !== undefined) r.fail([...p, k], `'${k}' is for mode hostdev (a pool of SR-IOV VFs), not mode ${mode}`, true);
   const kernel = parseKernelKeys(r, p, v, mode);
   if (kernel.bridge && v.attach !== undefined) r.fail([...p, 'attach'], `a kernel network (bridge: ${kernel.bridge}) is joined through taps (qnet run, -netdev tap/bridge), not attach points`, true);
   const where: Record<string, string> = {};
@@ -475,6 +492,29 @@ function parseNetwork(r: Reader, p: (string | number)[], v: Node, runtimeDir: st
     leaseTime: v.leaseTime === undefined ? undefined : int(r, [...p, 'leaseTime'], v.leaseTime, 60, 365 * 86400),
     domain, hosts, records, upstreams, forwards, mtu, attach, where, ...kernel,
     ...(v6.cfg ? { ipv6: v6.cfg } : {}),
+  };
+}
+
+/**
+ * mode hostdev: a pool of SR-IOV VFs (libvirt's <forward mode='hostdev'>). qnet has no data path
+ * here (the VM drives the VF), so there is no subnet, DHCP or attach point: only the PFs and
+ * an optional VLAN. Whether the PFs exist is checked when the daemon starts the network.
+ */
+function parseHostdevNetwork(r: Reader, p: (string | number)[], v: Record<string, Node>, name: string): NetworkConfig {
+  for (const k of Object.keys(v)) {
+    if (!HOSTDEV_KEYS.includes(k)) r.fail([...p, k], `mode hostdev takes ${HOSTDEV_KEYS.join(', ')}; '${k}' is for networks qnet switches itself or puts on a kernel bridge (on a VF pool the VM drives its VF directly)`, true);
+  }
+  if (v.pf === undefined) r.fail(p, 'a hostdev network needs pf: the SR-IOV NIC(s) whose VFs make the pool, e.g. pf: enp1s0 (see qnet host devices)');
+  const pfs = list(r, [...p, 'pf'], v.pf).map((x, j) => {
+    const s = str(r, [...p, 'pf', j], x);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,31}$/.test(s)) r.fail([...p, 'pf', j], `'${s}' is not an interface name or PCI address`);
+    return s;
+  });
+  if (pfs.length === 0) r.fail([...p, 'pf'], 'give at least one PF');
+  const vlan = v.vlan === undefined ? undefined : int(r, [...p, 'vlan'], v.vlan, 1, 4094);
+  return {
+    name, mode: 'hostdev', net: 0, prefix: 0, gateway: 0, dhcpStart: 0, dhcpEnd: 0, hosts: [], records: [], forwards: [], mtu: 1500,
+    attach: [], allow: [], hostdev: { pfs, ...(vlan !== undefined ? { vlan } : {}) }, where: { pf: r.at([...p, 'pf']) },
   };
 }
 

@@ -131,8 +131,9 @@ export function parseVmRecord(v: unknown): VmRecord {
   const mac = str(b, 'mac', true)!;
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
   const qmp = str(b, 'qmp', true)!;
+  // a VM on a kernel network has a tap, one on a hostdev network a VF: neither has a stream socket
   const tap = str(b, 'tap', false);
-  const sock = str(b, 'sock', tap === undefined);
+  const sock = str(b, 'sock', false);
   if (!path.isAbsolute(qmp) || (sock !== undefined && !path.isAbsolute(sock))) throw new BadRequestError("'qmp' and 'sock' must be absolute paths");
   return {
     name,
@@ -255,7 +256,9 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
       const name = str(b, 'name', true)!;
       const mac = str(b, 'mac', false);
       if (mac !== undefined && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new BadRequestError(`'mac' must look like 52:54:00:12:34:56, got '${mac}'`);
-      return control.attach(params.name, name, str(b, 'model', false), mac?.toLowerCase(), who);
+      // a VF pool hands its VF to the caller's process (pid), the VM's holder until QEMU registers
+      const vf = control.attachHostdev?.(params.name, name, int(b, 'pid', false, 1, 0x7fffffff), { mac: mac?.toLowerCase(), who });
+      return vf ?? control.attach(params.name, name, str(b, 'model', false), mac?.toLowerCase(), who);
     }, true),
     compile('GET', '/v1/vms', ({ who }) => control.vms(who), true),
     compile('POST', '/v1/vms', async ({ body, who }) => {
@@ -263,8 +266,8 @@ function buildRoutes(control: DaemonControl, captures: Map<string, Capture>): Ro
       control.connectVm(vm, who);
       return new Reply(201, vm);
     }, true),
-    compile('DELETE', '/v1/vms/:name', ({ params, who }) => {
-      control.disconnectVm(params.name, who);
+    compile('DELETE', '/v1/vms/:name', async ({ params, who }) => {
+      await control.disconnectVm(params.name, who);
       return { removed: params.name };
     }, true),
     // kernel networks: taps handed over with their descriptors, and QEMU's own taps (ifup/ifdown)

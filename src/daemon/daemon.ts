@@ -6,7 +6,9 @@
 // instead of) the userspace Network that serves their DHCP and DNS. Stopping the daemon keeps
 // a kernel network that VMs still use (their packets never pass through qnet); the next start
 // adopts it. Other users reach the API when a network allows them, each request checked by
-// the peer credentials of its connection (authorize()).
+// the peer credentials of its connection (authorize()). VF pools (`mode: hostdev`,
+// hostdev.ts) have no Network at all: the daemon hands SR-IOV VFs, bound to vfio-pci, to
+// `qnet run` and takes them back when the VM is gone.
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -14,6 +16,8 @@ import { Network, type NetworkOptions } from '../network/network.ts';
 import { userNetworkOptions } from '../qemu/user-network.ts';
 import { cidr, type Config, type NetworkConfig } from '../config/config.ts';
 import { StateStore } from './state.ts';
+import { HostdevNetworks } from './hostdev.ts';
+import type { Host } from '../host/pci/sysfs.ts';
 import { ip4ToString, ip6ToString, parseIp4 } from '../wire/addr.ts';
 import { addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
 import net from 'node:net';
@@ -98,31 +102,39 @@ export class Daemon implements DaemonControl {
   private readonly started = Date.now();
   private readonly captures = new Set<{ stop(): { frames: number } }>();
   private readonly kernel: KernelNetworks;
+  /** mode hostdev networks (VF pools) */
+  private readonly hostdev: HostdevNetworks;
   apiSocket = '';
 
-  private constructor(public config: Config) {
+  private constructor(public config: Config, opts: { host?: () => Host }) {
     fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o700 });
     this.store = new StateStore(config.stateDir);
     this.store.load();
     this.kernel = new KernelNetworks(this.store);
+    this.hostdev = new HostdevNetworks(this.store, config.stateDir, opts.host);
   }
 
   /** Other users may reach the API: some kernel network allows them. */
   get sharedApi(): boolean { return this.config.networks.some((n) => n.allow.length > 0); }
 
-  static async start(config: Config): Promise<Daemon> {
-    const d = new Daemon(config);
+  /** `host`: the kernel hostdev networks act on (default: this machine's /sys) */
+  static async start(config: Config, opts: { host?: () => Host } = {}): Promise<Daemon> {
+    const d = new Daemon(config, opts);
     try {
       // kernel objects of networks no longer configured as kernel networks (config changed while down)
       const gone = await d.kernel.host.pruneExcept(new Set(config.networks.filter(isKernel).map((n) => n.name)));
       if (gone.length) log.info('removed kernel networks that are no longer configured', { networks: gone.join(' ') });
-      for (const cfg of config.networks) await d.startNetwork(cfg);
+      for (const cfg of config.networks) {
+        if (HostdevNetworks.isHostdev(cfg)) await d.hostdev.start(cfg);
+        else await d.startNetwork(cfg);
+      }
     } catch (e) {
       await d.stop({ keepKernel: false });
       throw e;
     }
     // VMs that still run: join them again (QEMU is the stream server; a kernel VM keeps its tap).
     for (const vm of [...d.store.state.vms]) {
+      if (pidAlive(vm.pid) && d.hostdev.has(vm.network)) continue; // it keeps its VF
       const r = d.running.get(vm.network);
       if (pidAlive(vm.pid) && r) { if (vm.sock && r.net && !isKernel(r.cfg)) r.net.connectVm(vm.name, { kind: 'unix', path: vm.sock }); }
       else d.store.state.vms = d.store.state.vms.filter((v) => v !== vm);
@@ -208,7 +220,19 @@ export class Daemon implements DaemonControl {
     const out = { restarted: [] as string[], started: [] as string[], stopped: [] as string[], unchanged: [] as string[] };
     const nextNames = new Set(next.networks.map((n) => n.name));
     for (const name of [...this.running.keys()]) if (!nextNames.has(name)) { await this.stopNetwork(name, false); out.stopped.push(name); }
+    for (const name of this.hostdev.names()) if (!nextNames.has(name)) { this.hostdev.stop(name); out.stopped.push(name); }
     for (const cfg of next.networks) {
+      const isPool = HostdevNetworks.isHostdev(cfg);
+      if (isPool || this.hostdev.has(cfg.name)) { // to, from or between VF pools
+        if (isPool && !this.hostdev.changed(cfg)) { out.unchanged.push(cfg.name); continue; }
+        const was = this.hostdev.has(cfg.name) || this.running.has(cfg.name);
+        await this.stopNetwork(cfg.name, false);
+        this.hostdev.stop(cfg.name);
+        if (isPool) await this.hostdev.start(cfg);
+        else await this.startNetwork(cfg);
+        (was ? out.restarted : out.started).push(cfg.name);
+        continue;
+      }
       const cur = this.running.get(cfg.name);
       const key = JSON.stringify({ ...cfg, where: undefined });
       if (cur && cur.key === key) { out.unchanged.push(cfg.name); continue; }
@@ -236,6 +260,7 @@ export class Daemon implements DaemonControl {
     // userspace networks first, synchronously (their sockets close at once)
     for (const name of names) if (!isKernel(this.running.get(name)!.cfg)) void this.stopNetwork(name, false);
     for (const name of names) if (this.running.has(name)) await this.stopNetwork(name, opts.keepKernel ?? true);
+    this.hostdev.stopAll(); // VFs stay with their running VMs
     this.store.save();
   }
 
@@ -249,8 +274,9 @@ export class Daemon implements DaemonControl {
   // ---- DaemonControl ----
 
   private get(name: string): Running {
+    if (this.hostdev.has(name)) throw new BadRequestError(`network '${name}' is a VF pool (mode hostdev): qnet is not on its data path, so it has no ports, forwards or captures`);
     const r = this.running.get(name);
-    if (!r) throw new NotFoundError(`no network '${name}' (networks: ${[...this.running.keys()].join(', ') || 'none'})`);
+    if (!r) throw new NotFoundError(`no network '${name}' (networks: ${[...this.running.keys(), ...this.hostdev.names()].join(', ') || 'none'})`);
     return r;
   }
 
@@ -265,22 +291,23 @@ export class Daemon implements DaemonControl {
       stateDir: this.config.stateDir,
       runtimeDir: this.config.runtimeDir,
       apiSocket: this.apiSocket,
-      networks: [...this.running.values()].map((r) => ({
+      networks: [...this.running.values()].map((r): StatusInfo['networks'][number] => ({
         name: r.cfg.name, mode: r.cfg.mode, subnet: subnetText(r.cfg), ports: kernelPorts.get(r.cfg.name) ?? (r.net ? r.net.sw.ports.size - 1 : 0),
         leases: r.net?.dhcp.leases().length ?? 0, duplicateMacs: isKernel(r.cfg) ? [] : r.net?.duplicates() ?? [], bridge: r.cfg.bridge,
-      })),
+      })).concat(this.hostdev.names().map((n) => this.hostdev.summary(n))),
       warnings: [...this.config.warnings, ...[...this.running.values()].flatMap((r) => (isKernel(r.cfg) ? [] : r.net?.duplicates() ?? []).map((m) => `network ${r.cfg.name}: MAC ${m} is used by two ports`))],
     };
   }
 
   async networks(): Promise<NetworkInfo[]> {
     const out: NetworkInfo[] = [];
-    for (const n of [...this.running.keys()]) out.push(await this.network(n));
+    for (const n of [...this.running.keys(), ...this.hostdev.names()]) out.push(await this.network(n));
     return out;
   }
 
   /** Throws NotFoundError at once for an unknown network; the details come asynchronously. */
   network(name: string): Promise<NetworkInfo> {
+    if (this.hostdev.has(name)) return Promise.resolve(this.hostdev.info(name));
     return this.networkInfo(this.get(name));
   }
 
@@ -360,11 +387,13 @@ export class Daemon implements DaemonControl {
   }
 
   leases(network?: string): (LeaseInfo & { network: string })[] {
+    if (network && this.hostdev.has(network)) return []; // the VMs' DHCP is the physical network's
     const nets = network ? [this.get(network)] : [...this.running.values()];
     return nets.flatMap((r) => this.leaseInfo(r).map((l) => ({ ...l, network: r.cfg.name })));
   }
 
   forwards(network?: string): (ForwardInfo & { network: string })[] {
+    if (network && this.hostdev.has(network)) return [];
     const nets = network ? [this.get(network)] : [...this.running.values()];
     return nets.flatMap((r) => this.forwardInfo(r).map((f) => ({ ...f, network: r.cfg.name })));
   }
@@ -497,39 +526,63 @@ export class Daemon implements DaemonControl {
   }
 
   /**
-   * A MAC for a VM name: the one asked for (`--mac`), else derived from the names (stable),
-   * re-derived on collision (unique). On a kernel network the arguments use qnet's bridge helper.
+   * The VM's MAC on a network: the one asked for (`--mac`), else the one recorded for its name,
+   * else derived from the names (stable), re-derived on collision (unique). `r` is the running
+   * network, whose static hosts, ports and leases count as taken; none for a VF pool.
    */
-  attach(network: string, name: string, model = DEFAULT_MODEL, want?: string, who: PeerCred | null = null): AttachResult {
-    const r = this.get(network);
-    if (isKernel(r.cfg)) KernelNetworks.mayAttach(r.cfg, who);
-    else if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not attach VMs to network '${network}': it is a userspace network (its attach socket's permissions decide)`);
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+  private vmMac(network: string, name: string, want: string | undefined, r: Running | null): string {
     const st = this.store.net(network);
-    const net = r.net;
+    const net = r?.net ?? null;
     const inUse = (mac: string): string | undefined =>
-      Object.entries(st.macs).find(([vm, m]) => m === mac && vm !== name)?.[0] ?? this.resolveHosts(r.cfg).hosts.find((h) => h.mac === mac && h.vm !== name && h.vm !== undefined)?.vm;
+      Object.entries(st.macs).find(([vm, m]) => m === mac && vm !== name)?.[0] ?? (r ? this.resolveHosts(r.cfg).hosts.find((h) => h.mac === mac && h.vm !== name && h.vm !== undefined)?.vm : undefined);
     let mac = st.macs[name];
     if (want !== undefined) {
       if (parseInt(want.slice(0, 2), 16) & 1) throw new BadRequestError(`${want} is a multicast MAC; a NIC needs a unicast one`);
       const other = inUse(want);
       if (other) throw new BadRequestError(`MAC ${want} is already VM '${other}'s on network '${network}'`, 409);
-      const host = r.cfg.hosts.find((h) => h.vm === name);
+      const host = r?.cfg.hosts.find((h) => h.vm === name);
       if (host) throw new BadRequestError(`VM '${name}' is a static host of network '${network}' (hosts: vm: ${name}); its MAC is ${mac ?? 'assigned by qnet'}, not ${want}`, 409);
       if (mac !== want) { mac = want; st.macs[name] = mac; this.store.changed(); }
     }
     if (!mac) {
       const taken = new Set<string>([
         ...Object.values(st.macs),
-        ...r.cfg.hosts.map((h) => h.mac).filter(Boolean),
-        ...(net && !isKernel(r.cfg) ? [...net.sw.ports.values()].flatMap((sp) => net.sw.macsOn(sp.port)) : []),
+        ...(r ? r.cfg.hosts.map((h) => h.mac).filter(Boolean) : []),
+        ...(net && r && !isKernel(r.cfg) ? [...net.sw.ports.values()].flatMap((sp) => net.sw.macsOn(sp.port)) : []),
         ...(net ? net.dhcp.leases().map((l) => l.mac) : []),
       ]);
       mac = deriveMac(network, name, taken);
       st.macs[name] = mac;
       this.store.changed();
     }
-    net?.vmMacs.set(name.toLowerCase(), mac);
+    return mac;
+  }
+
+  /**
+   * On a hostdev network (else undefined): the VM's MAC (vmMac) and a VF with it, held by `pid`
+   * (qnet run) until the VM registers. VF pools are root's (vfio devices, sysfs writes): only
+   * root and the daemon's own user may take a VF.
+   */
+  attachHostdev(network: string, name: string, pid?: number, opts: { mac?: string; who?: PeerCred | null } = {}): Promise<AttachResult> | undefined {
+    if (!this.hostdev.has(network)) return undefined;
+    const who = opts.who ?? null;
+    if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not take VFs of network '${network}': a VF pool (mode hostdev) is for root and the daemon's own user`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+    return this.hostdev.attach(network, name, this.vmMac(network, name, opts.mac, null), pid);
+  }
+
+  /**
+   * A MAC for a VM name (vmMac) and the QEMU arguments for a NIC with it. On a kernel network
+   * the arguments use qnet's bridge helper.
+   */
+  attach(network: string, name: string, model = DEFAULT_MODEL, want?: string, who: PeerCred | null = null): AttachResult {
+    if (this.hostdev.has(network)) throw new BadRequestError(`network '${network}' is a VF pool (mode hostdev): its VFs go to qnet run only (qnet run ${network} --name ${name} -- qemu-system-x86_64 ...)`);
+    const r = this.get(network);
+    if (isKernel(r.cfg)) KernelNetworks.mayAttach(r.cfg, who);
+    else if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not attach VMs to network '${network}': it is a userspace network (its attach socket's permissions decide)`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new BadRequestError(`'${name}' is not a valid VM name (letters, digits, _ . -)`);
+    const mac = this.vmMac(network, name, want, r);
+    r.net?.vmMacs.set(name.toLowerCase(), mac);
     if (isKernel(r.cfg)) {
       const args = ['-netdev', `bridge,id=qnet0,br=${r.cfg.bridge},helper=${BRIDGE_HELPER}`, '-device', `${model},netdev=qnet0,mac=${mac}`];
       return { network, name, mac, model, args, kind: 'kernel', bridge: r.cfg.bridge };
@@ -540,6 +593,12 @@ export class Daemon implements DaemonControl {
   }
 
   connectVm(vm: VmRecord, who: PeerCred | null = null): void {
+    if (this.hostdev.has(vm.network)) {
+      if (who && !this.isOwner(who)) throw new ForbiddenError(`${describeUid(who.uid)} may not register VMs on VF pool '${vm.network}' (mode hostdev is for root and the daemon's own user)`);
+      if (!vm.name || !Number.isInteger(vm.pid)) throw new BadRequestError('a VM needs name and pid');
+      this.hostdev.connect({ ...vm, ...(who ? { uid: who.uid } : {}) });
+      return;
+    }
     const r = this.get(vm.network);
     if (!vm.name || !Number.isInteger(vm.pid)) throw new BadRequestError('a VM needs name and pid');
     const prev = this.store.state.vms.find((v) => v.name === vm.name);
@@ -560,8 +619,17 @@ export class Daemon implements DaemonControl {
     log.info('vm joined', { vm: vm.name, network: vm.network, mac: vm.mac, tap: vm.tap });
   }
 
-  disconnectVm(name: string, who: PeerCred | null = null): void {
+  async disconnectVm(name: string, who: PeerCred | null = null): Promise<void> {
     const vm = this.store.state.vms.find((v) => v.name === name);
+    // on a hostdev network the VF goes back even when QEMU never registered (it failed to start)
+    const hadVf = this.hostdev.ownerOf(name) !== undefined;
+    if (hadVf) {
+      if (who && !this.isOwner(who)) throw new ForbiddenError(`VM '${name}' has a VF of a pool (mode hostdev); only root and the daemon's user may give it back`);
+      this.store.state.vms = this.store.state.vms.filter((v) => v.name !== name);
+      this.store.changed();
+      await this.hostdev.release(name);
+      return;
+    }
     if (!vm) throw new NotFoundError(`no VM '${name}'`);
     if (who && !this.isOwner(who) && vm.uid !== who.uid) throw new ForbiddenError(`VM '${name}' belongs to ${describeUid(vm.uid ?? 0)}; only they, root and the daemon's user may unregister it`);
     this.running.get(vm.network)?.net?.disconnectVm(name);
@@ -577,6 +645,7 @@ export class Daemon implements DaemonControl {
       for (const v of this.store.state.vms) if (!alive.includes(v)) this.running.get(v.network)?.net?.disconnectVm(v.name);
       this.store.state.vms = alive;
       this.store.changed();
+      void this.hostdev.reap(); // their VFs go back
     }
     return who && !this.isOwner(who) ? alive.filter((v) => v.uid === who.uid) : alive;
   }
@@ -592,6 +661,7 @@ export class Daemon implements DaemonControl {
 
   /** The kernel network a request names (by network or by bridge), checked. */
   private kernelNet(name: string | undefined, bridge?: string): Running {
+    if (name && this.hostdev.has(name)) throw new BadRequestError(`network '${name}' is a VF pool (mode hostdev): its VMs get VFs through qnet run, not taps`);
     let r: Running | undefined;
     if (name) r = this.running.get(name) ?? [...this.running.values()].find((x) => x.cfg.bridge === name);
     else if (bridge) r = [...this.running.values()].find((x) => x.cfg.bridge === bridge) ?? this.running.get(bridge);
@@ -639,6 +709,11 @@ export class Daemon implements DaemonControl {
   /** How to attach QEMU to each network, for `qnet up`'s banner. */
   banner(): string {
     const out: string[] = [];
+    for (const n of this.hostdev.names()) {
+      const s = this.hostdev.summary(n);
+      out.push(`network ${n} (hostdev) VFs of ${s.pool.pfs.join(', ')}: ${s.pool.free} free of ${s.pool.total}`);
+      out.push(`  use:    qnet run ${n} --name VM -- qemu-system-x86_64 ...`);
+    }
     for (const r of this.running.values()) {
       if (isKernel(r.cfg)) {
         out.push(`network ${r.cfg.name} (${r.cfg.mode}, kernel bridge ${r.cfg.bridge}${r.cfg.uplink ? ` with uplink ${r.cfg.uplink}` : ''})${r.cfg.mode === 'bridge' ? '' : ` ${cidr(r.cfg)} gateway ${ip4ToString(r.cfg.gateway)}`}`);

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { LeaseRecord } from '../services/dhcp.ts';
 import type { LeaseRecord6 } from '../services/dhcp6-leases.ts';
 import type { ForwardRule, VmRecord } from './types.ts';
+import type { VfAssignment } from '../host/pci/vfpool.ts';
 import type { HostRecord } from '../host/kernel-network.ts';
 import { logger } from '../util/log.ts';
 
@@ -18,6 +19,8 @@ export interface NetworkState {
   forwards: ForwardRule[];
   /** VM name -> MAC */
   macs: Record<string, string>;
+  /** mode hostdev: the VFs assigned to VMs */
+  vfs?: VfAssignment[];
 }
 
 export interface State {

@@ -3,6 +3,7 @@
 
 import type { PortCounters } from '../link/port.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
+import type { PoolInfo } from '../host/pci/vfpool.ts';
 import type { PeerCred } from '../host/native.ts';
 
 export type { ForwardRule, NetworkMode, PeerCred };
@@ -81,6 +82,8 @@ export interface NetworkInfo {
   counters: Record<string, unknown>;
   /** kernel networks (bridge:) only */
   kernel?: KernelInfo;
+  /** mode hostdev: the VF pool (no subnet, ports or leases: VMs drive their VFs) */
+  pool?: PoolInfo;
 }
 
 export interface VmRecord {
@@ -92,13 +95,16 @@ export interface VmRecord {
   pid: number;
   /** QMP unix socket */
   qmp: string;
-  /** QEMU's stream server socket that the daemon connects to (userspace networks) */
+  /** QEMU's stream server socket that the daemon connects to (userspace networks; none on
+   *  kernel and hostdev networks) */
   sock?: string;
   /** kernel networks: the VM's tap */
   tap?: string;
   /** who started it (peer credentials of the registering client) */
   uid?: number;
   startedAt: number;
+  /** hostdev network: the VF (PCI address) the VM has */
+  hostdev?: string;
 }
 
 export interface AttachResult {
@@ -108,9 +114,11 @@ export interface AttachResult {
   model: string;
   /** QEMU arguments that put a NIC on the network */
   args: string[];
-  /** 'stream': QEMU joins an attach point; 'kernel': a tap on the network's bridge */
-  kind?: 'stream' | 'kernel';
+  /** 'stream': QEMU joins an attach point; 'kernel': a tap on the network's bridge; 'hostdev': a VF */
+  kind?: 'stream' | 'kernel' | 'hostdev';
   bridge?: string;
+  /** hostdev network: the VF given to the VM (bound to vfio-pci, MAC and VLAN set) */
+  hostdev?: { bdf: string; pf: string; index: number; vlan: number };
 }
 
 /** A tap handed over by the daemon (its descriptor travels with the reply). */
@@ -149,7 +157,7 @@ export interface StatusInfo {
   stateDir: string;
   runtimeDir: string;
   apiSocket: string;
-  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[]; bridge?: string }[];
+  networks: { name: string; mode: NetworkMode; subnet: string; ports: number; leases: number; duplicateMacs: string[]; bridge?: string; pool?: { pfs: string[]; total: number; free: number; assigned: number } }[];
   warnings: string[];
 }
 
@@ -177,9 +185,15 @@ export interface DaemonControl {
   metrics(): string;
   /** A MAC for this VM name (or the given one): stable across calls, unique on the network. Recorded in state. */
   attach(network: string, name: string, model?: string, mac?: string, who?: PeerCred | null): AttachResult;
+  /**
+   * On a hostdev network (else undefined): the VM's MAC and a VF with it, bound to vfio-pci,
+   * held by `pid` (qnet run) until the VM registers; `mac` instead of the one kept for the name.
+   */
+  attachHostdev?(network: string, name: string, pid?: number, opts?: { mac?: string; who?: PeerCred | null }): Promise<AttachResult> | undefined;
   /** Join a VM whose QEMU runs a stream server (`qnet run`): the daemon connects and reconnects. */
   connectVm(vm: VmRecord, who?: PeerCred | null): void;
-  disconnectVm(name: string, who?: PeerCred | null): void;
+  /** Forget a VM (on a hostdev network: give its VF back). */
+  disconnectVm(name: string, who?: PeerCred | null): void | Promise<void>;
   vms(who?: PeerCred | null): VmRecord[];
   // ---- kernel networks (optional: a daemon without them answers 404) ----
   /** A tap on a kernel network's bridge for a VM; the descriptors (tap, then vhost) are the caller's. */

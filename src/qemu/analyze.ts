@@ -92,7 +92,10 @@ export function analyze(argv: string[], options: AnalyzeOptions = {}): Analysis 
   help ??= ctx.help;
 
   const defaultNet = !sawNet && !nodefaults;
-  if (defaultNet) {
+  if (defaultNet && hostdevs.length) {
+    // -device vfio-pci is no network option to QEMU: the default NIC comes along
+    diag(ctx, 'warning', 'vfio-default-net', hostdevs[0].source, `QEMU still adds its default '-nic user,model=${machine.defaultNic}' next to the assigned device: a -device is not a network option`, 'add -nic none if the host device is to be the only NIC');
+  } else if (defaultNet) {
     diag(ctx, 'note', 'default-net', undefined, `no network options: QEMU adds its default '-nic user,model=${machine.defaultNic}' (user-mode NAT, MAC ${QEMU_DEFAULT_MAC})`, 'say what you want explicitly, or -nic none for no network');
   }
   if (!help) checkTopology(ctx);

@@ -3,6 +3,7 @@
 // about networking passes through untouched and in order.
 import { analyze } from './analyze.ts';
 import type { Analysis, AnalyzeOptions, Diagnostic, Nic } from './analysis.ts';
+import type { HostdevFacts } from './hostdev.ts';
 import { parsePciAddr } from './analyze-context.ts';
 import { MAX_LEGACY_NICS } from './options.ts';
 import { hubMembers } from './topology.ts';
@@ -215,12 +216,13 @@ export interface ConvertOutput {
   diagnostics: Diagnostic[];
 }
 
-export function convert(argv: string[], to: 'netdev' | 'nic' | 'libvirt' = 'netdev', opts: AnalyzeOptions = {}): ConvertOutput {
+/** `hostdevs`: what the host knows of each vfio-pci host= (qemu/hostdev.ts): VFs become <interface type='hostdev'> */
+export function convert(argv: string[], to: 'netdev' | 'nic' | 'libvirt' = 'netdev', opts: AnalyzeOptions & { hostdevs?: Map<string, HostdevFacts> } = {}): ConvertOutput {
   const a = analyze(argv, opts);
   const blocking = blockingErrors(a);
   if (blocking.length) return { ok: false, to, notes: [], diagnostics: a.diagnostics };
   const m = toModern(a);
-  if (to === 'libvirt') return { ok: true, to, xml: toLibvirt(a, m), notes: m.notes, diagnostics: a.diagnostics };
+  if (to === 'libvirt') return { ok: true, to, xml: toLibvirt(a, m, opts.hostdevs), notes: m.notes, diagnostics: a.diagnostics };
   const block = to === 'nic' ? nicBlock(m) : modernBlock(m);
   return { ok: true, to, args: assemble(a, block, m.insertAt), notes: m.notes, diagnostics: a.diagnostics };
 }
@@ -308,7 +310,7 @@ function chardevPath(a: Analysis, id: string): string | undefined {
   return undefined;
 }
 
-export function toLibvirt(a: Analysis, m: ModernNet): string {
+export function toLibvirt(a: Analysis, m: ModernNet, hostdevs: Map<string, HostdevFacts> = new Map()): string {
   const out: string[] = [];
   for (const d of m.devices) {
     const dev = parseDevice(d);
@@ -410,6 +412,18 @@ export function toLibvirt(a: Analysis, m: ModernNet): string {
   }
   for (const h of a.hostdevs) {
     const src = h.host ? hostPciXml(h.host) : undefined;
+    const vf = h.host ? hostdevs.get(h.host)?.vf : undefined;
+    if (vf && src) {
+      // an SR-IOV VF: libvirt sets its MAC and VLAN through the PF, as qnet's VF pool does
+      out.push(`<interface type='hostdev' managed='yes'>`, '  <source>', `    ${src.replace('<address ', "<address type='pci' ")}`, '  </source>');
+      if (vf.mac) out.push(`  <mac address='${xmlEsc(vf.mac)}'/>`);
+      if (vf.vlan) out.push('  <vlan>', `    <tag id='${vf.vlan}'/>`, '  </vlan>');
+      out.push(`  <driver name='vfio'/>`);
+      const pa = pciAddressXml(h.addr);
+      if (pa) out.push(`  ${pa}`);
+      out.push(`</interface>`);
+      continue;
+    }
     out.push(`<hostdev mode='subsystem' type='pci' managed='yes'>`, '  <source>', `    ${src ?? `<!-- sysfsdev=${xmlEsc(h.sysfsdev ?? '?')}: give the host PCI address -->`}`, '  </source>');
     const pa = pciAddressXml(h.addr);
     if (pa) out.push(`  ${pa}`);

@@ -12,7 +12,7 @@
 // first, never one touched since the current packet began (tick()), so the ids a packet handler
 // holds stay valid for the call. Gateway addresses are pinned. A hostile guest therefore cannot
 // grow the table beyond what its flow limits let it reference.
-import { ip4ToString, ip6ToString, parseIp4, parseIp6 } from '../wire/addr.ts';
+import { equal16, ip4ToString, ip6ToString, parseIp4, parseIp6 } from '../wire/addr.ts';
 
 /** The first IPv6 id; everything below is an IPv4 address. */
 export const V6_BASE = 0x100000000;
@@ -54,7 +54,7 @@ class Ip6Table {
   lookup(b: Buffer, o: number): number {
     const h = hash(b, o);
     for (let s = this.heads.get(h) ?? -1; s >= 0; s = this.chain[s]) {
-      if (this.store.compare(b, o, o + 16, s * 16, s * 16 + 16) === 0) { this.touched[s] = this.epoch; return V6_BASE + s; }
+      if (equal16(this.store, s * 16, b, o)) { this.touched[s] = this.epoch; return V6_BASE + s; }
     }
     return -1;
   }
@@ -147,6 +147,15 @@ class Ip6Table {
     return this.store.subarray(s * 16, s * 16 + 16);
   }
 
+  /**
+   * The packet path's view (no subarray per use): the table's memory, where id's 16 bytes are at
+   * offset(id). Valid until the next intern() (the table may grow).
+   */
+  get memory(): Buffer { return this.store; }
+  offset(id: number): number { return (id - V6_BASE) * 16; }
+  /** The first byte of id's address (0xff: multicast). */
+  firstByte(id: number): number { return this.store[(id - V6_BASE) * 16]; }
+
   references(id: number): number { return this.refs[id - V6_BASE]; }
 }
 
@@ -182,17 +191,20 @@ export function parseAddr(s: string): number | null {
 
 /** Write the 16 bytes of an IPv6 id into buf at off. */
 export function writeAddr6(a: number, buf: Buffer, off: number): void {
-  ip6.bytes(a).copy(buf, off);
+  const m = ip6.memory;
+  const o = ip6.offset(a);
+  for (let k = 0; k < 16; k++) buf[off + k] = m[o + k];
 }
 
 /** Is `a` inside prefix/len (both IPv6)? */
 export function inPrefix6(a: number, prefix: Buffer, len: number): boolean {
   if (a < V6_BASE) return false;
-  const b = ip6.bytes(a);
+  const b = ip6.memory;
+  const o = ip6.offset(a);
   const full = len >> 3;
-  if (b.compare(prefix, 0, full, 0, full) !== 0) return false;
+  for (let k = 0; k < full; k++) if (b[o + k] !== prefix[k]) return false;
   const rest = len & 7;
   if (rest === 0) return true;
   const mask = (0xff << (8 - rest)) & 0xff;
-  return (b[full] & mask) === (prefix[full] & mask);
+  return (b[o + full] & mask) === (prefix[full] & mask);
 }

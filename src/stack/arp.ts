@@ -12,6 +12,7 @@
 import { ArpPacket, ARP_REPLY, ARP_REQUEST, parseArp, writeArp } from '../wire/arp.ts';
 import { ETHERTYPE_ARP, writeEthernet } from '../wire/ethernet.ts';
 import { Timer, type TimerQueue } from './timers.ts';
+import { macEquals } from '../wire/addr.ts';
 
 const MAX_NEIGHBOURS = 4096;
 const MAX_PENDING = 64;
@@ -76,7 +77,7 @@ export class Arp {
     if (ip === 0 || !this.host.isNeighbourAddress(ip) || this.host.owns(ip)) return;
     if (mac[macOff] & 1) return;
     const n = this.neighbours.get(ip);
-    if (n && n.mac.compare(mac, macOff, macOff + 6) === 0) return;
+    if (n && macEquals(n.mac, 0, mac, macOff)) return;
     if (!n && this.neighbours.size >= MAX_NEIGHBOURS) return;
     const m = Buffer.from(mac.subarray(macOff, macOff + 6));
     this.neighbours.set(ip, { mac: m });

@@ -36,7 +36,7 @@ import type { Icmpv4Header } from '../wire/icmpv4.ts';
 import type { Icmpv6Header } from '../wire/icmpv6.ts';
 import { UdpHeader, writeUdp } from '../wire/udp.ts';
 import { IPPROTO_UDP } from '../wire/ipv4.ts';
-import { inSubnet, maskOf } from '../wire/addr.ts';
+import { inSubnet, macEquals, maskOf } from '../wire/addr.ts';
 import { logger } from '../util/log.ts';
 
 export type { UdpDatagram, UdpHandler };
@@ -250,7 +250,7 @@ export class Gateway extends Port implements IpOutput, UdpHost {
     const eth = this.eth;
     const err = parseEthernet(frame, 0, frame.length, eth);
     if (err) return this.bad(err);
-    const toUs = frame[0] & 1 ? true : frame.compare(this.mac, 0, 6, 0, 6) === 0;
+    const toUs = frame[0] & 1 ? true : macEquals(frame, 0, this.mac, 0);
     if (!toUs) { this.stats.notForUs++; return; }
     switch (eth.ethertype) {
       case ETHERTYPE_ARP: {
@@ -283,7 +283,7 @@ export class Gateway extends Port implements IpOutput, UdpHost {
   /** Addressed to the gateway itself or to a group (broadcast, multicast). */
   private reachesServices(p: IpPacket): boolean {
     if (this.addrs.has(p.dst) || p.dst === this.linkLocal) return true;
-    return p.v6 ? ip6.bytes(p.dst)[0] === 0xff : this.v4.isGroup(p.dst);
+    return p.v6 ? ip6.firstByte(p.dst) === 0xff : this.v4.isGroup(p.dst);
   }
 
   // ---- output: the send contract (stack/output.ts) ----

@@ -14,7 +14,7 @@ import type { Gateway, IpPacket } from './gateway.ts';
 import { Reassembler } from './reassembly.ts';
 import { ip6 } from './addr.ts';
 import { IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../wire/ipv4.ts';
-import { IPV6_NH_FRAGMENT, Ipv6Header, ipv6MulticastMac, parseIpv6, writeIpv6, writeIpv6Fragment } from '../wire/ipv6.ts';
+import { IPV6_NH_FRAGMENT, Ipv6Header, ipv6MulticastMac, parseIpv6, writeIpv6, writeIpv6Fragment, writeIpv6From } from '../wire/ipv6.ts';
 import {
   ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, Icmpv6Header, ND_NEIGHBOR_ADVERT,
   ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, finishIcmpv6, parseIcmpv6, writeIcmpv6Echo,
@@ -198,8 +198,7 @@ export class Ipv6Layer {
   }
 
   linkDest(dst: number): Buffer | null {
-    const bytes = ip6.bytes(dst);
-    if (bytes[0] === 0xff) return ipv6MulticastMac(bytes, this.mmac);
+    if (ip6.firstByte(dst) === 0xff) return ipv6MulticastMac(ip6.bytes(dst), this.mmac);
     return this.gw.ndp!.resolve(dst);
   }
 
@@ -256,7 +255,8 @@ export class Ipv6Layer {
 /** The IPv6 header in front of the L4 part, then the L4 checksum (it reads the addresses there). */
 function headerAndL4(b: Buffer, l4off: number, src: number, dst: number, proto: number, l4len: number, hopLimit: number): void {
   const h = l4off - 40;
-  writeIpv6(b, h, ip6.bytes(src), ip6.bytes(dst), proto, l4len, hopLimit);
+  const m = ip6.memory;
+  writeIpv6From(b, h, m, ip6.offset(src), m, ip6.offset(dst), proto, l4len, hopLimit);
   if (proto === IPPROTO_TCP) finishTcpV6(b, l4off, l4len, h + 8, h + 24);
   else if (proto === IPPROTO_UDP) finishUdpV6(b, l4off, h + 8, h + 24);
   else if (proto === IPPROTO_ICMPV6) finishIcmpv6(b, l4off, l4len, h + 8, h + 24);

@@ -20,6 +20,7 @@ import { ND_NA_OVERRIDE, ND_NA_ROUTER, ND_NA_SOLICITED, ND_NEIGHBOR_ADVERT, ND_N
 import { solicitedNode } from '../wire/ipv6.ts';
 import { ip6, refAddr, unrefAddr } from './addr.ts';
 import { Timer, type TimerQueue } from './timers.ts';
+import { macEquals } from '../wire/addr.ts';
 
 const MAX_NEIGHBOURS = 4096;
 const MAX_PENDING = 64;
@@ -96,7 +97,7 @@ export class Ndp {
     if (!this.host.isNeighbourAddress(a) || this.host.owns(a)) return;
     if (mac[macOff] & 1) return;
     const n = this.neighbours.get(a);
-    if (n && n.mac.compare(mac, macOff, macOff + 6) === 0) return;
+    if (n && macEquals(n.mac, 0, mac, macOff)) return;
     if (!n) {
       if (this.neighbours.size >= MAX_NEIGHBOURS) return;
       refAddr(a);

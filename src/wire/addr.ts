@@ -111,6 +111,19 @@ export function macKey(buf: Buffer, off: number): number {
     (((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) >>> 0);
 }
 
+/** a[ao, ao+6) === b[bo, bo+6): in JS (Buffer.compare with offsets crosses into C++, per packet). */
+export function macEquals(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
+  return a[ao] === b[bo] && a[ao + 1] === b[bo + 1] && a[ao + 2] === b[bo + 2] &&
+    a[ao + 3] === b[bo + 3] && a[ao + 4] === b[bo + 4] && a[ao + 5] === b[bo + 5];
+}
+
+/** a[ao, ao+16) === b[bo, bo+16) (IPv6 addresses), in JS for the same reason. */
+export function equal16(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
+  // from the end: addresses on one segment share their first half
+  for (let k = 15; k >= 0; k--) if (a[ao + k] !== b[bo + k]) return false;
+  return true;
+}
+
 /** Writes the MAC of a macKey() value into buf[off, off+6). */
 export function macKeyToBuf(key: number, buf: Buffer, off: number): void {
   const hi = Math.floor(key / 0x100000000);

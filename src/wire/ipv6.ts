@@ -117,6 +117,12 @@ export function parseIpv6(buf: Buffer, off: number, end: number, out: Ipv6Header
  *  buffers. Returns the payload offset (off + 40). */
 export function writeIpv6(buf: Buffer, off: number, src: Buffer, dst: Buffer, nextHeader: number,
   payloadLength: number, hopLimit = 64, trafficClass = 0, flowLabel = 0): number {
+  return writeIpv6From(buf, off, src, 0, dst, 0, nextHeader, payloadLength, hopLimit, trafficClass, flowLabel);
+}
+
+/** writeIpv6 with the addresses at src[srcOff] and dst[dstOff] (e.g. one table of addresses). */
+export function writeIpv6From(buf: Buffer, off: number, src: Buffer, srcOff: number, dst: Buffer, dstOff: number,
+  nextHeader: number, payloadLength: number, hopLimit = 64, trafficClass = 0, flowLabel = 0): number {
   buf[off] = 0x60 | ((trafficClass >>> 4) & 15);
   buf[off + 1] = ((trafficClass & 15) << 4) | ((flowLabel >>> 16) & 15);
   buf[off + 2] = flowLabel >>> 8;
@@ -126,8 +132,8 @@ export function writeIpv6(buf: Buffer, off: number, src: Buffer, dst: Buffer, ne
   buf[off + 6] = nextHeader;
   buf[off + 7] = hopLimit;
   for (let k = 0; k < 16; k++) {
-    buf[off + 8 + k] = src[k];
-    buf[off + 24 + k] = dst[k];
+    buf[off + 8 + k] = src[srcOff + k];
+    buf[off + 24 + k] = dst[dstOff + k];
   }
   return off + IPV6_HEADER_LEN;
 }

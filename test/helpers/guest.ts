@@ -51,6 +51,10 @@ export interface BootOptions {
   append?: string;
   /** Override the accelerator (default: detectAccel()). */
   accel?: Accel;
+  /** Another QEMU binary (default qemu-system-x86_64 on PATH). */
+  qemu?: string;
+  /** Another kernel + initramfs (default: the busybox test guest, ensureGuestImage()). */
+  image?: GuestImage;
   /**
    * Run QEMU as this (unprivileged) user: the per-test files, and a copy of the kernel, go in a
    * directory that user can read (the image cache may sit in root's home).
@@ -385,7 +389,7 @@ export async function bootGuest(opts: BootOptions): Promise<Guest> {
   const netArgs = opts.netArgs ?? [];
   const extraArgs = opts.extraArgs ?? [];
   checkNetSafety([...netArgs, ...extraArgs], opts.netnsName);
-  const img = await ensureGuestImage();
+  const img = opts.image ?? (await ensureGuestImage());
   const accel = opts.accel ?? (await detectAccel());
   const name = opts.name ?? `guest${++guestCounter}`;
 
@@ -393,7 +397,7 @@ export async function bootGuest(opts: BootOptions): Promise<Guest> {
   let pid = -1;
   try {
     const qemuArgs = await buildQemuArgs(opts, tmp.path, img, accel, name, netArgs, extraArgs);
-    let argv = ['qemu-system-x86_64', ...qemuArgs];
+    let argv = [opts.qemu ?? 'qemu-system-x86_64', ...qemuArgs];
     if (await hasPdeathsig()) argv = ['setpriv', '--pdeathsig', 'KILL', ...argv];
     if (opts.runAs) argv = [...runAsArgv(opts.runAs), ...argv];
     if (opts.netnsName) argv = ['ip', 'netns', 'exec', opts.netnsName, ...argv];

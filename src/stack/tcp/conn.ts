@@ -145,6 +145,10 @@ export class TcpConn implements HostEvents {
   host: HostEnd | null = null;
   private hostPaused = false;
   private corked = false;
+  /** this batch's in-order data in the stack's rx slab, not yet written to the host */
+  private runBuf: Buffer | null = null;
+  private runStart = 0;
+  private runEnd = 0;
   /** still counted against the guest's connection limit */
   counted = true;
   readonly createdAt = Date.now();
@@ -495,21 +499,19 @@ export class TcpConn implements HostEvents {
     const len = to - from;
     if (len > 0) {
       if (canReceive(this.state)) {
-        // The frame is borrowed: the host stream gets its own copy.
-        let data: Buffer;
-        if (owned) data = buf.subarray(from, to);
-        else { data = Buffer.allocUnsafe(len); buf.copy(data, 0, from, to); }
         const h = this.host;
         if (h) {
           // One writev per input batch instead of a syscall per segment (uncorked after the batch).
           if (!this.corked) { this.corked = true; h.cork(); this.stack.queueUncork(this); }
-          h.write(data);
+          if (owned) { this.flushRun(); h.write(buf.subarray(from, to)); }
+          else this.appendRun(buf, from, to);
         }
         this.bytesOut += len;
       }
       this.rcvNxt = seqAdd(this.rcvNxt, len);
     }
     if (fin) {
+      this.flushRun();
       this.rcvNxt = seqAdd(this.rcvNxt, 1);
       switch (this.state) {
         case State.Established:
@@ -632,7 +634,32 @@ export class TcpConn implements HostEvents {
   uncork(): void {
     if (!this.corked) return;
     this.corked = false;
+    this.flushRun();
     this.host?.uncork();
+  }
+
+  /**
+   * Borrowed in-order data is copied into the stack's slab; while this connection's copies are
+   * adjacent there they grow one run, written to the host as one Buffer (see rx-slab.ts).
+   */
+  private appendRun(buf: Buffer, from: number, to: number): void {
+    const len = to - from;
+    const slab = this.stack.rxSlab;
+    const at = slab.reserve(len);
+    if (this.runBuf !== slab.buf || this.runEnd !== at) {
+      this.flushRun();
+      this.runBuf = slab.buf;
+      this.runStart = at;
+    }
+    buf.copy(slab.buf, at, from, to);
+    slab.fill = this.runEnd = at + len;
+  }
+
+  private flushRun(): void {
+    const b = this.runBuf;
+    if (b === null) return;
+    this.runBuf = null;
+    this.host?.write(b.subarray(this.runStart, this.runEnd));
   }
 
   // ---- loss recovery ----
@@ -743,6 +770,7 @@ export class TcpConn implements HostEvents {
   private releaseHost(): void {
     const h = this.host;
     this.host = null;
+    this.runBuf = null;
     h?.release();
   }
 

@@ -11,13 +11,15 @@
 //   the IP header and the link.
 // - Batching: ACKs and host-stream uncorks are deferred to the end of the input batch
 //   (`defer`, a microtask by default): one ACK per connection per batch, one writev to the
-//   host per batch.
+//   host per batch. Guest data is copied out of the borrowed frames into one slab for all
+//   connections (rx-slab.ts), a connection's data of one batch reaching its host as one Buffer.
 // - Limits: at most `maxConnsPerGuest` connections per guest address (a SYN beyond that
 //   gets a RST and is counted in limitHits); TIME_WAIT connections do not count.
 // - Addresses are ids of either family (stack/addr.ts); a connection references its two
 //   while it is in the table. The same code serves IPv4 and IPv6.
 // - Time and randomness are injected (the timer queue's clock; `random` for initial
 //   sequence numbers and ephemeral ports), so tests are deterministic.
+import { RxSlab } from './rx-slab.ts';
 import { IPPROTO_TCP } from '../../wire/ipv4.ts';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHeader, TcpOptions, parseTcp, writeTcp } from '../../wire/tcp.ts';
 import { pseudoSumV4 } from '../../wire/checksum.ts';
@@ -105,6 +107,8 @@ export class TcpStack {
     for (let i = 0; i < a.length; i++) a[i].flushAck();
     a.length = 0;
   };
+  /** where guest data for hosts is copied out of frames (see rx-slab.ts) */
+  readonly rxSlab = new RxSlab();
   readonly synOpts = new TcpOptions();
   readonly ackOpts = new TcpOptions();
   private readonly hdr = new TcpHeader();

@@ -31,6 +31,40 @@ test('guest -> host: host writes are corked for the batch and uncorked at its en
   assert.equal(host.corked, 0, 'uncorked once the batch ended');
 });
 
+test('guest -> host: one batch of in-order segments reaches the host as one write', () => {
+  const bed = new Bed();
+  const { host, g, r } = bed.open();
+  bed.guestBatch([1, 2, 3, 4].map((k) => ({ seq: g + (k - 1) * 100, ack: r, flags: TCP_ACK, data: bytes(100, 0x60 + k) })));
+  assert.equal(host.written.length, 1, 'adjacent copies in the slab make one buffer');
+  assert.equal(host.text, 'a'.repeat(100) + 'b'.repeat(100) + 'c'.repeat(100) + 'd'.repeat(100));
+  bed.guest({ seq: g + 400, ack: r, flags: TCP_ACK, data: 'e' });
+  assert.equal(host.written.length, 2, 'the next batch is the next write');
+});
+
+test('guest -> host: interleaved connections in one batch each get their own data, in order, before a FIN', () => {
+  const bed = new Bed();
+  const a = bed.open();
+  // a second connection from another guest port
+  bed.guest({ seq: 7000, flags: TCP_SYN, sport: 40001, window: 65535, mss: 1460 });
+  const synack = bed.take().find((x) => x.dport === 40001)!;
+  bed.guest({ seq: 7001, ack: synack.seq + 1, flags: TCP_ACK, sport: 40001 });
+  bed.take();
+  const other = bed.hosts[bed.hosts.length - 1];
+  const r2 = synack.seq + 1;
+  let textAtEnd = '';
+  other.end = () => { other.ended = true; textAtEnd = other.text; };
+  bed.guestBatch([
+    { seq: a.g, ack: a.r, flags: TCP_ACK, data: 'a1' },
+    { seq: 7001, ack: r2, flags: TCP_ACK, sport: 40001, data: 'b1' },
+    { seq: a.g + 2, ack: a.r, flags: TCP_ACK, data: 'a2' },
+    { seq: 7003, ack: r2, flags: TCP_ACK | TCP_FIN, sport: 40001, data: 'b2' },
+  ]);
+  assert.equal(a.host.text, 'a1a2');
+  assert.equal(other.text, 'b1b2');
+  assert.ok(other.ended);
+  assert.equal(textAtEnd, 'b1b2', 'the FIN ended the host after its data');
+});
+
 test('guest -> host: the host gets its own copy, not a view of the frame', () => {
   const bed = new Bed();
   const { host, g, r } = bed.open();
