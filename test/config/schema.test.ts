@@ -73,7 +73,8 @@ test("schema: the README's example qnet.yaml is valid for the schema and for the
   fs.writeFileSync(tokenFile, 'a-token-of-sixteen-or-more\n');
   const text = block[1].replace(doc.api.tokenFile, tokenFile);
   const c = parseConfig(text, 'README.md', dirs);
-  assert.deepEqual(c.networks.map((n) => [n.name, n.mode]), [['lab', 'nat'], ['quiet', 'isolated'], ['slirp', 'user']]);
+  assert.deepEqual(c.networks.map((n) => [n.name, n.mode]), (doc.networks as { name: string; mode?: string }[]).map((n) => [n.name, n.mode ?? 'nat']));
+  assert.ok(c.networks.length >= 3, 'the example shows several networks');
   assert.equal(c.api.tcp?.token, 'a-token-of-sixteen-or-more');
   tmp.remove();
 });
