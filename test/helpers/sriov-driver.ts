@@ -55,7 +55,7 @@ function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 60_000 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`)) : resolve(out))));
 }
 const driverOf = (bdf: string): string => { try { return path.basename(fs.readlinkSync(`/sys/bus/pci/devices/${bdf}/driver`)); } catch { return 'none'; } };
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 120_000): Promise<T> {
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 400_000): Promise<T> {
   return (await waitFor(fn, { what, timeoutMs: ms, intervalMs: 100 })) as T;
 }
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { output: () => string } {
