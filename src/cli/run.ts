@@ -44,7 +44,8 @@ qnet adds to your arguments:
   --model M    the NIC model (default: the daemon's, virtio-net-pci)
   --mac MAC    this MAC instead of the one qnet keeps for the name (it keeps this one after)
   --api PATH   the daemon's API socket (default: $QNET_API or the runtime directory)
-Ctrl-C and SIGTERM go to QEMU; qnet run exits with QEMU's exit status.`;
+Ctrl-C and SIGTERM go to QEMU; qnet run exits with QEMU's exit status. There is no --json:
+the VM's record is in \`qnet vm ls --json\`.`;
 
 const SOCKET_WAIT_MS = 60_000;
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -110,6 +111,9 @@ export async function main(argv: string[]): Promise<number> {
   return runCommand('run', USAGE, async () => {
     const { values, positionals } = parse(ours, { name: { type: 'string' }, model: { type: 'string' }, mac: { type: 'string' } });
     if (values.help) { process.stdout.write(USAGE + '\n'); return 0; }
+    // like `podman run` and `virsh start`, qnet run has no JSON output: it stays in the
+    // foreground as QEMU's parent and QEMU's console may be on stdout; the record is a listing
+    if (values.json) throw new UsageError('--json: qnet run prints no listing (QEMU keeps the terminal); see the VM with `qnet vm ls --json`');
     if (positionals.length !== 1) throw new UsageError('give exactly one network before --: qnet run NET -- qemu-system-x86_64 ...');
     if (qemu.length === 0) throw new UsageError('give the QEMU command after --: qnet run NET -- qemu-system-x86_64 ARGS...');
     const netName = positionals[0];

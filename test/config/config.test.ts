@@ -48,15 +48,45 @@ networks:
     mode: user
     options: "net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:2222-:22,dnsupstream=127.0.0.1:5353"
 `, 'qnet.yaml');
+  assert.equal(c.stateDir, '/tmp/x/state');
+  assert.equal(c.runtimeDir, '/tmp/x/run');
   assert.deepEqual(c.api.tcp, { host: '127.0.0.1', port: 7071, token: '0123456789abcdef0123' });
+  assert.deepEqual(c.warnings, []);
   const [lab, quiet, slirp] = c.networks;
-  assert.equal(lab.hosts[0].name, 'db');
-  assert.equal(lab.forwards[0].hostAddr, '127.0.0.1');
-  assert.equal(lab.attach.length, 2);
-  assert.equal(quiet.mode, 'isolated');
-  assert.match(quiet.attach[0].text, /\/tmp\/x\/run\/quiet\.sock$/);
-  assert.equal(slirp.user?.config.hostfwd[0].hostPort, 2222);
-  assert.deepEqual(slirp.upstreams, [{ host: '127.0.0.1', port: 5353 }]);
+  // every key of every network, in readable form
+  const plain = (n: (typeof c.networks)[number]) => ({
+    name: n.name, mode: n.mode, subnet: `${ip4ToString(n.net)}/${n.prefix}`, gateway: ip4ToString(n.gateway),
+    dhcp: n.dhcpEnd ? `${ip4ToString(n.dhcpStart)}-${ip4ToString(n.dhcpEnd)}` : ip4ToString(n.dhcpStart),
+    leaseTime: n.leaseTime, domain: n.domain,
+    hosts: n.hosts.map((h) => ({ ...h, ip: ip4ToString(h.ip) })), records: n.records.map((r) => ({ ...r, ip: r.ip === undefined ? undefined : ip4ToString(r.ip) })),
+    upstreams: n.upstreams, forwards: n.forwards, mtu: n.mtu, attach: n.attach.map((x) => x.text), ipv6: n.ipv6,
+  });
+  assert.deepEqual(plain(lab), {
+    name: 'lab', mode: 'nat', subnet: '10.10.0.0/24', gateway: '10.10.0.1', dhcp: '10.10.0.100-10.10.0.199', leaseTime: 600, domain: 'lab.test',
+    hosts: [{ mac: '52:54:00:00:00:10', ip: '10.10.0.10', name: 'db' }], records: [{ name: 'www', ip: '10.10.0.10' }],
+    upstreams: [{ host: '127.0.0.1', port: 5353 }], forwards: [{ proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 8080, guest: 'db', guestPort: 80 }],
+    mtu: 9000, attach: ['unix:/tmp/x/lab.sock', 'udp:127.0.0.1:5555'], ipv6: undefined,
+  });
+  // the defaults: gateway .1, DHCP from the address after it to the last host, MTU 1500, a socket per network
+  assert.deepEqual(plain(quiet), {
+    name: 'quiet', mode: 'isolated', subnet: '10.20.0.0/24', gateway: '10.20.0.1', dhcp: '10.20.0.2-10.20.0.254', leaseTime: undefined, domain: undefined,
+    hosts: [], records: [], upstreams: undefined, forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/quiet.sock'], ipv6: undefined,
+  });
+  // mode user: the addressing comes from QEMU's options (net=, slirp's .2 gateway and .15 DHCP start)
+  assert.deepEqual(plain(slirp), {
+    name: 'slirp', mode: 'user', subnet: '10.0.2.0/24', gateway: '10.0.2.2', dhcp: '10.0.2.15', leaseTime: undefined, domain: undefined,
+    hosts: [], records: [], upstreams: [{ host: '127.0.0.1', port: 5353 }], forwards: [], mtu: 1500, attach: ['unix:/tmp/x/run/slirp.sock'], ipv6: undefined,
+  });
+  // (the IPv6 keys, subnet6, gateway6, dhcp6, hosts[].ip6 and AAAA records, in ipv6.test.ts)
+  assert.deepEqual(slirp.user?.config.hostfwd.map((h) => [h.proto, h.hostAddr, h.hostPort, h.guestPort]), [['tcp', '127.0.0.1', 2222, 22]]);
+});
+
+test('config: api.tokenFile is read (and its contents trimmed)', () => {
+  const f = path.join(tmpDir(), 'token');
+  fs.writeFileSync(f, 'fedcba9876543210fedcba\n');
+  const c = parseConfig(`api: { tcp: "127.0.0.1:7072", tokenFile: ${f} }\nnetworks:\n  - name: a\n    subnet: 10.0.0.0/24\n`, 'qnet.yaml', dirs());
+  assert.deepEqual(c.api.tcp, { host: '127.0.0.1', port: 7072, token: 'fedcba9876543210fedcba' });
+  assert.throws(() => parseConfig(`api: { tcp: "127.0.0.1:7072", tokenFile: ${f}.missing }\nnetworks:\n  - name: a\n    subnet: 10.0.0.0/24\n`, 'qnet.yaml', dirs()), /qnet\.yaml:1:\d+: api\.tokenFile: cannot read/);
 });
 
 const bad: [string, RegExp][] = [

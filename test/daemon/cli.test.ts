@@ -14,6 +14,7 @@ import { qemuName, qnetQemuArgs } from '../../src/cli/run.ts';
 import { table, duration } from '../../src/cli/common.ts';
 import { FakeControl } from './fake-control.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const MAIN = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
 const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
@@ -174,7 +175,7 @@ test('qnet capture: --seconds, and Ctrl-C for an open-ended one', async () => {
   const out = collect(c);
   let err = '';
   c.stderr!.on('data', (d: Buffer) => { err += d; });
-  for (let i = 0; i < 200 && !/Ctrl-C stops/.test(err); i++) await new Promise((res) => setTimeout(res, 25));
+  await waitFor(() => /Ctrl-C stops/.test(err), { what: 'qnet capture to say it runs', diag: () => err });
   const cap = fake.captures.at(-1)!;
   assert.deepEqual([cap.port, cap.stopped], ['vm1', false]);
   c.kill('SIGINT');
@@ -207,14 +208,12 @@ test('qnet run + vm ls + info network with a real QEMU', { skip: !haveQemu && 'n
   const run = qnetProc(['run', 'default', '--name', 'tvm', '--api', sock, '--',
     'qemu-system-x86_64', '-M', 'q35', '-S', '-display', 'none', '-nodefaults']);
   const runDone = collect(run);
-  for (let i = 0; i < 400 && !fake.vmList.some((v) => v.name === 'tvm'); i++) await new Promise((r) => setTimeout(r, 25));
-  const vm = fake.vmList.find((v) => v.name === 'tvm');
-  assert.ok(vm, 'qnet run registered the VM');
+  const vm = await waitFor(() => fake.vmList.find((v) => v.name === 'tvm'), { what: 'qnet run to register the VM', timeoutMs: 20_000 });
   assert.equal(vm.sock, path.join(fake.runtimeDir, 'vms', 'tvm.sock'));
   assert.equal(vm.qmp, path.join(fake.runtimeDir, 'vms', 'tvm.qmp'));
   assert.equal(vm.mac, '52:54:00:ab:cd:03');
   assert.notEqual(vm.pid, run.pid, 'the pid is QEMU\'s, not qnet run\'s');
-  for (let i = 0; i < 100 && fake.sockets.get('tvm')?.readyState !== 'open'; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => fake.sockets.get('tvm')?.readyState === 'open', { what: "the fake daemon's connection to the VM's stream socket" });
 
   const ls = await qnet('vm', 'ls');
   assert.equal(ls.code, 0, ls.stderr);
@@ -251,16 +250,25 @@ test('qnet run + vm ls + info network with a real QEMU', { skip: !haveQemu && 'n
   assert.equal(alive, false, 'QEMU is gone');
 });
 
-test('qnet run: QEMU failing early gives its exit status; a missing program is reported', async () => {
+test('qnet run: QEMU failing early gives its exit status', { skip: !haveQemu && 'no qemu-system-x86_64' }, async () => {
   const bad = await qnet('run', 'default', '--name', 'bad', '--', 'qemu-system-x86_64', '-no-such-option');
-  if (haveQemu) {
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /QEMU exited before it opened its network socket \(status 1\)/);
-  }
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /QEMU exited before it opened its network socket \(status 1\)/);
+  assert.equal(fake.vmList.length, 0);
+});
+
+test('qnet run: a missing program is reported; no QEMU command or --json is a usage error', async () => {
   const missing = await qnet('run', 'default', '--name', 'bad2', '--', '/nonexistent/qemu');
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /cannot run \/nonexistent\/qemu: spawn \/nonexistent\/qemu ENOENT/);
   assert.equal(fake.vmList.length, 0);
   const noCmd = await qnet('run', 'default');
   assert.equal(noCmd.code, 2);
+  // qnet run stays QEMU's parent and prints no listing: --json is refused before anything runs
+  // (a QEMU that fails at once, so an accepted --json ends the test with the wrong status, not a hang)
+  const json = await qnet('run', 'default', '--name', 'j', '--json', '--', 'qemu-system-x86_64', '-no-such-option');
+  assert.equal(json.code, 2, json.stderr);
+  assert.match(json.stderr, /^qnet run: --json: qnet run prints no listing .*qnet vm ls --json/);
+  assert.equal(json.stdout, '');
+  assert.equal(fake.vmList.length, 0);
 });

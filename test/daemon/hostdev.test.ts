@@ -16,6 +16,7 @@ import { formatStatus } from '../../src/cli/status.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
 import { standardMachine } from '../host/fake-kernel.ts';
 import { executeNumVfs, planNumVfs } from '../../src/host/pci/sriov.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const POOL = '  - name: sriov\n    mode: hostdev\n    pf: enp1s0\n    vlan: 42\n';
 const cfg = (dir: string, body = POOL) => parseConfig(`runtimeDir: ${dir}/run\nstateDir: ${dir}/state\nnetworks:\n${body}`, 'qnet.yaml');
@@ -100,7 +101,7 @@ test('daemon: a VF pool hands out VFs, lists them, keeps them across a restart, 
     await q1.kill();
     d2.vms();
     // wait for the condition (the reaper runs asynchronously)
-    while (k.driverOf('0000:01:10.0') !== 'igbvf') await new Promise((r) => setTimeout(r, 10));
+    await waitFor(() => k.driverOf('0000:01:10.0') === 'igbvf', { what: 'the reaper to give the VF back' });
     assert.equal((await d2.network('sriov')).pool!.free, 2);
     await d2.stop();
   } finally {

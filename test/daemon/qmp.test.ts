@@ -8,6 +8,7 @@ import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { QmpClient, QmpError } from '../../src/qemu/qmp.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const QEMU = 'qemu-system-x86_64';
 const haveQemu = spawnSync(QEMU, ['--version']).status === 0;
@@ -18,13 +19,11 @@ const qmpPath = path.join(tmp.path, 'vm.qmp');
 const sockPath = path.join(tmp.path, 'vm.sock');
 let qemu: ChildProcess | undefined;
 
-async function waitFor(p: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fs.existsSync(p)) {
-    if (qemu?.exitCode !== null && qemu?.exitCode !== undefined) throw new Error(`QEMU exited with ${qemu.exitCode}`);
-    if (Date.now() > end) throw new Error(`${p} did not appear`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+async function waitForFile(p: string): Promise<void> {
+  await waitFor(() => fs.existsSync(p), {
+    what: `QEMU's socket ${p}`, timeoutMs: 20_000,
+    abort: () => qemu?.exitCode !== null && qemu?.exitCode !== undefined && `QEMU exited with ${qemu.exitCode}`,
+  });
 }
 
 before(async () => {
@@ -37,7 +36,7 @@ before(async () => {
   ], { stdio: ['ignore', 'ignore', 'inherit'] });
   const pid = qemu.pid!;
   onExit(() => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } });
-  await waitFor(qmpPath);
+  await waitForFile(qmpPath);
 });
 
 after(async () => {
@@ -90,8 +89,7 @@ test('QMP: set_link, errors carry the class, concurrent commands get their own r
     assert.match(c, /virtio-net-pci/);
     // events (collected, not mixed with replies): resuming the VM emits RESUME
     await q.execute('cont');
-    for (let i = 0; i < 100 && !q.events.some((e) => e.event === 'RESUME'); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(q.events.some((e) => e.event === 'RESUME'), `events: ${q.events.map((e) => e.event).join(',')}`);
+    await waitFor(() => q.events.some((e) => e.event === 'RESUME'), { what: 'the RESUME event', diag: () => `events: ${q.events.map((e) => e.event).join(',')}` });
     await q.execute('stop');
   } finally {
     q.close();

@@ -43,7 +43,7 @@ function aaaaQuery(client: Dhcp6TestClient, name: string, dns: string): Buffer {
   return f;
 }
 
-describe('stateful DHCPv6 on a shared network through qnet up', { timeout: 60_000 }, () => {
+describe('stateful DHCPv6 on a shared network through qnet up', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-dhcp6-');
   const sock = join(dir.path, 'lab.sock');
   const api = join(dir.path, 'run', 'api.sock');

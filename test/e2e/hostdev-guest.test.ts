@@ -23,7 +23,7 @@ import path from 'node:path';
 
 const bed = await sriovBed();
 
-test('device assignment on a real kernel: SR-IOV VFs, vfio-pci, QEMU opening a VF, a VF pool for two VMs', { skip: 'skip' in bed ? bed.skip : false, timeout: 660_000 }, async (t) => {
+test('device assignment on a real kernel: SR-IOV VFs, vfio-pci, QEMU opening a VF, a VF pool for two VMs', { skip: 'skip' in bed ? bed.skip : false, timeout: 1_500_000 }, async (t) => {
   if ('skip' in bed) return;
   t.diagnostic(`test bed: ${bed.version}; guest kernel ${bed.kernel}`);
   // tsx's transform cache from this host (same sources, same keys), read-only: spares the node
@@ -40,7 +40,7 @@ test('device assignment on a real kernel: SR-IOV VFs, vfio-pci, QEMU opening a V
     'echo "QNET driver-rc $?"',
   ].join('\n') + '\n');
   try {
-    await g.waitFor(TEST_EXIT_MARKER, 600_000);
+    await g.waitFor(TEST_EXIT_MARKER, 1_400_000);
   } finally {
     await g.kill();
   }

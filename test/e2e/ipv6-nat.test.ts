@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
-import { createNetns, veth, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, veth, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -47,7 +47,7 @@ echo QNET noroute6 $rc $((t1 - t0)) $(echo "$out" | oneline)
 echo QNET finished
 `;
 
-describe('qnet user NAT over IPv6 (and raw ICMP for both families) to a host in another namespace', { timeout: 120_000 }, () => {
+describe('qnet user NAT over IPv6 (and raw ICMP for both families) to a host in another namespace', { timeout: 600_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-ipv6-nat-');
   let a: Netns;
   let b: Netns;
@@ -71,8 +71,8 @@ describe('qnet user NAT over IPv6 (and raw ICMP for both families) to a host in 
     });
     const sock = join(dir.path, 'user.sock');
     q = await QnetUser.start('dnsupstream=127.0.0.1:5353', sock, a);
-    g = await bootGuest({ name: 'ipv6-nat', netnsName: a.name, netArgs: streamNic(sock, guestMac(43)), script, timeoutMs: 110_000 });
-    await g.waitFor(/QNET finished/, 100_000);
+    g = await bootGuest({ name: 'ipv6-nat', netnsName: a.name, netArgs: streamNic(sock, guestMac(43)), script, timeoutMs: 600_000 });
+    await g.waitFor(/QNET finished/, 300_000);
     r = g.results();
   });
 

@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir, onExit } from '../helpers/cleanup.ts';
-import { createNetns, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -56,7 +56,7 @@ read go
 echo QNET finished
 `;
 
-describe('IPv6 on qnet user vs QEMU -netdev user (libslirp)', { timeout: 150_000 }, () => {
+describe('IPv6 on qnet user vs QEMU -netdev user (libslirp)', { timeout: 600_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-ipv6-');
   const macQ = guestMac(41);
   const macS = guestMac(42);
@@ -88,10 +88,10 @@ describe('IPv6 on qnet user vs QEMU -netdev user (libslirp)', { timeout: 150_000
     const fwd = `hostfwd=tcp:[::1]:${HF4}-:80,hostfwd=tcp:[::1]:${HF6}-[${eui64('fec0::', macQ)}]:80`;
     q = await QnetUser.start(`dnsupstream=[::1]:53,${fwd}`, sock, n);
     [gq, gs] = await Promise.all([
-      bootGuest({ name: 'v6-qnet', netnsName: n.name, netArgs: streamNic(sock, macQ), script, timeoutMs: 140_000 }),
-      bootGuest({ name: 'v6-slirp', netnsName: n.name, script, timeoutMs: 140_000, netArgs: ['-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0,mac=${macS}`] }),
+      bootGuest({ name: 'v6-qnet', netnsName: n.name, netArgs: streamNic(sock, macQ), script, timeoutMs: 600_000 }),
+      bootGuest({ name: 'v6-slirp', netnsName: n.name, script, timeoutMs: 600_000, netArgs: ['-netdev', 'user,id=n0', '-device', `virtio-net-pci,netdev=n0,mac=${macS}`] }),
     ]);
-    await Promise.all([gq.waitFor(/QNET httpd-up/, 120_000), gs.waitFor(/QNET httpd-up/, 120_000)]);
+    await Promise.all([gq.waitFor(/QNET httpd-up/, 360_000), gs.waitFor(/QNET httpd-up/, 360_000)]);
     rq = gq.results();
     rs = gs.results();
   });

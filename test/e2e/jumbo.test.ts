@@ -13,11 +13,12 @@ import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { GUEST_SH_LIB, QnetUser, streamNic } from '../helpers/user-net.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const MTU = 65520;
 const SIZE = 16 * 1024 * 1024;
 
-describe('jumbo frames: qnet user mtu=65520 with a real guest', { timeout: 150_000 }, () => {
+describe('jumbo frames: qnet user mtu=65520 with a real guest', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-jumbo-');
   const blob = randomBytes(SIZE);
   const blobMd5 = createHash('md5').update(blob).digest('hex');
@@ -53,9 +54,9 @@ echo QNET finished
 `;
     const sock = join(dir.path, 'q.sock');
     q = await QnetUser.start(`mtu=${MTU}`, sock);
-    g = await bootGuest({ name: 'jumbo', netArgs: streamNic(sock, guestMac(51)), script, timeoutMs: 140_000, memoryMb: 256 });
-    await g.waitFor(/QNET finished/, 130_000);
-    for (let i = 0; i < 200 && !sinkMd5; i++) await new Promise((res) => setTimeout(res, 25)); // the sink's 'end' follows nc's exit
+    g = await bootGuest({ name: 'jumbo', netArgs: streamNic(sock, guestMac(51)), script, timeoutMs: 600_000, memoryMb: 256 });
+    await g.waitFor(/QNET finished/, 390_000);
+    await waitFor(() => sinkMd5, { what: "the upload's end at the sink" }); // the sink's 'end' follows nc's exit
     r = g.results();
     stats = await q.stats();
   });

@@ -50,12 +50,14 @@ echo QNET dhcp-rc $(ip -4 addr show eth0 | grep -q 'inet ' && echo 0 || echo 1)
 mkdir -p /www && echo ${PAGE} > /www/index.html && httpd -p 80 -h /www
 echo QNET ready
 read ping
-ping -i 0.2 ${I_IP} &
+# a renew re-applies the lease (udhcpc's script deletes and adds the default route): a ping that
+# sends in that moment gets ENETUNREACH and exits, so it is started again
+( while :; do ping -i 0.2 ${I_IP}; sleep 0.2; done ) &
 pingpid=$!
 read renew
 kill -USR1 $(cat /tmp/udhcpc.pid)
 read done
-kill $pingpid
+kill $pingpid; killall ping 2>/dev/null
 echo QNET finished
 `;
 

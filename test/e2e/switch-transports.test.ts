@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bootGuest, guestMac, killAllGuests } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -45,7 +46,7 @@ test('switch: socket connect=, dgram over unix, mcast and stream server=on all j
   const qemuGram = path.join(tmp.path, 'qemu.dgram');
   // QEMU as the stream server must be up before qnet connects: boot it first.
   const g4 = await bootGuest({ name: 'srv', netArgs: ['-netdev', `stream,id=n0,server=on,addr.type=unix,addr.path=${qemuServerSock}`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(24)}`], script: idle('10.1.0.4') });
-  for (let i = 0; i < 100 && !fs.existsSync(qemuServerSock); i++) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => fs.existsSync(qemuServerSock), { what: "the QEMU stream server's socket", timeoutMs: 30_000 });
   const qnet = spawn(process.execPath, [path.join(root, 'bin/qnet.js'), 'switch',
     '--listen', `tcp:127.0.0.1:${tcpPort}`,
     '--listen', `unixgram:${qnetGram}@${qemuGram}`,
@@ -55,7 +56,7 @@ test('switch: socket connect=, dgram over unix, mcast and stream server=on all j
   let out = '';
   qnet.stdout.on('data', (d) => (out += d));
   qnet.stderr.on('data', (d) => (out += d));
-  for (let i = 0; i < 200 && (out.match(/listening on/g) ?? []).length < 3; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => (out.match(/listening on/g) ?? []).length >= 3, { what: 'qnet switch to listen on 3 attach points', timeoutMs: 30_000, diag: () => out });
   assert.equal((out.match(/listening on/g) ?? []).length, 3, out);
 
   const [g1, g2, g3] = await Promise.all([
@@ -63,9 +64,9 @@ test('switch: socket connect=, dgram over unix, mcast and stream server=on all j
     bootGuest({ name: 'gram', netArgs: ['-netdev', `dgram,id=n0,local.type=unix,local.path=${qemuGram},remote.type=unix,remote.path=${qnetGram}`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(22)}`], script: idle('10.1.0.2') }),
     bootGuest({ name: 'mcast', netArgs: ['-netdev', `socket,id=n0,mcast=239.255.77.1:${mcastPort},localaddr=127.0.0.1`, '-device', `virtio-net-pci,netdev=n0,mac=${guestMac(23)}`], script: idle('10.1.0.3') }),
   ]);
-  await Promise.all([g1, g2, g3, g4].map((g) => g.waitFor(/QNET up/, 60_000)));
+  await Promise.all([g1, g2, g3, g4].map((g) => g.waitFor(/QNET up/, 180_000)));
   g1.write('go\n');
-  await g1.waitFor(/QNET done/, 60_000);
+  await g1.waitFor(/QNET done/, 180_000);
   for (const ip of ['10.1.0.2', '10.1.0.3', '10.1.0.4']) {
     assert.match(g1.output, new RegExp(`QNET reach ${ip.replace(/\./g, '\\.')} yes`), `guest 1 cannot reach ${ip}:\n${g1.output.slice(-1500)}\n${out}`);
   }

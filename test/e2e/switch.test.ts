@@ -27,10 +27,6 @@ import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest
 import { makeTempDir } from '../helpers/cleanup.ts';
 import { QnetSwitch, type SwitchStats, type PortStats } from '../helpers/qnet-switch.ts';
 
-
-
-/** Like sleep, but does not keep the process alive (for races against an exit). */
-
 async function freeUdpPorts(n: number): Promise<number[]> {
   const socks: dgram.Socket[] = [];
   for (let i = 0; i < n; i++) {
@@ -64,7 +60,7 @@ const prelude = (ip: string): string => `
 warm() { i=0; while [ $i -lt 15 ]; do ping -c 1 -W 1 $1 >/dev/null 2>&1 && return 0; i=$((i+1)); done; return 1; }
 # pingt NAME IP: three pings; prints "QNET ping-NAME <exit code> <replies received>"
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }
@@ -121,7 +117,7 @@ pingt spoof ${IP.a}
 
 // ---------------------------------------------------------------------------------------------
 
-describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
+describe('qnet switch with real QEMU guests', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-switch-');
   const s1 = join(dir.path, 's1.sock');
   const s2 = join(dir.path, 's2.sock');
@@ -154,7 +150,7 @@ describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
         '-device', `virtio-net-pci,netdev=n0,mac=${mac}`,
       ];
       const boots = await Promise.all([
-        bootGuest({ name: 'sw-a', netArgs: stream(s1, MAC.a), script: scriptA, timeoutMs: 120_000 }),
+        bootGuest({ name: 'sw-a', netArgs: stream(s1, MAC.a), script: scriptA, timeoutMs: 600_000 }),
         bootGuest({
           name: 'sw-b',
           netArgs: [
@@ -164,17 +160,17 @@ describe('qnet switch with real QEMU guests', { timeout: 150_000 }, () => {
           script: scriptB,
           timeoutMs: 120_000,
         }),
-        bootGuest({ name: 'sw-c', netArgs: stream(s2, MAC.c), script: scriptC, timeoutMs: 120_000 }),
-        bootGuest({ name: 'sw-e', netArgs: stream(s3, MAC.e), script: scriptE, timeoutMs: 120_000 }),
+        bootGuest({ name: 'sw-c', netArgs: stream(s2, MAC.c), script: scriptC, timeoutMs: 600_000 }),
+        bootGuest({ name: 'sw-e', netArgs: stream(s3, MAC.e), script: scriptE, timeoutMs: 600_000 }),
       ]);
       [g.a, g.b, g.c, g.e] = boots;
       guests.push(...boots);
-      await Promise.all(guests.map((x) => x.waitFor(/^QNET up$/m, 60_000)));
+      await Promise.all(guests.map((x) => x.waitFor(/^QNET up$/m, 180_000)));
       const tUp = Date.now();
       // Before anything pings: E has only sent from its own MAC, nothing was dropped as spoofed.
       before0 = await qnet.stats();
       for (const x of guests) x.write('go\n');
-      await Promise.all(guests.map((x) => x.waitFor(/^QNET finished$/m, 60_000)));
+      await Promise.all(guests.map((x) => x.waitFor(/^QNET finished$/m, 180_000)));
       after0 = await qnet.stats();
       const tDone = Date.now();
       ({ code: exitCode, final } = await qnet.stopWithStats());

@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { bootGuest, detectAccel, ensureGuestImage, guestMac, parseResults, parseResultLines, killAllGuests, type Guest } from '../helpers/guest.ts';
-import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns } from '../helpers/netns.ts';
+import { createNetns, veth, tap, cleanupNetns, cleanupStaleNetns, needsRoot } from '../helpers/netns.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
 
 after(async () => {
@@ -29,10 +29,10 @@ test('guest boots without network and runs /test.sh', async () => {
   const img = await ensureGuestImage();
   assert.ok(img.kernel && img.initrd);
   const accel = await detectAccel();
-  const g = await bootGuest({ name: 'plain', netArgs: [], script: 'echo QNET hello world\necho QNET uname $(uname -r)\n', timeoutMs: 90_000 });
+  const g = await bootGuest({ name: 'plain', netArgs: [], script: 'echo QNET hello world\necho QNET uname $(uname -r)\n', timeoutMs: 600_000 });
   try {
-    await g.waitFor(/QNET-INIT ready/, 60_000);
-    const m = await g.waitFor(/QNET-INIT test-exit (\d+)/, 30_000);
+    await g.waitFor(/QNET-INIT ready/, 180_000);
+    const m = await g.waitFor(/QNET-INIT test-exit (\d+)/, 90_000);
     assert.equal(m[1], '0');
     assert.equal(await g.waitForExit(15_000), 0);
     const r = g.results();
@@ -47,7 +47,7 @@ test('guest boots without network and runs /test.sh', async () => {
 test('waitFor rejects with console tail when the guest exits', async () => {
   const g = await bootGuest({ name: 'quick', netArgs: [], script: 'echo QNET bye now' });
   try {
-    await assert.rejects(g.waitFor(/never-printed/, 60_000), (e: Error) => /QEMU exited/.test(e.message) && /QNET bye now/.test(e.message));
+    await assert.rejects(g.waitFor(/never-printed/, 180_000), (e: Error) => /QEMU exited/.test(e.message) && /QNET bye now/.test(e.message));
   } finally {
     await g.kill();
   }
@@ -81,10 +81,10 @@ sleep 3
 `;
   const guests: Guest[] = [];
   try {
-    guests.push(await bootGuest({ name: 'dg-a', netArgs: nic(sa, sb, 1), script: script('192.168.77.1', '192.168.77.2'), timeoutMs: 150_000 }));
-    guests.push(await bootGuest({ name: 'dg-b', netArgs: nic(sb, sa, 2), script: script('192.168.77.2', '192.168.77.1'), timeoutMs: 150_000 }));
+    guests.push(await bootGuest({ name: 'dg-a', netArgs: nic(sa, sb, 1), script: script('192.168.77.1', '192.168.77.2'), timeoutMs: 600_000 }));
+    guests.push(await bootGuest({ name: 'dg-b', netArgs: nic(sb, sa, 2), script: script('192.168.77.2', '192.168.77.1'), timeoutMs: 600_000 }));
     for (const g of guests) {
-      const m = await g.waitFor(/QNET ping (\w+)/, 120_000);
+      const m = await g.waitFor(/QNET ping (\w+)/, 360_000);
       assert.equal(m[1], 'ok', g.output);
     }
     assert.deepEqual(guests[0].results().get('mac'), [guestMac(1)]);
@@ -96,7 +96,7 @@ sleep 3
   }
 });
 
-test('namespaces: veth between two namespaces', async () => {
+test('namespaces: veth between two namespaces', { skip: needsRoot }, async () => {
   cleanupStaleNetns();
   const a = await createNetns();
   const b = await createNetns();
@@ -114,7 +114,7 @@ test('namespaces: veth between two namespaces', async () => {
   await b.delete();
 });
 
-test('guest on a tap in a namespace gets a lease from udhcpd and pings the host side', async () => {
+test('guest on a tap in a namespace gets a lease from udhcpd and pings the host side', { skip: needsRoot }, async () => {
   const ns = await createNetns();
   const t = await tap(ns, { addr: '192.168.78.1/24' });
   const dir = makeTempDir('udhcpd-');
@@ -152,7 +152,7 @@ if ping -c 1 -W 3 192.168.78.1 >/dev/null 2>&1; then echo QNET ping ok; else ech
     timeoutMs: 120_000,
   });
   try {
-    await g.waitFor(/QNET ping \w+/, 100_000);
+    await g.waitFor(/QNET ping \w+/, 300_000);
     const r = g.results();
     assert.equal(r.has('dhcp-failed'), false, g.output + udhcpdLog);
     assert.deepEqual(r.get('dhcp-event'), ['bound', 'eth0']);

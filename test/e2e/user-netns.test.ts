@@ -8,7 +8,7 @@
 //
 // The guest (10.0.2.15 behind qnet) reaches all three through NAT: TCP payload round trip
 // (B sees A's address, 198.51.100.2), UDP request/reply, ping 198.51.100.1. A closed TCP
-// port on B is refused at once (B's RST becomes the guest's RST). 198.51.100.77 has no host:
+// port on B is refused (B's RST becomes the guest's RST). 198.51.100.77 has no host:
 // ping fails with no reply (qnet never fakes one) and a TCP connect fails with "host
 // unreachable" (A's failed ARP → EHOSTUNREACH → ICMP host unreachable to the guest).
 //
@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
-import { createNetns, veth, cleanupNetns, type Netns } from '../helpers/netns.ts';
+import { createNetns, veth, cleanupNetns, type Netns, needsRoot } from '../helpers/netns.ts';
 import { GUEST_SH_LIB, QnetUser, startServicesIn, streamNic } from '../helpers/user-net.ts';
 
 const TOKEN = randomBytes(5).toString('hex');
@@ -38,15 +38,15 @@ out=$(timeout 10 nslookup far.qnet.test ${B_IP} 2>&1); rc=$?
 echo QNET udp $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
 out=$(nslookup near.qnet.test 2>&1); rc=$?
 echo QNET dns $rc $(echo "$out" | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p' | tail -1)
-t0=$(now); out=$(timeout 20 nc ${B_IP} ${CLOSED_PORT} </dev/null 2>&1); rc=$?; t1=$(now)
-echo QNET refused $rc $((t1 - t0)) $(echo "$out" | oneline)
+out=$(timeout 20 nc ${B_IP} ${CLOSED_PORT} </dev/null 2>&1); rc=$?
+echo QNET refused $rc $(echo "$out" | oneline)
 pingt nobody ${NOBODY}
-t0=$(now); out=$(timeout 30 nc ${NOBODY} ${TCP_PORT} </dev/null 2>&1); rc=$?; t1=$(now)
-echo QNET unreach $rc $((t1 - t0)) $(echo "$out" | oneline)
+out=$(timeout 30 nc ${NOBODY} ${TCP_PORT} </dev/null 2>&1); rc=$?
+echo QNET unreach $rc $(echo "$out" | oneline)
 echo QNET finished
 `;
 
-describe('qnet user NAT to a host in another namespace', { timeout: 120_000 }, () => {
+describe('qnet user NAT to a host in another namespace', { timeout: 600_000, skip: needsRoot }, () => {
   const dir = makeTempDir('e2e-user-netns-');
   let a: Netns;
   let b: Netns;
@@ -68,8 +68,8 @@ describe('qnet user NAT to a host in another namespace', { timeout: 120_000 }, (
     await startServicesIn(a, dir.path, { dns: { addr: '127.0.0.1', port: 5353, table: { 'near.qnet.test': '203.0.113.8' } } });
     const sock = join(dir.path, 'user.sock');
     q = await QnetUser.start('hostname=netns-vm,dnsupstream=127.0.0.1:5353', sock, a);
-    g = await bootGuest({ name: 'user-netns', netnsName: a.name, netArgs: streamNic(sock, guestMac(21)), script, timeoutMs: 110_000 });
-    await g.waitFor(/QNET finished/, 100_000);
+    g = await bootGuest({ name: 'user-netns', netnsName: a.name, netArgs: streamNic(sock, guestMac(21)), script, timeoutMs: 600_000 });
+    await g.waitFor(/QNET finished/, 300_000);
     r = g.results();
   });
 
@@ -99,20 +99,20 @@ describe('qnet user NAT to a host in another namespace', { timeout: 120_000 }, (
     assert.deepEqual(r.get('ping-b'), ['0', '3'], g.output);
   });
 
-  test('closed port on the remote host: immediate refusal', () => {
+  test('closed port on the remote host: refused (its RST reaches the guest), counted', async () => {
     const v = r.get('refused') ?? [];
     assert.equal(v[0], '1', v.join(' '));
-    assert.ok(Number(v[1]) < 2000, `took ${v[1]} ms`);
-    assert.match(v.slice(2).join(' '), /Connection refused/);
+    assert.match(v.slice(1).join(' '), /Connection refused/);
+    assert.equal((await q.stats()).tcpNat.refused, 1);
   });
 
   test('an address with no host: ping gets no (fake) reply, TCP reports unreachable', async () => {
     assert.deepEqual(r.get('ping-nobody'), ['1', '0'], g.output);
     const v = r.get('unreach') ?? [];
     assert.equal(v[0], '1', v.join(' '));
-    // A's kernel gives up ARP after ~3 s; the guest hears it then, not after its own timeout
-    assert.ok(Number(v[1]) < 15_000, `took ${v[1]} ms`);
-    assert.match(v.slice(2).join(' '), /No route to host|Host is unreachable/);
+    // A's kernel gives up ARP, and the guest hears it as ICMP host unreachable (EHOSTUNREACH),
+    // not as its own connect timeout (that would say "timed out", or `timeout` would end nc)
+    assert.match(v.slice(1).join(' '), /No route to host|Host is unreachable/);
     const s = await q.stats();
     assert.ok(s.icmpNat.replies >= 3, JSON.stringify(s.icmpNat));
     assert.equal(s.icmpNat.notPermitted, 0);

@@ -12,7 +12,7 @@
 // nslookup through 10.0.2.3 (forwarded to the test's DNS server) incl. NXDOMAIN, and a DNS
 // query sent straight to 10.0.2.2:<test DNS port> (UDP NAT to loopback); TFTP download (two
 // block sizes) checked by md5; guestfwd tcp: and cmd: (output only, and input echoed by the
-// command); a TCP connect to a closed loopback port fails at once with "Connection refused" (RST, not a hang); a UDP query to a closed
+// command); a TCP connect to a closed loopback port fails with "Connection refused" (an RST, not a timeout) and is counted; a UDP query to a closed
 // loopback port is answered by ICMP port unreachable (the guest socket sees ECONNREFUSED and
 // its Icmp InDestUnreachs counter rises); the test fetches the guest's httpd through hostfwd.
 // Restricted guest: DHCP, ping 10.0.2.2 (answered by the gateway itself), wget/nc to the
@@ -26,6 +26,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootGuest, guestMac, killAllGuests, type Guest } from '../helpers/guest.ts';
 import { makeTempDir } from '../helpers/cleanup.ts';
+import { qnet, qnetJson } from '../helpers/qnetd.ts';
 import {
   QnetUser, startDns, startHttp, startTcpEcho, freeTcpPort, freeUdpPort, streamNic, type TestDns,
 } from '../helpers/user-net.ts';
@@ -39,13 +40,12 @@ const DNS_TABLE = { 'probe.qnet.test': '192.0.2.44', 'other.qnet.test': '192.0.2
 const MAC_MAIN = guestMac(11);
 const MAC_RESTR = guestMac(12);
 
-// Shell helpers shared by the guest scripts.  `now` is uptime in ms (centisecond resolution).
+// Shell helpers shared by the guest scripts.
 const prelude = `
-now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 udhcpc -i eth0 -n -q -t 5 -T 2 -O search -O tftp -O bootfile
 echo QNET dhcp-rc $?
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }
@@ -72,10 +72,10 @@ timeout 10 tftp -g -r ../etc/passwd -l /tmp/escape 10.0.2.2 >/dev/null 2>&1; ech
 echo QNET gfwd-tcp $(echo hello-gfwd | timeout 10 nc 10.0.2.100 4444 2>&1 | oneline)
 echo QNET gfwd-cmd $(timeout 10 nc 10.0.2.101 5555 </dev/null 2>&1 | oneline)
 echo QNET gfwd-cmd-io $(echo line-to-cmd | timeout 10 nc 10.0.2.102 6666 2>&1 | oneline)
-t0=$(now); out=$(timeout 20 nc 10.0.2.2 ${p.closedTcp} </dev/null 2>&1); rc=$?; t1=$(now)
-echo QNET refused $rc $((t1 - t0)) $(echo "$out" | oneline)
-t0=$(now); out=$(timeout 20 wget -q -O - http://10.0.2.2:${p.closedTcp}/ 2>&1); rc=$?; t1=$(now)
-echo QNET refused-wget $rc $((t1 - t0)) $(echo "$out" | oneline)
+out=$(timeout 20 nc 10.0.2.2 ${p.closedTcp} </dev/null 2>&1); rc=$?
+echo QNET refused $rc $(echo "$out" | oneline)
+out=$(timeout 20 wget -q -O - http://10.0.2.2:${p.closedTcp}/ 2>&1); rc=$?
+echo QNET refused-wget $rc $(echo "$out" | oneline)
 u0=$(awk '/^Icmp:/ { n++; if (n == 2) print $5 }' /proc/net/snmp)
 out=$(timeout 10 nslookup probe.qnet.test 10.0.2.2:${p.closedUdp} 2>&1); rc=$?
 u1=$(awk '/^Icmp:/ { n++; if (n == 2) print $5 }' /proc/net/snmp)
@@ -90,8 +90,8 @@ echo QNET finished
 function restrictedScript(p: Ports): string {
   return prelude + `
 pingt gw 10.0.2.2
-t0=$(now); out=$(timeout 20 wget -q -O - http://10.0.2.2:${p.http}/restricted 2>&1); rc=$?; t1=$(now)
-echo QNET r-wget $rc $((t1 - t0)) $(echo "$out" | oneline)
+out=$(timeout 20 wget -q -O - http://10.0.2.2:${p.http}/restricted 2>&1); rc=$?
+echo QNET r-wget $rc $(echo "$out" | oneline)
 out=$(echo x | timeout 20 nc 10.0.2.2 ${p.echo} 2>&1); rc=$?
 echo QNET r-nc $rc $(echo "$out" | oneline)
 out=$(nslookup probe.qnet.test 2>&1); rc=$?
@@ -113,7 +113,7 @@ async function fetchText(port: number): Promise<string> {
   }
 }
 
-describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
+describe('qnet user with real QEMU guests', { timeout: 600_000 }, () => {
   const dir = makeTempDir('e2e-user-');
   const tftpDir = join(dir.path, 'tftp');
   const blob = randomBytes(70_000); // 137 blocks of 512 bytes, 69 of 1024
@@ -129,6 +129,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
   let gRestr: Guest;
   let rMain: Map<string, string[]>;
   let rRestr: Map<string, string[]>;
+  const apiMain = join(dir.path, 'main.api');
   const t0 = Date.now();
 
   before(async () => {
@@ -153,13 +154,13 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
       `guestfwd=tcp:10.0.2.101:5555-cmd:echo ${CMD_TOKEN}`,
       'guestfwd=tcp:10.0.2.102:6666-cmd:head -n 1',
       `dnsupstream=127.0.0.1:${dns.port}`,
-    ].join(','), sMain);
+    ].join(','), sMain, undefined, ['--api', apiMain]);
     qRestr = await QnetUser.start(`restrict=on,hostname=qnet-r,hostfwd=tcp:127.0.0.1:${ports.hfRestr}-:80,dnsupstream=127.0.0.1:${dns.port}`, sRestr);
     [gMain, gRestr] = await Promise.all([
-      bootGuest({ name: 'user-main', netArgs: streamNic(sMain, MAC_MAIN), script: mainScript(ports), timeoutMs: 140_000 }),
-      bootGuest({ name: 'user-restricted', netArgs: streamNic(sRestr, MAC_RESTR), script: restrictedScript(ports), timeoutMs: 140_000 }),
+      bootGuest({ name: 'user-main', netArgs: streamNic(sMain, MAC_MAIN), script: mainScript(ports), timeoutMs: 600_000 }),
+      bootGuest({ name: 'user-restricted', netArgs: streamNic(sRestr, MAC_RESTR), script: restrictedScript(ports), timeoutMs: 600_000 }),
     ]);
-    await Promise.all([gMain.waitFor(/QNET httpd-up/, 110_000), gRestr.waitFor(/QNET httpd-up/, 110_000)]);
+    await Promise.all([gMain.waitFor(/QNET httpd-up/, 330_000), gRestr.waitFor(/QNET httpd-up/, 330_000)]);
     rMain = gMain.results();
     rRestr = gRestr.results();
   });
@@ -226,13 +227,14 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
     assert.deepEqual(rMain.get('gfwd-cmd-io'), ['line-to-cmd']);
   });
 
-  test('a refused TCP port fails at once in the guest (RST), not after a timeout', () => {
+  test('a refused TCP port is an RST in the guest ("Connection refused", not a timeout), counted', async () => {
     for (const key of ['refused', 'refused-wget']) {
       const r = rMain.get(key) ?? [];
+      // exit 1 with ECONNREFUSED; `timeout` would have ended it with 124/143 and no such text
       assert.equal(r[0], '1', `${key}: ${r.join(' ')}`);
-      assert.ok(Number(r[1]) < 2000, `${key} took ${r[1]} ms`);
-      assert.match(r.slice(2).join(' '), /Connection refused/);
+      assert.match(r.slice(1).join(' '), /Connection refused/);
     }
+    assert.equal((await qMain.stats()).tcpNat.refused, 2);
   });
 
   test('UDP to a closed host port gets ICMP port unreachable', () => {
@@ -246,12 +248,26 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
     assert.equal(await fetchText(ports.hfMain), GUEST_PAGE);
   });
 
+  test('forwards change at run time through qnet user --api: qnet forward add, ls, rm', async () => {
+    assert.ok(qMain.stdout.includes(`control: qnet forward ls|add|rm user ... --api ${apiMain}`), qMain.stdout);
+    const port = await freeTcpPort();
+    const add = await qnet(apiMain, ['forward', 'add', 'user', `tcp:${port}`, '10.0.2.15:80']);
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal(add.stdout, `tcp:127.0.0.1:${port}: tcp 127.0.0.1:${port} -> 10.0.2.15:80 on user\n`);
+    assert.equal(await fetchText(port), GUEST_PAGE);
+    const ls = await qnetJson<{ id: string; guest: string; guestPort: number; source: string; connections: number }[]>(apiMain, ['forward', 'ls', 'user']);
+    assert.deepEqual(ls.filter((f) => f.source === 'runtime').map((f) => [f.id, f.guest, f.guestPort, f.connections]), [[`tcp:127.0.0.1:${port}`, '10.0.2.15', 80, 1]]);
+    const rm = await qnet(apiMain, ['forward', 'rm', 'user', `tcp:${port}`]);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(await fetchText(port), /^ERR .*ECONNREFUSED/);
+    assert.deepEqual((await qnetJson<{ source: string }[]>(apiMain, ['forward', 'ls', 'user'])).filter((f) => f.source === 'runtime'), []);
+  });
+
   test('restrict=on: outbound TCP refused, gateway ping and DNS still served, hostfwd works', async () => {
     assert.deepEqual(rRestr.get('ping-gw'), ['0', '3'], gRestr.output);
     const w = rRestr.get('r-wget') ?? [];
     assert.equal(w[0], '1', w.join(' '));
-    assert.ok(Number(w[1]) < 2000, `refused after ${w[1]} ms`);
-    assert.match(w.slice(2).join(' '), /Connection refused/);
+    assert.match(w.slice(1).join(' '), /Connection refused/);
     assert.equal(rRestr.get('r-nc')?.[0], '1');
     assert.ok(!http.requests.includes('/restricted'), 'the loopback server never saw the restricted guest');
     assert.equal(echo.conns, 1, 'only the main guest\'s guestfwd reached the echo service');
@@ -271,7 +287,7 @@ describe('qnet user with real QEMU guests', { timeout: 150_000 }, () => {
     assert.ok(r.tcp.refused >= 2, JSON.stringify(r.tcp));
     gMain.write('go\n');
     gRestr.write('go\n');
-    await Promise.all([gMain.waitFor(/QNET finished/, 10_000), gRestr.waitFor(/QNET finished/, 10_000)]);
+    await Promise.all([gMain.waitFor(/QNET finished/, 30_000), gRestr.waitFor(/QNET finished/, 30_000)]);
     assert.deepEqual(await Promise.all([gMain.waitForExit(15_000), gRestr.waitForExit(15_000)]), [0, 0]);
     assert.equal(await qMain.stop(), 0);
     assert.equal(await qRestr.stop(), 0);

@@ -55,6 +55,19 @@ export interface BootOptions {
   qemu?: string;
   /** Another kernel + initramfs (default: the busybox test guest, ensureGuestImage()). */
   image?: GuestImage;
+  /**
+   * Run QEMU as this (unprivileged) user: the per-test files, and a copy of the kernel, go in a
+   * directory that user can read (the image cache may sit in root's home).
+   */
+  runAs?: RunAs;
+}
+
+/** A user to run a process as, through setpriv: no supplementary groups but `groups`. */
+export interface RunAs { uid: number; gid: number; groups?: number[] }
+
+/** The argv prefix that runs a command as `u` (setpriv; the caller must be root). */
+export function runAsArgv(u: RunAs): string[] {
+  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, ...(u.groups?.length ? [`--groups=${u.groups.join(',')}`] : ['--clear-groups'])];
 }
 
 export interface Guest {
@@ -297,6 +310,14 @@ function tail(s: string, n = 2048): string {
 async function buildQemuArgs(
   opts: Omit<BootOptions, 'netArgs'>, dir: string, img: GuestImage, accel: Accel, name: string, netArgs: string[], extraArgs: string[],
 ): Promise<string[]> {
+  if (opts.runAs) {
+    // readable for the user QEMU runs as: the directory, the initrd built below, the kernel
+    await chmod(dir, 0o755);
+    const kernel = join(dir, 'vmlinuz');
+    await copyFile(img.kernel, kernel);
+    await chmod(kernel, 0o644);
+    img = { ...img, kernel };
+  }
   // Per-test cpio appended to the base initramfs (padded to 512 bytes; the kernel
   // needs uncompressed cpio members to start 4-byte aligned and skips zero padding).
   const rootDir = join(dir, 'root');
@@ -316,6 +337,7 @@ async function buildQemuArgs(
       await fh.close();
     }
   }
+  if (opts.runAs) await chmod(initrd, 0o644);
   const cmdline = ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', opts.append ?? ''].filter(Boolean).join(' ');
   return [
     '-name', name,
@@ -377,6 +399,7 @@ export async function bootGuest(opts: BootOptions): Promise<Guest> {
     const qemuArgs = await buildQemuArgs(opts, tmp.path, img, accel, name, netArgs, extraArgs);
     let argv = [opts.qemu ?? 'qemu-system-x86_64', ...qemuArgs];
     if (await hasPdeathsig()) argv = ['setpriv', '--pdeathsig', 'KILL', ...argv];
+    if (opts.runAs) argv = [...runAsArgv(opts.runAs), ...argv];
     if (opts.netnsName) argv = ['ip', 'netns', 'exec', opts.netnsName, ...argv];
 
     const startedAt = Date.now();

@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { guestQemuCommand, type BootOptions } from './guest.ts';
 import { RunGuest } from './qnetd.ts';
-import { repoRoot, sleep } from './user-net.ts';
+import { repoRoot } from './user-net.ts';
+import { waitFor } from './wait.ts';
 import type { Netns } from './netns.ts';
 
 export const NOBODY = 65534;
@@ -67,11 +68,7 @@ export function pingReplies(g: RunGuest, from: string): { t: number; seq: number
 
 /** Wait for cond() with a deadline (a hang guard, not a timing assertion). */
 export async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string, diag: () => string = () => ''): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}\n${diag()}`);
-    await sleep(20);
-  }
+  await waitFor(cond, { what, timeoutMs: ms, diag, intervalMs: 20 });
 }
 
 /** Interface names in the namespace. */

@@ -11,6 +11,7 @@
 
 import { spawn, execFile, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { onExit } from './cleanup.ts';
+import { waitFor } from './wait.ts';
 
 export interface ExecResult {
   code: number | null;
@@ -24,6 +25,9 @@ export interface ExecOptions {
   /** Kill the command (SIGKILL) after this long (default 60 s). */
   timeoutMs?: number;
 }
+
+/** For `{ skip: needsRoot }`: network namespaces (and taps in them) need root. */
+export const needsRoot: string | false = process.getuid?.() === 0 ? false : 'needs root (network namespaces)';
 
 let nsCounter = 0;
 let ifCounter = 0;
@@ -132,7 +136,8 @@ export class Netns {
     this.deleted = true;
     registry.delete(this.name);
     this.killAllSync();
-    await new Promise((r) => setTimeout(r, 20));
+    // the namespace goes once nothing runs in it any more (best effort: delete it anyway)
+    await waitFor(async () => (await execRaw(['ip', 'netns', 'pids', this.name])).stdout.trim() === '', { what: `the processes in ${this.name} to end`, timeoutMs: 5000 }).catch(() => {});
     await execRaw(['ip', 'netns', 'del', this.name]);
   }
 

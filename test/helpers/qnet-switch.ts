@@ -4,8 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { waitFor } from './wait.ts';
+
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const deadline = (ms: number) => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
 
 export interface PortStats {
@@ -31,29 +32,31 @@ export class QnetSwitch {
   }
   get pid(): number { return this.child.pid!; }
   get alive(): boolean { return this.exitCode === undefined; }
-  static async start(args: string[], listeners: number): Promise<QnetSwitch> {
-    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `prefix` runs it through e.g. runAsArgv(nobody). */
+  static async start(args: string[], listeners: number, prefix: string[] = [], env?: NodeJS.ProcessEnv): Promise<QnetSwitch> {
+    const argv = [...prefix, process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'switch', ...args];
+    const child = spawn(argv[0], argv.slice(1), { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const q = new QnetSwitch(child);
-    const end = Date.now() + 20_000;
-    while ((q.stdout.match(/listening on /g) ?? []).length < listeners) {
-      if (!q.alive) throw new Error(`qnet switch exited (${q.exitCode}):\n${q.stderr}${q.stdout}`);
-      if (Date.now() > end) { q.kill(); throw new Error(`qnet switch did not start:\n${q.stderr}${q.stdout}`); }
-      await sleep(25);
+    try {
+      await waitFor(() => (q.stdout.match(/listening on /g) ?? []).length >= listeners, {
+        what: `qnet switch to listen on ${listeners} attach points`, timeoutMs: 30_000, diag: () => q.stderr + q.stdout,
+        abort: () => !q.alive && `qnet switch exited (${q.exitCode})`,
+      });
+    } catch (e) {
+      q.kill();
+      throw e;
     }
     return q;
   }
   private jsonLines(): string[] { return this.stdout.split('\n').filter((l) => l.startsWith('{')); }
-  async stats(ms = 5000): Promise<SwitchStats> {
+  async stats(ms = 10_000): Promise<SwitchStats> {
     const n = this.jsonLines().length;
     process.kill(this.pid, 'SIGUSR1');
-    const end = Date.now() + ms;
-    for (;;) {
-      const lines = this.jsonLines();
-      if (lines.length > n && this.stdout.endsWith('\n')) return JSON.parse(lines[n]) as SwitchStats;
-      if (!this.alive) throw new Error(`qnet switch exited (${this.exitCode ?? this.exitSignal}) before answering SIGUSR1:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`no SIGUSR1 answer within ${ms} ms:\n${this.stderr}`);
-      await sleep(20);
-    }
+    const line = await waitFor(() => { const l = this.jsonLines(); return l.length > n && this.stdout.endsWith('\n') && l[n]; }, {
+      what: 'the SIGUSR1 counters', timeoutMs: ms, diag: () => this.stderr,
+      abort: () => !this.alive && `qnet switch exited (${this.exitCode ?? this.exitSignal})`,
+    });
+    return JSON.parse(line) as SwitchStats;
   }
   async stop(ms = 5000): Promise<number | null | 'timeout'> {
     if (!this.alive) return this.exitCode ?? null;

@@ -8,7 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { onExit } from './cleanup.ts';
 import { guestQemuCommand, parseResults, type BootOptions } from './guest.ts';
-import { repoRoot, sleep } from './user-net.ts';
+import { repoRoot } from './user-net.ts';
+import { waitFor } from './wait.ts';
 
 export const QNET = join(repoRoot, 'bin', 'qnet.js');
 
@@ -68,7 +69,7 @@ export interface DaemonOptions {
   runtimeDir?: string;
   stateDir?: string;
   env?: NodeJS.ProcessEnv;
-  /** run `qnet up` through this, e.g. ['ip', 'netns', 'exec', NS] (it must exec, so the pid stays node's) */
+  /** run `qnet up` through this: a namespace (['ip', 'netns', 'exec', NS]), another user (runAsArgv); it must exec, so the pid stays node's */
   prefix?: string[];
 }
 
@@ -89,11 +90,14 @@ export class Daemon extends Proc {
     Object.assign(env, o.env);
     const argv = [...(o.prefix ?? []), process.execPath, ...args];
     const d = new Daemon(spawn(argv[0], argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }), o.api);
-    const end = Date.now() + 20_000;
-    while (!d.stdout.includes('control API on')) {
-      if (!d.running) throw new Error(`qnet up exited (${d.exitCode}):\n${tail(d.stderr)}${tail(d.stdout)}`);
-      if (Date.now() > end) { await d.stop('SIGKILL'); throw new Error(`qnet up did not start:\n${tail(d.stderr)}${tail(d.stdout)}`); }
-      await sleep(20);
+    try {
+      await waitFor(() => d.stdout.includes('control API on'), {
+        what: 'qnet up to start', timeoutMs: 30_000, diag: () => tail(d.stderr) + tail(d.stdout),
+        abort: () => !d.running && `qnet up exited (${d.exitCode})`,
+      });
+    } catch (e) {
+      await d.stop('SIGKILL');
+      throw e;
     }
     d.readyAt = Date.now();
     return d;
@@ -101,12 +105,10 @@ export class Daemon extends Proc {
 
   /** Wait until the daemon logged a line matching `re` (stderr) after offset `from`. */
   async waitLog(re: RegExp, ms: number, from = 0): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.stderr.slice(from))) {
-      if (!this.running) throw new Error(`qnet up exited while waiting for ${re}:\n${tail(this.stderr)}`);
-      if (Date.now() > end) throw new Error(`qnet up did not log ${re} within ${ms} ms:\n${tail(this.stderr)}`);
-      await sleep(20);
-    }
+    await waitFor(() => re.test(this.stderr.slice(from)), {
+      what: `qnet up to log ${re}`, timeoutMs: ms, diag: () => tail(this.stderr),
+      abort: () => !this.running && 'qnet up exited',
+    });
   }
 }
 
@@ -153,8 +155,8 @@ export class RunGuest extends Proc {
 
   /**
    * opts.prefix runs qnet run through it (a namespace, another user: ['ip', 'netns', 'exec', NS,
-   * 'setpriv', ...]); opts.qemu rewrites QEMU's argv first (e.g. to a copy of the image another
-   * user can read); opts.runArgs are more `qnet run` options (--mac).
+   * 'setpriv', ...]; give guest.runAs that user, so QEMU can read its files); opts.qemu rewrites
+   * QEMU's argv first; opts.runArgs are more `qnet run` options (--mac).
    */
   static async start(api: string | undefined, network: string, name: string, guest: Omit<BootOptions, 'netArgs' | 'netnsName' | 'timeoutMs'>,
     opts: { env?: NodeJS.ProcessEnv; model?: string; prefix?: string[]; qemu?: (argv: string[]) => string[]; runArgs?: string[] } = {}): Promise<RunGuest> {
@@ -184,15 +186,12 @@ export class RunGuest extends Proc {
 
   /** Wait for `re` in complete console lines (from offset `from`). */
   async waitFor(re: RegExp, ms: number, from = 0): Promise<RegExpMatchArray> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const text = this.running ? this.stdout.slice(0, this.stdout.lastIndexOf('\n') + 1) : this.stdout;
-      const m = text.slice(from).match(re);
-      if (m) return m;
-      if (!this.running) throw new Error(`${this.name}: qnet run exited (${this.exitCode}) while waiting for ${re}\n${this.diag()}`);
-      if (Date.now() > end) throw new Error(`${this.name}: timed out after ${ms} ms waiting for ${re}\n${this.diag()}`);
-      await sleep(25);
-    }
+    // only complete lines while QEMU runs (so a half-written line never matches)
+    const match = () => (this.running ? this.stdout.slice(0, this.stdout.lastIndexOf('\n') + 1) : this.stdout).slice(from).match(re);
+    return waitFor(match, {
+      what: `${this.name}: ${re}`, timeoutMs: ms, diag: () => this.diag(),
+      abort: () => !this.running && !match() && `${this.name}: qnet run exited (${this.exitCode})`,
+    });
   }
 
   /** Write to the guest's serial console (stdin of its /test.sh). */

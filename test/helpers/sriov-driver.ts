@@ -27,6 +27,7 @@ import { QmpClient } from '../../src/qemu/qmp.ts';
 import { ApiClient } from '../../src/daemon/client.ts';
 import type { NetworkInfo, VmRecord } from '../../src/daemon/types.ts';
 import { LAYOUT } from './sysfs-layout.ts';
+import { waitFor } from './wait.ts';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const QNET = path.join(REPO, 'bin', 'qnet.js');
@@ -54,14 +55,8 @@ function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 60_000 }, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`)) : resolve(out))));
 }
 const driverOf = (bdf: string): string => { try { return path.basename(fs.readlinkSync(`/sys/bus/pci/devices/${bdf}/driver`)); } catch { return 'none'; } };
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 120_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 400_000): Promise<T> {
+  return (await waitFor(fn, { what, timeoutMs: ms, intervalMs: 100 })) as T;
 }
 function start(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { output: () => string } {
   const c = spawn(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });

@@ -54,7 +54,7 @@ export function bootSriovGuest(b: SriovBed, script: string, o: { timeoutMs?: num
     image: { kernel: b.kernel, initrd: b.initrd },
     accel: 'tcg',
     memoryMb: o.memoryMb ?? 1536,
-    timeoutMs: o.timeoutMs ?? 600_000,
+    timeoutMs: o.timeoutMs ?? 1_440_000,
     // no_timer_check: on a loaded host TCG's timer ticks can miss the kernel's early check
     // that the timer interrupt works, and with interrupt remapping on that check panics
     // ("timer doesn't work through Interrupt-remapped IO-APIC") instead of falling back

@@ -11,6 +11,7 @@ import type { Port } from '../../src/link/port.ts';
 import { parseIp4 } from '../../src/wire/addr.ts';
 import { createNetns, tap, cleanupNetns, type Netns } from './netns.ts';
 import { makeTempDir } from './cleanup.ts';
+import { waitFor } from './wait.ts';
 
 export interface TapGuest {
   ns: Netns;
@@ -42,8 +43,7 @@ export async function startTapGuest(opts: { onPort?: (p: Port) => void } = {}): 
   const qemu = ns.spawn(['qemu-system-x86_64', '-M', 'none', '-nodefaults', '-display', 'none',
     '-netdev', `tap,id=t0,ifname=${dev},script=no,downscript=no`, '-netdev', 'hubport,id=h0,hubid=0,netdev=t0',
     '-netdev', `stream,id=s0,server=off,addr.type=unix,addr.path=${sock}`, '-netdev', 'hubport,id=h1,hubid=0,netdev=s0'], { stdio: 'ignore' });
-  for (let i = 0; i < 100 && sw.ports.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
-  if (sw.ports.size < 2) throw new Error('the QEMU tap relay did not connect to qnet');
+  await waitFor(() => sw.ports.size >= 2, { what: 'the QEMU tap relay to connect to qnet', timeoutMs: 20_000 });
   return {
     ns, sw, gw, tcp, dir: tmp.path,
     async close() {

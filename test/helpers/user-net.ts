@@ -12,9 +12,9 @@ import { writeFileSync } from 'node:fs';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.ts';
+import { waitFor } from './wait.ts';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** QEMU arguments for a virtio NIC on a qnet stream socket. */
 export function streamNic(sock: string, mac: string, id = 'n0'): string[] {
@@ -61,32 +61,33 @@ export class QnetUser {
    * is node's own, since `ip netns exec` and setpriv exec). Resolves once qnet printed its
    * attach hint, i.e. the socket is listening.
    */
-  static async start(opts: string, sock: string, ns?: Netns, extra: string[] = []): Promise<QnetUser> {
-    const argv = [process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'user', opts, '--listen', `unix:${sock}`, ...extra];
-    const child = ns ? ns.spawn(argv, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(argv[0], argv.slice(1), { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  static async start(opts: string, sock: string, ns?: Netns, extra: string[] = [], o: { prefix?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<QnetUser> {
+    const argv = [...(o.prefix ?? []), process.execPath, join(repoRoot, 'bin', 'qnet.js'), 'user', opts, '--listen', `unix:${sock}`, ...extra];
+    const env = { ...process.env, ...o.env };
+    const child = ns ? ns.spawn(argv, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(argv[0], argv.slice(1), { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const q = new QnetUser(child);
-    const end = Date.now() + 20_000;
-    while (!q.stdout.includes('attach QEMU with')) {
-      if (q.exitCode !== undefined) throw new Error(`qnet user exited (${q.exitCode}):\n${q.stderr}${q.stdout}`);
-      if (Date.now() > end) { q.kill(); throw new Error(`qnet user did not start:\n${q.stderr}${q.stdout}`); }
-      await sleep(25);
+    try {
+      await waitFor(() => q.stdout.includes('attach QEMU with'), {
+        what: 'qnet user to listen', timeoutMs: 30_000, diag: () => q.stderr + q.stdout,
+        abort: () => q.exitCode !== undefined && `qnet user exited (${q.exitCode})`,
+      });
+    } catch (e) {
+      q.kill();
+      throw e;
     }
     return q;
   }
 
   /** SIGUSR1 → the JSON counters line. */
-  async stats(ms = 5000): Promise<Record<string, any>> {
+  async stats(ms = 10_000): Promise<Record<string, any>> {
     const lines = (): string[] => this.stdout.split('\n').filter((l) => l.startsWith('{'));
     const n = lines().length;
     process.kill(this.pid, 'SIGUSR1');
-    const end = Date.now() + ms;
-    for (;;) {
-      const l = lines();
-      if (l.length > n && this.stdout.endsWith('\n')) return JSON.parse(l[n]) as Record<string, any>;
-      if (this.exitCode !== undefined) throw new Error(`qnet user exited (${this.exitCode}):\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`no SIGUSR1 answer within ${ms} ms`);
-      await sleep(20);
-    }
+    const line = await waitFor(() => { const l = lines(); return l.length > n && this.stdout.endsWith('\n') && l[n]; }, {
+      what: 'the SIGUSR1 counters', timeoutMs: ms, diag: () => this.stderr,
+      abort: () => this.exitCode !== undefined && `qnet user exited (${this.exitCode})`,
+    });
+    return JSON.parse(line) as Record<string, any>;
   }
 
   /** SIGTERM, then SIGKILL if it lingers; resolves with the exit code. */
@@ -279,20 +280,21 @@ export async function startServicesIn(ns: Netns, dir: string, spec: ServicesSpec
   child.stderr!.setEncoding('utf8');
   child.stdout!.on('data', (d: string) => (out += d));
   child.stderr!.on('data', (d: string) => (out += d));
-  const end = Date.now() + 15_000;
-  while (!out.includes('services ready')) {
-    if (child.exitCode !== null) throw new Error(`services in ${ns.name} exited (${child.exitCode}):\n${out}`);
-    if (Date.now() > end) throw new Error(`services in ${ns.name} did not start:\n${out}`);
-    await sleep(25);
-  }
+  await waitFor(() => out.includes('services ready'), {
+    what: `the services in ${ns.name}`, timeoutMs: 30_000, diag: () => out,
+    abort: () => child.exitCode !== null && `services in ${ns.name} exited (${child.exitCode})`,
+  });
   return child;
 }
 
-/** Shell functions for guest scripts: now (ms uptime), oneline, pingt NAME IP -> `QNET ping-NAME rc received`. */
+/**
+ * Shell functions for guest scripts: now (ms uptime), oneline, pingt NAME IP -> `QNET ping-NAME rc
+ * received` (three pings; -W 5 waits that long for the last reply, a hang guard for busy machines).
+ */
 export const GUEST_SH_LIB = `now() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 oneline() { tr '\\n' ' ' | tr -s ' '; }
 pingt() {
-  out=$(ping -c 3 -W 2 $2 2>&1); rc=$?
+  out=$(ping -c 3 -W 5 $2 2>&1); rc=$?
   rx=$(echo "$out" | sed -n 's/.* \\([0-9][0-9]*\\) packets received.*/\\1/p')
   echo "QNET ping-$1 $rc \${rx:-0}"
 }

@@ -65,10 +65,14 @@ Buffer.alloc(6, 0xff).copy(arp, 0); guest.copy(arp, 6); arp.writeUInt16BE(0x0806
 arp.writeUInt16BE(1, 14); arp.writeUInt16BE(0x0800, 16); arp[18] = 6; arp[19] = 4; arp.writeUInt16BE(1, 20);
 guest.copy(arp, 22); Buffer.from([10, 66, 0, 2]).copy(arp, 28); Buffer.from([10, 66, 0, 1]).copy(arp, 38);
 port.send(arp);
-setTimeout(() => {
+// report once the echo reply is in (the 10 s limit only guards a hang)
+const report = () => {
+  clearInterval(poll); clearTimeout(guard);
   console.log(JSON.stringify({ name: port.ifname, busy, got, counters: port.counters }));
   port.close();
-}, 500);
+};
+const poll = setInterval(() => { if (got.echoReply) report(); }, 5);
+const guard = setTimeout(report, 10_000);
 `;
 
 test('tap: frames in and out of a tap device inside a namespace', { skip: !isRoot && 'needs root for ip netns' }, async () => {

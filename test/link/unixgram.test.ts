@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { UnixDgramEndpoint, type UnixDgramPeerPort } from '../../src/link/unixgram.ts';
 import { MAX_FRAME } from '../../src/link/port.ts';
 import { sys, receiveBuffers, type SysHandle } from '../../src/link/sys.ts';
-import { delay, makeFrame, tmpDir } from './peers.ts';
+import { makeFrame, tmpDir } from './peers.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';
@@ -32,13 +33,7 @@ class UnixPeer {
   close(): void { sys().close(this.h); }
 }
 
-async function until(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await delay(5);
-  }
-}
+const until = (cond: () => boolean, what = 'the condition') => waitFor(cond, { what });
 
 /** An endpoint wired as a two-port hub: a frame from one port goes out of every other. */
 async function hub(dir: string) {
@@ -150,8 +145,11 @@ test('unixgram: stale socket file is replaced, a live one is refused', async () 
   await assert.rejects(UnixDgramEndpoint.bind(p), /another process is bound/);
   // simulate a crash: close the socket but leave the file
   sys().close((first as unknown as { handle: SysHandle }).handle);
-  await delay(10);
-  const second = await UnixDgramEndpoint.bind(p);
+  // the native close completes on the event loop: until then the old socket still counts as live
+  const second = await waitFor(() => UnixDgramEndpoint.bind(p).catch((e: Error) => {
+    if (/another process is bound/.test(e.message)) return null;
+    throw e;
+  }), { what: 'the crashed socket to be gone and its file replaced' });
   second.close();
   first.close();
   fs.writeFileSync(p, 'x');
@@ -189,7 +187,8 @@ test('unixgram: QEMU -netdev dgram with unix addresses starts against the endpoi
   child.on('exit', (code) => { exited = code; });
   child.on('error', (e) => { spawnError = e; });
   try {
-    await delay(1500);
+    // QEMU has started once it bound its local path (or it failed)
+    await waitFor(() => spawnError || exited !== undefined || (fs.existsSync(local) && fs.statSync(local).isSocket()), { what: "QEMU's local socket", timeoutMs: 20_000 });
     if (spawnError) { t.skip(`${qemu} not available: ${(spawnError as Error).message}`); return; }
     assert.equal(exited, undefined, `QEMU exited (${exited}): ${stderr}`);
     assert.ok(fs.statSync(local).isSocket(), 'QEMU bound its local path');

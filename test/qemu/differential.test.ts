@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import { lint } from '../../src/qemu/lint.ts';
 import { convert } from '../../src/qemu/convert.ts';
 import { adopt } from '../../src/qemu/adopt.ts';
 import { parseQemuOpts } from '../../src/qemu/opts.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const QEMU = 'qemu-system-x86_64';
 const haveQemu = spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status === 0;
@@ -64,21 +65,30 @@ export function reduce(c: Case): { argv: string[] } | { skip: string } {
 }
 
 let seq = 0;
-/** Start QEMU paused; 'accept' once QMP answers a command (start-up finished), 'reject' if it exits non-zero first. */
-function runQemu(dir: string, args: string[]): Promise<{ verdict: 'accept' | 'reject'; stderr: string }> {
+type Verdict = 'accept' | 'reject' | 'no-answer';
+/** A QEMU that neither answers QMP nor exits within this long has hung: a verdict of its own. */
+const HANG_MS = 30_000;
+
+/**
+ * Start QEMU paused: 'accept' once QMP answers a command (start-up finished), 'reject' if it
+ * exits non-zero first, 'no-answer' if it does neither in HANG_MS (never taken for agreement).
+ * Resolves only once that QEMU is gone, so the next one can bind the same ports.
+ */
+function runQemuOnce(dir: string, args: string[]): Promise<{ verdict: Verdict; stderr: string }> {
   const sock = join(dir, `q${seq++}.sock`);
   const child = spawn(QEMU, ['-S', '-display', 'none', '-nodefaults', '-monitor', 'none', '-qmp', `unix:${sock},server=on,wait=off`, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
+  const gone = new Promise<void>((r) => child.once('close', () => r()));
   return new Promise((resolve) => {
     let done = false;
-    const finish = (verdict: 'accept' | 'reject') => {
+    const finish = (verdict: Verdict) => {
       if (done) return;
       done = true;
       clearInterval(poll);
       clearTimeout(limit);
       if (child.exitCode === null) child.kill('SIGKILL');
-      resolve({ verdict, stderr });
+      void gone.then(() => resolve({ verdict, stderr }));
     };
     child.on('exit', (code) => finish(code === 0 ? 'accept' : 'reject'));
     let connected = false;
@@ -99,12 +109,56 @@ function runQemu(dir: string, args: string[]): Promise<{ verdict: 'accept' | 're
         if (/"status"\s*:/.test(buf)) { s.destroy(); finish('accept'); }
       });
     }, 60);
-    const limit = setTimeout(() => finish('accept'), 15000);
+    const limit = setTimeout(() => finish('no-answer'), HANG_MS);
   });
 }
 
-async function inBatches<T>(items: T[], size: number, fn: (x: T) => Promise<void>): Promise<void> {
-  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(fn));
+/** TCP/UDP ports on loopback that a case's options bind or connect to. */
+function portsOf(args: string[]): number[] {
+  return [...args.join(' ').matchAll(/(?:127\.0\.0\.1|localhost):(\d+)/g)].map((m) => Number(m[1]));
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * runQemuOnce, again if QEMU could not bind a fixed loopback port that something else on this
+ * machine holds for a moment (another test run): after that port is free again.
+ */
+async function runQemu(dir: string, args: string[]): Promise<{ verdict: Verdict; stderr: string }> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await runQemuOnce(dir, args);
+    if (r.verdict !== 'reject' || !/Address already in use/.test(r.stderr) || attempt === 3) return r;
+    for (const p of portsOf(args)) {
+      await waitFor(() => portFree(p), { what: `loopback port ${p} to be free`, timeoutMs: 20_000, intervalMs: 100 });
+    }
+  }
+}
+
+/** Run fn over items, two at a time, never two at once whose loopback ports overlap. */
+async function inPairs<T>(items: T[], ports: (x: T) => number[], fn: (x: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  const busy = new Set<number>();
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const i = queue.findIndex((x) => ports(x).every((p) => !busy.has(p)));
+      if (i < 0) {
+        if (queue.length === 0) return;
+        await waitFor(() => queue.some((x) => ports(x).every((p) => !busy.has(p))) || queue.length === 0, { what: 'a case whose ports are free', timeoutMs: 120_000 });
+        continue;
+      }
+      const [x] = queue.splice(i, 1);
+      const mine = ports(x);
+      mine.forEach((p) => busy.add(p));
+      try { await fn(x); } finally { mine.forEach((p) => busy.delete(p)); }
+    }
+  };
+  await Promise.all([worker(), worker()]);
 }
 
 test('QEMU and qnet agree on every case QEMU can start here', { skip: !haveQemu && `${QEMU} not installed`, timeout: 180_000 }, async (t) => {
@@ -118,11 +172,16 @@ test('QEMU and qnet agree on every case QEMU can start here', { skip: !haveQemu 
   }
   const mismatches: string[] = [];
   const convertRejected: string[] = [];
+  const hung: string[] = [];
   let agreed = 0, converted = 0;
   try {
-    await inBatches(runnable, 2, async ({ c, argv }) => {
+    await inPairs(runnable, ({ argv }) => portsOf(argv), async ({ c, argv }) => {
       const mine = lint(argv);
       const q = await runQemu(dir, argv);
+      if (q.verdict === 'no-answer') {
+        hung.push(`${c.name}\n    qemu ${shellJoin(argv)}\n    neither answered QMP nor exited in ${HANG_MS / 1000} s`);
+        return;
+      }
       if ((q.verdict === 'accept') !== mine.ok) {
         mismatches.push(`${c.name}\n    qemu ${shellJoin(argv)}\n    QEMU: ${q.verdict} ${q.stderr.trim().split('\n')[0] ?? ''}\n    qnet: ${mine.ok ? 'ok' : mine.diagnostics.filter((d) => d.severity === 'error').map((d) => d.message).join('; ')}`);
         return;
@@ -135,14 +194,14 @@ test('QEMU and qnet agree on every case QEMU can start here', { skip: !haveQemu 
         if (shellJoin(conv.args!) === shellJoin(argv)) continue;
         const r = await runQemu(dir, conv.args!);
         converted++;
-        if (r.verdict !== 'accept') convertRejected.push(`${c.name} (--to ${to})\n    qemu ${shellJoin(conv.args!)}\n    ${r.stderr.trim()}`);
+        if (r.verdict !== 'accept') convertRejected.push(`${c.name} (--to ${to}): ${r.verdict}\n    qemu ${shellJoin(conv.args!)}\n    ${r.stderr.trim()}`);
       }
       // adopt's rewrite (stream clients of qnet sockets that don't exist yet) must start too.
       const ad = adopt(argv, { socketDir: dir });
       if (ad.ok && ad.services.length) {
         const r = await runQemu(dir, ad.args!);
         converted++;
-        if (r.verdict !== 'accept') convertRejected.push(`${c.name} (adopt)\n    qemu ${shellJoin(ad.args!)}\n    ${r.stderr.trim()}`);
+        if (r.verdict !== 'accept') convertRejected.push(`${c.name} (adopt): ${r.verdict}\n    qemu ${shellJoin(ad.args!)}\n    ${r.stderr.trim()}`);
       }
     });
   } finally {
@@ -150,6 +209,7 @@ test('QEMU and qnet agree on every case QEMU can start here', { skip: !haveQemu 
   }
   t.diagnostic(`runnable ${runnable.length}, agreed ${agreed}, converted forms started ${converted}, skipped ${skipped.length}`);
   assert.ok(runnable.length >= 60, `only ${runnable.length} cases could run`);
+  assert.deepEqual(hung, [], `QEMU hung (no verdict):\n${hung.join('\n')}`);
   assert.deepEqual(mismatches, [], `verdicts differ:\n${mismatches.join('\n')}`);
   assert.deepEqual(convertRejected, [], `QEMU rejected converted forms:\n${convertRejected.join('\n')}`);
 });

@@ -4,6 +4,9 @@ import { CASES } from './cases.ts';
 import { shellJoin, shellSplit, stripProgram } from '../../src/qemu/args.ts';
 import { lint } from '../../src/qemu/lint.ts';
 import { convert } from '../../src/qemu/convert.ts';
+import { checkLibvirt, shapesOf } from './libvirt-oracle.ts';
+
+const shapesSeen = new Set<string>();
 
 export function caseArgs(s: string): string[] {
   return stripProgram(shellSplit(s)).args;
@@ -47,7 +50,15 @@ for (const c of CASES) {
       const n = convert(argv, 'nic');
       assert.ok(lint(n.args!).ok, `--to nic form has errors: ${shellJoin(n.args!)}`);
       const x = convert(argv, 'libvirt');
-      assert.ok(x.ok && x.xml && x.xml.length > 0);
+      assert.ok(x.ok && x.xml, 'convert --to libvirt');
+      checkLibvirt(conv.args!, x.xml);
+      for (const sh of shapesOf(x.xml)) shapesSeen.add(sh);
     }
   });
 }
+
+// Every <interface> type the converter can emit, and <hostdev>, comes up in the table (and
+// so is checked against the libvirt oracle above at least once).
+test('the table covers every libvirt shape', () => {
+  assert.deepEqual([...shapesSeen].sort(), ['bridge', 'client', 'ethernet', 'hostdev', 'mcast', 'server', 'udp', 'user', 'vde', 'vdpa', 'vhostuser']);
+});

@@ -4,7 +4,9 @@ import fs from 'node:fs';
 import { Switch } from '../../src/switch/switch.ts';
 import { Gateway, type Ipv6Config } from '../../src/stack/gateway.ts';
 import { StreamListener } from '../../src/link/stream.ts';
-import { StreamPeer, tmpDir, delay } from '../link/peers.ts';
+import { StreamPeer, tmpDir } from '../link/peers.ts';
+import type { Clock } from '../../src/stack/timers.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { ETHERTYPE_IPV4, EthernetHeader, parseEthernet, writeEthernet } from '../../src/wire/ethernet.ts';
 import { IPPROTO_UDP, Ipv4Header, parseIpv4, writeIpv4 } from '../../src/wire/ipv4.ts';
 import { UdpHeader, finishUdpV4, parseUdp, writeUdp } from '../../src/wire/udp.ts';
@@ -31,17 +33,20 @@ export class Bed {
   private constructor(readonly sw: Switch, readonly gw: Gateway, readonly listener: StreamListener,
     readonly peer: StreamPeer, readonly dir: string) {}
 
-  /** ipv6: also give the gateway IPv6 on the segment (DHCPv6, NDP tests) */
-  static async create(mtu?: number, ipv6?: Ipv6Config): Promise<Bed> {
+  /**
+   * ipv6: also give the gateway IPv6 on the segment (DHCPv6, NDP tests). clock: the gateway's
+   * timer clock (a ManualClock lets a test fire timers itself).
+   */
+  static async create(mtu?: number, ipv6?: Ipv6Config, clock?: Clock): Promise<Bed> {
     const sw = new Switch();
-    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu, ipv6 });
+    const gw = new Gateway({ mac: mac(GW_MAC), net: ip('10.0.2.0'), prefix: 24, addrs: [ip('10.0.2.2'), ip('10.0.2.3')], mtu, ipv6, clock });
     sw.attach(gw);
     const dir = tmpDir('qnet-svc-');
     const sock = path.join(dir, 'sw.sock');
     const listener = await StreamListener.listen({ kind: 'unix', path: sock });
     listener.onPort = (p) => sw.attach(p);
     const peer = await StreamPeer.connect(sock);
-    for (let k = 0; k < 100 && listener.ports.size === 0; k++) await delay(5);
+    await waitFor(() => listener.ports.size > 0, { what: 'the fake guest on the switch' });
     return new Bed(sw, gw, listener, peer, dir);
   }
 
@@ -67,8 +72,31 @@ export class Bed {
   /** Raw frame from the guest. */
   sendFrame(f: Buffer): void { this.peer.send(f); }
 
-  /** First not yet consumed raw frame (of any protocol) that `decode` turns into a value, or null on timeout. */
-  async recvFrame<T>(decode: (f: Buffer) => T | null, ms = 2000): Promise<T | null> {
+  /** Frames the gateway has taken from the segment so far (for waiting until it read what was sent). */
+  get gatewayInput(): number { return this.gw.counters.txFrames; }
+
+  /** Wait until the gateway has taken `n` frames in all (see gatewayInput). */
+  async delivered(n: number): Promise<void> {
+    await waitFor(() => this.gatewayInput >= n, { what: `${n} frames at the gateway (has ${this.gatewayInput})` });
+  }
+
+  /**
+   * Wait until everything the gateway sent for the frames before this call has arrived: a UDP
+   * datagram to a port nothing serves, whose ICMP port unreachable comes back on the same
+   * ordered stream after any earlier reply. For asserting that something got no answer.
+   */
+  async sync(): Promise<void> {
+    const sport = 30000 + (this.syncs++ % 10000);
+    const src = ip('10.0.2.250');
+    this.sendUdp('52:54:00:5e:5e:5e', src, sport, ip('10.0.2.2'), 9, Buffer.from('sync'));
+    // ICMP type 3 code 3 quoting our datagram (IP header at 42, its UDP source port at 62)
+    const isAnswer = (f: Buffer): boolean => f.length >= 64 && f.readUInt16BE(12) === ETHERTYPE_IPV4 && f[23] === 1 && f[34] === 3 && f[35] === 3 && f.readUInt16BE(62) === sport;
+    await waitFor(() => this.peer.frames.some(isAnswer), { what: 'the sync datagram\'s port unreachable' });
+  }
+  private syncs = 0;
+
+  /** First not yet consumed raw frame (of any protocol) that `decode` turns into a value, or null after `ms` (a hang guard). */
+  async recvFrame<T>(decode: (f: Buffer) => T | null, ms = 10_000): Promise<T | null> {
     const end = Date.now() + ms;
     for (let i = this.rawCursor; ; ) {
       for (; i < this.peer.frames.length; i++) {
@@ -82,8 +110,11 @@ export class Bed {
   }
   private rawCursor = 0;
 
-  /** First not yet consumed UDP datagram matching `pred` (others stay queued), or null on timeout. */
-  async recvUdp(pred: (d: RxUdp) => boolean = () => true, ms = 2000): Promise<RxUdp | null> {
+  /**
+   * First not yet consumed UDP datagram matching `pred` (others stay queued), or null after
+   * `ms` (a hang guard: callers expect the datagram to come).
+   */
+  async recvUdp(pred: (d: RxUdp) => boolean = () => true, ms = 10_000): Promise<RxUdp | null> {
     const end = Date.now() + ms;
     for (;;) {
       while (this.cursor < this.peer.frames.length) {
@@ -98,7 +129,7 @@ export class Bed {
     }
   }
 
-  /** All UDP datagrams arriving within `ms`. */
+  /** All UDP datagrams arriving within `ms` (0: those already here). */
   async collectUdp(ms: number, pred: (d: RxUdp) => boolean = () => true): Promise<RxUdp[]> {
     const out: RxUdp[] = [];
     const end = Date.now() + ms;

@@ -6,6 +6,8 @@ import crypto from 'node:crypto';
 import { Bed, ip, type RxUdp } from './_harness.ts';
 import { TftpServer } from '../../src/services/tftp.ts';
 import { tmpDir } from '../link/peers.ts';
+import { ManualClock } from '../../src/stack/timers.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const GUEST_MAC = '52:54:00:12:34:56';
 const GUEST = ip('10.0.2.15');
@@ -61,8 +63,8 @@ async function fetchFile(bed: Bed, name: string, cport: number, mode = 'octet', 
   return { data: Buffer.concat(chunks), oack, tid, sizes };
 }
 
-async function setup(opts: { retransmitMs?: number; retries?: number; maxPerClient?: number } = {}) {
-  const bed = await Bed.create();
+async function setup(opts: { retransmitMs?: number; retries?: number; maxPerClient?: number } = {}, clock?: ManualClock) {
+  const bed = await Bed.create(undefined, undefined, clock);
   const dir = tmpDir('qnet-tftp-');
   const root = path.join(dir, 'root');
   fs.mkdirSync(path.join(root, 'sub'), { recursive: true });
@@ -89,7 +91,8 @@ test('tftp: read a file with default options (512-byte blocks)', async () => {
     // an exact multiple ends with an empty block; leading '/' is stripped
     const e = await fetchFile(bed, '/exact.bin', 2001);
     assert.deepEqual(e.sizes, [512, 512, 0]);
-    await new Promise((res) => setTimeout(res, 20));
+    // the last ACK completes a transfer after the client has its data
+    await waitFor(() => srv.stats.completed >= 2, { what: 'two completed transfers' });
     assert.equal(srv.stats.completed, 2);
     assert.equal(srv.stats.active, 0);
   } finally { cleanup(); }
@@ -109,7 +112,7 @@ test('tftp: negotiated blksize, tsize and timeout', async () => {
     // an invalid blksize is left out (no OACK at all here)
     const d = await fetchFile(bed, 'boot.img', 2012, 'octet', { blksize: '4' });
     assert.equal(d.oack, null);
-    await new Promise((res) => setTimeout(res, 20));
+    await waitFor(() => srv.stats.completed >= 3, { what: 'three completed transfers' });
     assert.equal(srv.stats.completed, 3);
   } finally { cleanup(); }
 });
@@ -154,14 +157,22 @@ test('tftp: missing files, escapes and write requests get errors', async () => {
 });
 
 test('tftp: lost ACK -> retransmission, duplicate ACKs ignored, give up after retries', async () => {
-  const { bed, srv, big, cleanup } = await setup({ retransmitMs: 150, retries: 2 });
+  // the gateway's timers run on a manual clock: a retransmission happens when the test moves
+  // the clock past the interval, never because the machine was slow
+  const clock = new ManualClock(1000);
+  const { bed, srv, big, cleanup } = await setup({ retransmitMs: 150, retries: 2 }, clock);
+  const elapse = (ms: number) => bed.gw.timers.runUntil(clock, clock.t + ms);
+  const to2100 = (d: RxUdp) => d.dstPort === 2100;
   try {
     bed.sendUdp(GUEST_MAC, GUEST, 2100, HOST, 69, rrq('boot.img'));
-    const d1 = await bed.recvUdp((d) => d.dstPort === 2100);
+    const d1 = await bed.recvUdp(to2100);
     assert.equal(d1!.payload.readUInt16BE(2), 1);
     const tid = d1!.srcPort;
-    // do not ACK: block 1 comes again
-    const again = await bed.recvUdp((d) => d.dstPort === 2100, 1000);
+    // do not ACK: block 1 comes again once the interval is over
+    elapse(149);
+    assert.equal(srv.stats.retransmits, 0, 'not before the interval');
+    elapse(1);
+    const again = await bed.recvUdp(to2100);
     assert.ok(again);
     assert.equal(again.payload.readUInt16BE(2), 1);
     assert.ok(again.payload.equals(d1!.payload));
@@ -171,10 +182,11 @@ test('tftp: lost ACK -> retransmission, duplicate ACKs ignored, give up after re
     // ACK 1 twice: only one block 2 (no sorcerer's apprentice)
     bed.sendUdp(GUEST_MAC, GUEST, 2100, HOST, tid, ack(1));
     bed.sendUdp(GUEST_MAC, GUEST, 2100, HOST, tid, ack(1));
-    const got = await bed.collectUdp(100, (d) => d.dstPort === 2100);
-    assert.equal(got.length, 1);
-    assert.equal(got[0].payload.readUInt16BE(2), 2);
-    assert.ok(got[0].payload.subarray(4).equals(big.subarray(512, 1024)));
+    const b2 = await bed.recvUdp(to2100);
+    assert.equal(opOf(b2!), 3);
+    assert.equal(b2!.payload.readUInt16BE(2), 2);
+    assert.ok(b2!.payload.subarray(4).equals(big.subarray(512, 1024)));
+    await waitFor(() => srv.stats.duplicateAcks >= 1, { what: 'the second ACK 1 to be seen' });
     assert.equal(srv.stats.duplicateAcks, 1);
     assert.equal(srv.stats.started, 1);
     // a packet from another port to the TID: error 5, the transfer goes on
@@ -182,7 +194,13 @@ test('tftp: lost ACK -> retransmission, duplicate ACKs ignored, give up after re
     const u = await bed.recvUdp((d) => d.dstPort === 2101);
     assert.equal(u!.payload.readUInt16BE(2), 5);
     // stop ACKing: two retransmissions, then an error and the transfer is gone
-    const rest = await bed.collectUdp(800, (d) => d.dstPort === 2100);
+    const rest: RxUdp[] = [];
+    for (let k = 0; k < 3; k++) {
+      elapse(150);
+      rest.push((await bed.recvUdp(to2100))!);
+    }
+    await bed.sync();
+    rest.push(...await bed.collectUdp(0, to2100));
     assert.deepEqual(rest.map((d) => [opOf(d), d.payload.readUInt16BE(2)]), [[3, 2], [3, 2], [5, 0]]);
     assert.equal(srv.stats.gaveUp, 1);
     assert.equal(srv.stats.active, 0);

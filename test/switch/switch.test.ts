@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Port } from '../../src/link/port.ts';
 import { Switch } from '../../src/switch/switch.ts';
 import { makeFrame, tmpDir } from '../link/peers.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 /** An in-memory port: what the switch sends lands in `sent`; inject() plays a received frame. */
 class MemPort extends Port {
@@ -130,7 +131,7 @@ test('switch: MAC aging forgets silent hosts; detaching a port forgets its MACs'
   ports.forEach((p) => sw.attach(p));
   ports[0].inject(makeFrame(BCAST, M(1)));
   assert.equal(sw.lookup(M(1)), ports[0]);
-  await new Promise((r) => setTimeout(r, 500));
+  await waitFor(() => sw.lookup(M(1)) === undefined, { what: 'the silent MAC to age out' });
   assert.equal(sw.lookup(M(1)), undefined);
   ports[1].inject(makeFrame(BCAST, M(2)));
   ports[1].close();
