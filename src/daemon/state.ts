@@ -75,6 +75,11 @@ function integer(o: Record<string, Json>, k: string, where: string, min: number,
   }
 }
 
+function number(o: Record<string, Json>, k: string, where: string): void {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new StateError(`${where}.${k}: expected a number, got ${v === undefined ? 'nothing' : describe(v)}`);
+}
+
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 /** The state file's schema (schema/state.schema.json), checked by hand; throws StateError naming the key. */
@@ -102,14 +107,55 @@ export function validateState(v: Json): State {
     for (const [vm, mac] of Object.entries(macs)) {
       if (typeof mac !== 'string' || !MAC_RE.test(mac)) throw new StateError(`${w}.macs.${vm}: expected a MAC (52:54:00:12:34:56), got ${describe(mac)}`);
     }
+    if (ns.leases6 !== undefined) {
+      arr(ns.leases6, `${w}.leases6`, 'DHCPv6 leases').forEach((l, i) => {
+        const lw = `${w}.leases6[${i}]`;
+        const r = obj(l, lw, 'a DHCPv6 lease {mac, duid, iaid, ip, expiresAt}');
+        string(r, 'mac', lw); string(r, 'duid', lw); string(r, 'ip', lw); string(r, 'hostname', lw, true);
+        integer(r, 'iaid', lw, 0, 0xffffffff);
+        number(r, 'expiresAt', lw);
+      });
+    }
+    if (ns.vfs !== undefined) {
+      arr(ns.vfs, `${w}.vfs`, 'VF assignments').forEach((x, i) => {
+        const vw = `${w}.vfs[${i}]`;
+        const r = obj(x, vw, 'a VF assignment {vm, bdf, pf, index, mac, vlan, pid, since, prev}');
+        for (const k of ['vm', 'bdf', 'pf', 'mac']) string(r, k, vw);
+        integer(r, 'index', vw, 0, 65535); integer(r, 'vlan', vw, 0, 4094); integer(r, 'pid', vw, 0, 0x7fffffff);
+        number(r, 'since', vw);
+        obj(r.prev, `${vw}.prev`, "the VF's settings before it was taken");
+      });
+    }
   }
   arr(top.vms, 'vms', 'VMs').forEach((x, i) => {
     const vw = `vms[${i}]`;
-    const r = obj(x, vw, 'a VM {name, network, mac, model, pid, qmp, sock, startedAt}');
-    for (const k of ['name', 'network', 'mac', 'model', 'qmp', 'sock']) string(r, k, vw);
+    const r = obj(x, vw, 'a VM {name, network, mac, model, pid, qmp, startedAt}');
+    for (const k of ['name', 'network', 'mac', 'model', 'qmp']) string(r, k, vw);
+    for (const k of ['sock', 'tap', 'hostdev']) string(r, k, vw, true);
+    if (r.uid !== undefined) integer(r, 'uid', vw, 0, 0xffffffff);
     integer(r, 'pid', vw, 1, 0x7fffffff);
     integer(r, 'startedAt', vw, 0, Number.MAX_SAFE_INTEGER);
   });
+  if (top.host !== undefined) {
+    const h = obj(top.host, 'host', 'an object {forwarding, networks} (the kernel objects qnet made)');
+    if (h.forwarding !== null) {
+      const f = obj(h.forwarding, 'host.forwarding', 'null or a sysctl change {key, before, after}');
+      for (const k of ['key', 'before', 'after']) string(f, k, 'host.forwarding');
+    }
+    for (const [name, n] of Object.entries(obj(h.networks, 'host.networks', 'an object mapping network names to their kernel objects'))) {
+      const w = `host.networks.${name}`;
+      const r = obj(n, w, 'a kernel network record {network, mode, bridge, createdBridge, table, forwarding, ports}');
+      for (const k of ['network', 'mode', 'bridge']) string(r, k, w);
+      for (const k of ['createdBridge', 'table', 'forwarding']) if (typeof r[k] !== 'boolean') throw new StateError(`${w}.${k}: expected true or false, got ${r[k] === undefined ? 'nothing' : describe(r[k])}`);
+      if (r.uplink !== undefined) { const u = obj(r.uplink, `${w}.uplink`, 'an uplink record'); string(u, 'nic', `${w}.uplink`); string(u, 'bridge', `${w}.uplink`); }
+      arr(r.ports, `${w}.ports`, 'ports').forEach((x, i) => {
+        const pw = `${w}.ports[${i}]`;
+        const q = obj(x, pw, 'a port {ifname, via}');
+        string(q, 'ifname', pw); string(q, 'vm', pw, true);
+        if (q.via !== 'tap' && q.via !== 'ifup') throw new StateError(`${pw}.via: expected "tap" or "ifup", got ${q.via === undefined ? 'nothing' : describe(q.via)}`);
+      });
+    }
+  }
   return top as unknown as State;
 }
 

@@ -67,6 +67,45 @@ test('state: every wrong shape is moved aside with a timestamp and named; the da
   assert.deepEqual(st.problems, []);
 });
 
+test('state: what every kind of network writes loads back (DHCPv6 leases, VF pools, kernel networks, VMs without a stream socket)', () => {
+  const full = {
+    version: 1,
+    networks: {
+      lab: {
+        leases: [], forwards: [], macs: { vm1: '52:54:00:00:00:01' },
+        leases6: [{ mac: '52:54:00:00:00:01', duid: '00:03:00:01:52:54:00:00:00:01', iaid: 1, ip: 'fd00::10', expiresAt: 5 }],
+      },
+      sriov: {
+        leases: [], forwards: [], macs: {},
+        vfs: [{ vm: 'vm2', bdf: '0000:01:10.0', pf: '0000:01:00.0', index: 0, mac: '52:54:00:00:00:02', vlan: 42, pid: 0, since: 1, prev: { mac: '00:00:00:00:00:00', vlan: 0 } }],
+      },
+    },
+    vms: [
+      { name: 'vm2', network: 'sriov', mac: '52:54:00:00:00:02', model: 'vfio-pci', pid: 10, qmp: '/q', startedAt: 1, hostdev: '0000:01:10.0' },
+      { name: 'vm3', network: 'br', mac: '52:54:00:00:00:03', model: 'virtio-net-pci', pid: 11, qmp: '/q', startedAt: 1, tap: 'qn-br-vm3', uid: 1000 },
+    ],
+    host: {
+      forwarding: { key: 'net.ipv4.ip_forward', before: '0', after: '1' },
+      networks: { br: { network: 'br', mode: 'nat', bridge: 'qnbr0', createdBridge: true, table: true, forwarding: true, ports: [{ ifname: 'qn-br-vm3', vm: 'vm3', via: 'tap' }] } },
+    },
+  };
+  assert.deepEqual(validateState(structuredClone(full)), full);
+  const dir = path.join(tmp.path, 'full');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify(full));
+  const st = new StateStore(dir);
+  st.load();
+  assert.deepEqual(st.problems, []);
+  assert.deepEqual(st.state, full);
+  // and their parts are checked too
+  const badVf = structuredClone(full) as { networks: { sriov: { vfs: { index: unknown }[] } } };
+  badVf.networks.sriov.vfs[0].index = 'zero';
+  assert.throws(() => validateState(badVf), /networks\.sriov\.vfs\[0\]\.index: expected an integer/);
+  const badPort = structuredClone(full) as { host: { networks: { br: { ports: { via: unknown }[] } } } };
+  badPort.host.networks.br.ports[0].via = 'magic';
+  assert.throws(() => validateState(badPort), /host\.networks\.br\.ports\[0\]\.via: expected "tap" or "ifup"/);
+});
+
 /** `qnet up` as a child process; its output collected; killed at exit. */
 function up(config: string, rt: string, state: string) {
   const c = spawn(process.execPath, ['--import', 'tsx', MAIN, 'up', '-c', config, '--runtime-dir', rt, '--state-dir', state], { stdio: ['ignore', 'pipe', 'pipe'] });
