@@ -48,6 +48,17 @@ export interface HostEntry { mac: string; ip: number; ip6?: string; name?: strin
 export interface NetworkLimits {
   /** DHCP pool addresses one switch port may hold (leases, offers, declines); 0: no limit */
   leasesPerPort?: number;
+  /** TCP connections per guest port; 0: no limit */
+  connectionsPerPort?: number;
+  /** UDP NAT flows per guest port; 0: no limit */
+  udpFlowsPerPort?: number;
+  /** ICMP echo flows per guest port; 0: no limit */
+  pingFlowsPerPort?: number;
+  /** addresses a port may send from without a lease or static host (IPv4, IPv6) */
+  addressesPerPort?: number;
+  addresses6PerPort?: number;
+  /** false: guests' source addresses are not checked */
+  sourceGuard?: boolean;
 }
 /** A DNS record: an IPv4 address (ip) or an IPv6 one (ip6, text) */
 export interface RecordEntry { name: string; ip?: number; ip6?: string }
@@ -358,7 +369,7 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
 const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow', 'pf', 'vlan', 'limits'];
 /** A VF pool's keys: nothing of a network whose traffic passes qnet or a kernel bridge. */
 const HOSTDEV_KEYS = ['name', 'mode', 'pf', 'vlan'];
-const LIMIT_KEYS = ['leasesPerPort'];
+const LIMIT_KEYS = ['leasesPerPort', 'connectionsPerPort', 'udpFlowsPerPort', 'pingFlowsPerPort', 'addressesPerPort', 'addresses6PerPort', 'sourceGuard'];
 
 function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits {
   if (v === undefined || v === null) return {};
@@ -366,6 +377,15 @@ function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits 
   checkKeys(r, p, v, LIMIT_KEYS);
   const out: NetworkLimits = {};
   if (v.leasesPerPort !== undefined) out.leasesPerPort = int(r, [...p, 'leasesPerPort'], v.leasesPerPort, 0, 65535);
+  if (v.connectionsPerPort !== undefined) out.connectionsPerPort = int(r, [...p, 'connectionsPerPort'], v.connectionsPerPort, 0, 1 << 20);
+  if (v.udpFlowsPerPort !== undefined) out.udpFlowsPerPort = int(r, [...p, 'udpFlowsPerPort'], v.udpFlowsPerPort, 0, 1 << 20);
+  if (v.pingFlowsPerPort !== undefined) out.pingFlowsPerPort = int(r, [...p, 'pingFlowsPerPort'], v.pingFlowsPerPort, 0, 65535);
+  if (v.addressesPerPort !== undefined) out.addressesPerPort = int(r, [...p, 'addressesPerPort'], v.addressesPerPort, 1, 65535);
+  if (v.addresses6PerPort !== undefined) out.addresses6PerPort = int(r, [...p, 'addresses6PerPort'], v.addresses6PerPort, 1, 65535);
+  if (v.sourceGuard !== undefined) {
+    if (typeof v.sourceGuard !== 'boolean') r.fail([...p, 'sourceGuard'], `expected true or false, got ${JSON.stringify(v.sourceGuard)}`);
+    out.sourceGuard = v.sourceGuard;
+  }
   return out;
 }
 

@@ -74,12 +74,21 @@ export function deriveMac(network: string, name: string, taken: Set<string>): st
   }
 }
 
+/** A network's `limits:` as its options. */
+function limitOptions(cfg: NetworkConfig): Partial<NetworkOptions> {
+  const l = cfg.limits;
+  return {
+    maxLeasesPerPort: l.leasesPerPort, maxConnsPerGuest: l.connectionsPerPort, maxUdpFlowsPerPort: l.udpFlowsPerPort,
+    maxPingFlowsPerPort: l.pingFlowsPerPort, maxAddrsPerPort: l.addressesPerPort, maxAddrs6PerPort: l.addresses6PerPort, sourceGuard: l.sourceGuard,
+  };
+}
+
 export function networkOptions(cfg: NetworkConfig): NetworkOptions {
   if (cfg.mode === 'user') {
     return {
       ...userNetworkOptions({ config: cfg.user!.config, dnsUpstreams: cfg.upstreams, mtu: cfg.mtu, listen: cfg.attach, connect: cfg.connect, pcap: cfg.pcap, name: cfg.name }),
       forwards: [...cfg.user!.config.hostfwd, ...cfg.forwards],
-      maxLeasesPerPort: cfg.limits.leasesPerPort,
+      ...limitOptions(cfg),
     };
   }
   return {
@@ -101,7 +110,7 @@ export function networkOptions(cfg: NetworkConfig): NetworkOptions {
     // a kernel network's forwards are DNAT rules (kernel.ts), not listening sockets
     forwards: isKernel(cfg) ? [] : cfg.forwards,
     listen: cfg.attach,
-    maxLeasesPerPort: cfg.limits.leasesPerPort,
+    ...limitOptions(cfg),
     ipv6: cfg.ipv6 ? {
       prefix: cfg.ipv6.prefix, prefixLen: cfg.ipv6.prefixLen, router: cfg.ipv6.gateway, dns: cfg.ipv6.gateway, dhcpRange: cfg.ipv6.dhcpRange,
       hosts: cfg.hosts.filter((h) => h.ip6 && h.mac).map((h) => ({ mac: h.mac, ip: h.ip6!, hostname: h.name })),
@@ -424,8 +433,10 @@ export class Daemon implements DaemonControl {
         const p6 = r.net!.prefix6;
         if (p6) for (const [a, n] of r.net!.gw.neighbours6) if (n.mac.equals(mac) && inPrefix6(a, p6.prefix, p6.len)) addrs.add(addrToString(a));
       }
+      // what the source guard lets it send from (link-local ones included)
+      for (const a of r.net!.addressesOf(sp.port)) addrs.add(a);
       const vm = r.net!.portOwners.get(sp.port) ?? macs.map((m) => vmByMac.get(m)).find(Boolean);
-      out.push({ id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer, macs, addresses: [...addrs], hostnames: [...names], vm, ...sp.port.counters, drops: { ...sp.drops } });
+      out.push({ id: sp.port.id, name: sp.port.name, kind: sp.port.kind, peer: sp.port.peer, macs, addresses: [...addrs], hostnames: [...names], vm, ...sp.port.counters, drops: r.net!.portDrops(sp) });
     }
     return out;
   }

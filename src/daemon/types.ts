@@ -19,7 +19,7 @@ export interface PortInfo extends PortCounters {
   peer: string;
   /** MACs learned on this port */
   macs: string[];
-  /** addresses the gateway knows for those MACs (leases and ARP) */
+  /** addresses of those MACs (leases, ARP, NDP on the prefix) and what the port may send from (the source guard) */
   addresses: string[];
   hostnames: string[];
   /** the VM this port belongs to, when qnet started or attached it */

@@ -1,6 +1,8 @@
 // Attach points: where QEMU meets a network. The syntax is an endpoint (link/endpoint.ts)
 // followed by optional switch-port flags:
 //   ,isolated ,antispoof[=MAC[;MAC]] ,vlan=N ,trunk=N;N ,native=N ,mtu=N
+// and one for the network above the switch: ,trusted (its guests' source addresses are not
+// checked: a router guest, or a segment that carries many guests).
 // and this is the one place that turns an AttachSpec into live transports, for the bare
 // switch and for every network. It sits above both the transports and the switch, so it
 // can know both.
@@ -12,7 +14,13 @@ import { McastPort, UdpEndpoint } from '../link/dgram.ts';
 import { UnixDgramEndpoint } from '../link/unixgram.ts';
 import type { LimitReporter } from '../util/limits.ts';
 
-export interface AttachSpec { endpoint: Endpoint; port: SwitchPortConfig; text: string }
+export interface AttachSpec {
+  endpoint: Endpoint;
+  port: SwitchPortConfig;
+  text: string;
+  /** no source validation on its ports (network/source-guard.ts) */
+  trusted?: boolean;
+}
 
 function vid(s: string, what: string): number {
   const n = Number(s);
@@ -27,11 +35,13 @@ export function parseAttach(text: string): AttachSpec {
   const port: SwitchPortConfig = {};
   let trunk: number[] | undefined;
   let native: number | undefined;
+  let trusted: boolean | undefined;
   for (const p of parts.slice(1)) {
     const eq = p.indexOf('=');
     const key = eq < 0 ? p : p.slice(0, eq);
     const val = eq < 0 ? undefined : p.slice(eq + 1);
     switch (key) {
+      case 'trusted': trusted = val === undefined || val === 'on' || val === 'yes'; break;
       case 'isolated': port.isolated = val === undefined || val === 'on' || val === 'yes'; break;
       case 'antispoof': port.antiSpoof = val ? val.split(';') : true; break;
       case 'vlan': port.vlan = { mode: 'access', vid: vid(val ?? '', 'vlan') }; break;
@@ -43,14 +53,14 @@ export function parseAttach(text: string): AttachSpec {
         port.mtu = n;
         break;
       }
-      default: throw new Error(`'${text}': unknown port option '${key}' (known: isolated, antispoof, vlan, trunk, native, mtu)`);
+      default: throw new Error(`'${text}': unknown port option '${key}' (known: isolated, antispoof, vlan, trunk, native, mtu, trusted)`);
     }
   }
   if (trunk !== undefined || native !== undefined) {
     if (port.vlan) throw new Error(`'${text}': vlan= (access) and trunk=/native= exclude each other`);
     port.vlan = { mode: 'trunk', allowed: trunk && trunk.length ? trunk : undefined, native };
   }
-  return { endpoint, port, text };
+  return trusted ? { endpoint, port, text, trusted } : { endpoint, port, text };
 }
 
 export interface OpenAttachPoint {

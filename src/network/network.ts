@@ -22,7 +22,14 @@
 // listener caps, ...) is reported to `limits`, which counts it for /metrics and logs it at
 // most once per interval per port. DHCP learns which switch port a message came from through
 // portOf(): the port the switch learned the frame's source MAC on.
-import { Switch, type SwitchPort } from '../switch/switch.ts';
+//
+// Sources (userspace networks): every guest port sends only from addresses it holds
+// (source-guard.ts: its leases and static hosts, else what it used first, a few per port),
+// and the NATs count flows per port, not per address, through `ownerOf` (so inventing
+// addresses buys a guest nothing). Each host socket a guest flow opens takes a descriptor from
+// the process's budget (`fdBudget`). When a port goes, every flow counted under it goes too.
+// A port attached with `trusted` (a router guest, a segment of many guests) is not checked.
+import { DEFAULT_VLAN, Switch, type SwitchPort } from '../switch/switch.ts';
 import { Gateway } from '../stack/gateway.ts';
 import { TcpStack } from '../stack/tcp/stack.ts';
 import type { TcpConn } from '../stack/tcp/conn.ts';
@@ -37,7 +44,7 @@ import { TYPE_A, TYPE_AAAA } from '../services/dns-codec.ts';
 import { RouterAdvertiser } from '../services/router-adv.ts';
 import { Dhcp6Server, type Lease6, type LeaseEvent6 } from '../services/dhcp6.ts';
 import type { HostAddrs } from '../services/host-target.ts';
-import { V6_BASE, inPrefix6, parseAddr } from '../stack/addr.ts';
+import { V6_BASE, addrToString, inPrefix6, parseAddr } from '../stack/addr.ts';
 import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
@@ -45,6 +52,8 @@ import { readResolvConf, type Upstream } from '../services/upstreams.ts';
 import { ip4ToString, macKey, macKeyToString, parseIp4, parseIp6 } from '../wire/addr.ts';
 import { LimitLog } from '../util/limits.ts';
 import type { FdBudget } from '../util/fds.ts';
+import { SourceGuard } from './source-guard.ts';
+import { addrToBig } from '../services/dhcp6-leases.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
 import { connectAttachPoint, listenAttachPoint, type AttachSpec, type OpenAttachPoint } from './attach.ts';
@@ -53,6 +62,9 @@ import { logger } from '../util/log.ts';
 import { BridgeUdpHost, GatewaySockets } from './bridge-services.ts';
 
 export interface DnsRecord { name: string; ip: number }
+
+/** Owner keys of ports in the NATs' flow limits: above every address id (see ownerOf). */
+const PORT_OWNER = 2 ** 48;
 
 /** IPv6 on a network (text addresses; the network interns them). */
 export interface Ipv6Options {
@@ -103,7 +115,17 @@ export interface NetworkOptions {
   listen?: AttachSpec[];
   connect?: AttachSpec[];
   pcap?: string;
+  /** TCP connections per guest port (per address where nothing holds it); default 4096, 0: no limit */
   maxConnsPerGuest?: number;
+  /** UDP NAT flows per guest port; default 512, 0: no limit */
+  maxUdpFlowsPerPort?: number;
+  /** ICMP echo flows per guest port; default 64, 0: no limit */
+  maxPingFlowsPerPort?: number;
+  /** addresses a port may use without a lease or static host: IPv4 (default 4) and IPv6 (default 16) */
+  maxAddrsPerPort?: number;
+  maxAddrs6PerPort?: number;
+  /** false: no source validation on any port (default: on, userspace networks) */
+  sourceGuard?: boolean;
   /** pool addresses one switch port may hold (DHCP); default 8, 0: no limit */
   maxLeasesPerPort?: number;
   /** the process's descriptor budget for guest flows (host sockets); none: unbounded */
@@ -183,6 +205,8 @@ export class Network {
    * when it closes, refusing the flow (and reporting a limit hit) when it says no.
    */
   readonly fdBudget: FdBudget | null;
+  /** which port may send from which address (null: kernel networks, or turned off) */
+  readonly guard: SourceGuard | null;
   /** a kernel network: the DHCP server's host on the bridge, and the DNS sockets */
   readonly bridgeHost: BridgeUdpHost | null;
   bridgeSockets: GatewaySockets | null = null;
@@ -252,9 +276,36 @@ export class Network {
     this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway, limits: this.limits }) : null;
     // slirp serves TFTP on its IPv6 host address too
     this.tftp6 = opts.tftp && this.prefix6 ? new TftpServer(this.gw, { root: opts.tftp, listenIp: this.prefix6.router, limits: this.limits }) : null;
-    this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, this.hostAddrs) : null;
-    this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs) : null;
-    this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs) : null;
+    this.tcpNat = this.nat ? new TcpNat(this.tcp, this.gw, this.hostAddrs, this.fdBudget) : null;
+    this.udpNat = this.nat ? new UdpNat(this.gw, this.hostAddrs, { maxFlowsPerGuest: opts.maxUdpFlowsPerPort, fdBudget: this.fdBudget }) : null;
+    this.icmpNat = this.nat ? new IcmpNat(this.gw, this.hostAddrs, { maxFlowsPerGuest: opts.maxPingFlowsPerPort, fdBudget: this.fdBudget }) : null;
+    this.guard = opts.bridge || opts.sourceGuard === false ? null : new SourceGuard({
+      net: opts.net, prefix: opts.prefix,
+      gatewayOwns: (a) => this.gw.addrs.has(a) || a === this.gw.linkLocal,
+      prefix6: this.prefix6 ? { prefix: this.prefix6.prefix, len: this.prefix6.len } : null,
+      owner4: (ip) => this.dhcp.store.ownerOf(ip),
+      owner6: (b, o) => this.dhcp6?.store.ownerOf(addrToBig(b, o)) ?? null,
+      portOfMac: (b, o) => this.sw.portOf(b, o),
+      max4: opts.maxAddrsPerPort, max6: opts.maxAddrs6PerPort,
+      clock: this.gw.timers,
+      onRelease: (a, from, why) => this.addressLeft(a, from, why),
+      onTooMany: (port, max, v6) => this.limits.hit(v6 ? 'source.addresses6PerPort' : 'source.addressesPerPort', max, port.name,
+        `a guest port sent from more ${v6 ? 'IPv6 ' : ''}addresses than it may hold without a lease; frames from new ones are dropped. A port that carries several guests needs limits.${v6 ? 'addresses6PerPort' : 'addressesPerPort'} raised (or the port attached with ,trusted)`),
+    });
+    // flows are counted per port, whatever addresses a guest invents (see ownerOf)
+    const ownerOf = (ip: number): number => this.ownerOf(ip);
+    this.tcp.limit.ownerOf = ownerOf;
+    this.tcp.onLimit = (ip, max) => this.limits.hit('tcp.connectionsPerPort', max, this.portNameOf(ip),
+      'a guest port has as many TCP connections as it may; new ones get ICMP administratively prohibited. Raise limits.connectionsPerPort if the guest needs more');
+    if (this.udpNat) {
+      this.udpNat.limit.ownerOf = ownerOf;
+      this.udpNat.onLimit = (ip, which, max) => this.flowLimit('udp', which, ip, max);
+    }
+    if (this.icmpNat) {
+      this.icmpNat.limit.ownerOf = ownerOf;
+      this.icmpNat.onLimit = (ip, which, max) => this.flowLimit('icmp', which, ip, max);
+    }
+    if (this.tcpNat) this.tcpNat.onLimit = (ip, max) => this.flowLimit('tcp', 'descriptors', ip, max);
     if (this.prefix6 && ipv6) {
       const o6 = opts.ipv6!;
       const search = opts.dnsSearch?.length ? opts.dnsSearch : opts.domain ? [opts.domain] : undefined;
@@ -290,6 +341,37 @@ export class Network {
   }
 
   get name(): string { return this.opts.name; }
+
+  /** Whom a guest address's flows count against: the port holding it, else the address. */
+  ownerOf(ip: number): number {
+    const p = this.guard?.holderOf(ip);
+    return p ? PORT_OWNER + p.id : ip;
+  }
+
+  /** A guest address's port for limit reports (else the address). */
+  private portNameOf(ip: number): string {
+    return this.guard?.holderOf(ip)?.name ?? addrToString(ip);
+  }
+
+  private flowLimit(proto: 'udp' | 'icmp' | 'tcp', which: string, ip: number, max: number): void {
+    if (which === 'descriptors') {
+      this.limits.hit('flows.descriptors', max, this.portNameOf(ip),
+        'guest flows hold every descriptor the process set aside for them; new ones are refused. Raise the hard descriptor limit (ulimit -Hn, LimitNOFILE=)');
+    } else if (which === 'flows') {
+      this.limits.hit(`${proto}.flows`, max, this.portNameOf(ip), `the network has as many ${proto === 'icmp' ? 'ping' : proto.toUpperCase()} flows as it may; new ones are refused until some expire`);
+    } else {
+      const key = proto === 'udp' ? 'udpFlowsPerPort' : 'pingFlowsPerPort';
+      this.limits.hit(`${proto}.${key}`, max, this.portNameOf(ip), `a guest port has as many ${proto === 'icmp' ? 'ping' : 'UDP'} flows as it may; new ones are refused until some expire. Raise limits.${key} if the guest needs more`);
+    }
+  }
+
+  /** An address changed hands (a lease elsewhere, or its port's cap): what its old port ran from it goes. */
+  private addressLeft(a: number, from: Port, why: string): void {
+    const flows = this.tcp.abortGuest(a);
+    this.udpNat?.closeGuest(a);
+    this.icmpNat?.closeGuest(a);
+    this.log.info('guest address left its port: its flows were closed', { address: addrToString(a), port: from.name, why, connections: flows });
+  }
 
   /** What a new guest TCP connection reaches. false = refused (RST). */
   private openTcp(conn: TcpConn): boolean {
@@ -428,7 +510,8 @@ export class Network {
   attachPort(p: Port, spec?: AttachSpec, owner?: string): void {
     // Registered before the switch's own close handler, so the port's MACs are still known.
     p.onClosed(() => this.portGone(p));
-    this.sw.attach(p, spec?.port ?? {});
+    const sp = this.sw.attach(p, spec?.port ?? {});
+    if (this.guard && !spec?.trusted) sp.guard = this.guard.add(p, DEFAULT_VLAN).check;
     if (owner) {
       this.portOwners.set(p, owner);
       p.onClosed(() => this.portOwners.delete(p));
@@ -442,9 +525,12 @@ export class Network {
    */
   private portGone(p: Port): void {
     this.dhcp.forgetPort(p.name);
+    this.guard?.remove(p);
+    const owner = PORT_OWNER + p.id;
+    let flows = this.tcp.abortOwner(owner, 'the guest port closed');
+    this.udpNat?.closeOwner(owner);
+    this.icmpNat?.closeOwner(owner);
     const macs = new Set(this.sw.macsOn(p));
-    if (macs.size === 0) return;
-    let flows = 0;
     for (const table of [this.gw.neighbours, this.gw.neighbours6]) {
       for (const [ip, n] of [...table]) {
         if (!macs.has(macKeyToString(macKey(n.mac, 0)))) continue;
@@ -521,12 +607,24 @@ export class Network {
       dhcp6: this.dhcp6?.stats ?? null,
       leases6: this.dhcp6?.leases() ?? [],
       hostfwd: this.hostfwd.rules.map((r) => ({ proto: r.proto, hostAddr: r.hostAddr, hostPort: r.boundPort, guest: r.guest, guestPort: r.guestPort, connections: r.connections })),
-      ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: sp.drops })),
+      ports: [...this.sw.ports.values()].map((sp) => ({ id: sp.port.id, name: sp.port.name, macs: this.sw.macsOn(sp.port), ...sp.port.counters, drops: this.portDrops(sp) })),
+      sourceGuard: this.guard ? { drops: this.guard.drops } : null,
       duplicateMacs: this.duplicates(),
       attachPoints: this.attachPoints.map((a) => a.stats()),
       limits: this.limits.snapshot(),
     };
   }
+
+  /** A port's drops: the switch's reasons, and the source guard's as `source.<reason>`. */
+  portDrops(sp: SwitchPort): Record<string, number> {
+    const out: Record<string, number> = { ...sp.drops };
+    const g = this.guard?.portAddrs(sp.port);
+    if (g) for (const [k, v] of Object.entries(g.drops)) out[`source.${k}`] = v;
+    return out;
+  }
+
+  /** The addresses a port holds (source guard), as text. */
+  addressesOf(p: Port): string[] { return (this.guard?.addressesOf(p) ?? []).map(addrToString); }
 
   close(): void {
     for (const c of this.closers.splice(0)) c();

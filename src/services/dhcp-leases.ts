@@ -105,6 +105,8 @@ export class LeaseStore {
   private readonly byPort = new Map<string, Set<Binding | Decline>>();
   private readonly statics = new Map<number, { ip: number; hostname?: string }>();
   private readonly staticIps = new Set<number>();
+  /** static address -> its host's MAC key */
+  private readonly staticOwners = new Map<number, number>();
   readonly now: () => number;
 
   constructor(private readonly o: LeaseStoreOptions, checkHostname: (h: string) => string) {
@@ -118,6 +120,7 @@ export class LeaseStore {
       const hostname = h.hostname === undefined ? undefined : checkHostname(h.hostname);
       this.statics.set(macKey(mac, 0), { ip, hostname });
       this.staticIps.add(ip);
+      this.staticOwners.set(ip, macKey(mac, 0));
     }
   }
 
@@ -127,6 +130,16 @@ export class LeaseStore {
   staticFor(key: number): { ip: number; hostname?: string } | undefined { return this.statics.get(key); }
 
   binding(key: number): Binding | undefined { return this.byMac.get(key); }
+
+  /** The MAC key an address belongs to now: its static host's, a live lease's or a held offer's; -1: nobody's. */
+  ownerOf(ip: number): number {
+    const st = this.staticOwners.get(ip);
+    if (st !== undefined) return st;
+    const b = this.byIp.get(ip);
+    if (b === undefined) return -1;
+    const now = this.now();
+    return (b.bound && b.expiresAt > now) || b.offerUntil > now ? b.key : -1;
+  }
 
   /** Active (ACKed, unexpired) leases, static ones included once bound. */
   leases(): Lease[] {

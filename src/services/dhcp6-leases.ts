@@ -201,6 +201,15 @@ export class LeaseStore6 {
 
   // ---- address predicates ----
 
+  /** The MAC an address belongs to now: its static host's (given by MAC), a live lease's or a held advertise's; null: nobody's known. */
+  ownerOf(a: bigint): Buffer | null {
+    if (this.staticAddrs.has(a)) {
+      for (const list of this.staticsByMac.values()) for (const st of list) if (st.addr === a) return st.mac;
+    }
+    const b = this.byAddr.get(a);
+    return b !== undefined && busyUntil(b) > this.now() ? b.mac : null;
+  }
+
   inPrefix(a: bigint): boolean {
     return a >= 0n && a >> 128n === 0n && a >> this.hostBits === this.prefixBits;
   }

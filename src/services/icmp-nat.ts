@@ -11,7 +11,10 @@
 // (bounded, MAX_DESTS per flow). Without either, requests are dropped and counted, with one
 // log line naming the sysctl: a reply is never faked, so "unreachable" stays truthful.
 //
-// Limits: at most `maxFlows` flows; a flow expires after `idleMs` without requests.
+// Limits: at most `maxFlows` flows in all and `maxFlowsPerGuest` per owner (`limit`: the
+// switch port holding the guest address, as the network says), a ping socket taking a
+// descriptor from the process's budget (util/fds.ts); a request beyond them is dropped,
+// counted in limitHits and reported to onLimit. A flow expires after `idleMs` without requests.
 import type { IpPacket, EchoHeader } from '../stack/gateway.ts';
 import type { IpOutput } from '../stack/output.ts';
 import type { TimerQueue } from '../stack/timers.ts';
@@ -25,6 +28,8 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../wire/ipv4.ts';
 import { parseIp4, parseIp6 } from '../wire/addr.ts';
 import type { HostAddrs } from './host-target.ts';
 import { logger } from '../util/log.ts';
+import { FlowLimit, NO_OWNER } from '../util/flow-limit.ts';
+import type { FdBudget } from '../util/fds.ts';
 
 const log = logger('icmp-nat');
 const LOOPBACK4 = parseIp4('127.0.0.1')!;
@@ -33,6 +38,8 @@ const MAX_DESTS = 16;
 
 interface Flow {
   key: number;
+  /** whom it is counted under (IcmpNat.limit) */
+  owner: number;
   v6: boolean;
   guestIp: number;
   guestId: number;
@@ -48,14 +55,37 @@ interface Flow {
 /** How a family's echo requests leave: per-flow ping sockets, the shared raw socket, or not at all. */
 type Mode = { kind: 'ping' } | { kind: 'raw'; sock: IcmpRawSocket; flows: Map<number, Flow>; nextId: number } | { kind: 'off'; reason: string };
 
+export interface IcmpNatOptions {
+  /** flows in all; default 1024 */
+  maxFlows?: number;
+  /** flows per owner (guest address, or its port); 0: no limit; default 64 */
+  maxFlowsPerGuest?: number;
+  idleMs?: number;
+  /** descriptors for guest flows, shared by the process; none: unbounded */
+  fdBudget?: FdBudget | null;
+}
+
+export type IcmpLimit = 'flows' | 'flowsPerGuest' | 'descriptors';
+
 export class IcmpNat {
   private readonly flows = new Map<number, Flow>();
   readonly stats = { requests: 0, replies: 0, errors: 0, notPermitted: 0, limitHits: 0, sendFailed: 0, raw: 0 };
   private readonly modes: [Mode, Mode];
   private warned = false;
 
-  constructor(private readonly gw: IpOutput & { readonly timers: TimerQueue }, private readonly host: HostAddrs,
-    private readonly maxFlows = 256, private readonly idleMs = 30_000) {
+  private readonly maxFlows: number;
+  private readonly idleMs: number;
+  /** flows counted per owner (the network sets limit.ownerOf) */
+  readonly limit: FlowLimit;
+  private readonly fdBudget: FdBudget | null;
+  /** a flow was refused by a limit */
+  onLimit: ((guestIp: number, which: IcmpLimit, max: number) => void) | null = null;
+
+  constructor(private readonly gw: IpOutput & { readonly timers: TimerQueue }, private readonly host: HostAddrs, opts: IcmpNatOptions = {}) {
+    this.maxFlows = opts.maxFlows ?? 1024;
+    this.idleMs = opts.idleMs ?? 30_000;
+    this.limit = new FlowLimit(opts.maxFlowsPerGuest ?? 64);
+    this.fdBudget = opts.fdBudget ?? null;
     const off: Mode | null = sysAvailable() ? null : { kind: 'off', reason: 'the qnet native addon is not built (run npm rebuild)' };
     this.modes = [off ?? { kind: 'ping' }, off ?? { kind: 'ping' }];
   }
@@ -72,9 +102,11 @@ export class IcmpNat {
     const key = p.src * 65536 + icmp.id;
     let f = this.flows.get(key);
     if (!f) {
-      if (this.flows.size >= this.maxFlows) { this.stats.limitHits++; return; }
-      const opened = this.open(key, p.v6, p.src, icmp.id);
-      if (!opened) return this.notPermitted(p.v6);
+      if (this.flows.size >= this.maxFlows) return this.refused(p.src, 'flows', this.maxFlows);
+      const owner = this.limit.take(p.src);
+      if (owner === NO_OWNER) return this.refused(p.src, 'flowsPerGuest', this.limit.max);
+      const opened = this.open(key, owner, p.v6, p.src, icmp.id);
+      if (!opened) { this.limit.give(owner); return; }
       f = opened;
     }
     this.gw.timers.arm(f.timer, this.idleMs);
@@ -103,6 +135,11 @@ export class IcmpNat {
     return v6.equals(LOOPBACK6) ? this.host.v6 : addr6(v6);
   }
 
+  private refused(guestIp: number, which: IcmpLimit, max: number): void {
+    this.stats.limitHits++;
+    this.onLimit?.(guestIp, which, max);
+  }
+
   private notPermitted(v6: boolean): void {
     this.stats.notPermitted++;
     if (this.warned) return;
@@ -111,24 +148,27 @@ export class IcmpNat {
     log.warn(`guest ping dropped: ${m.kind === 'off' ? m.reason : 'no ICMP socket'}`);
   }
 
-  private open(key: number, v6: boolean, guestIp: number, guestId: number): Flow | null {
+  /** A new flow (counted under owner), or null: refused or not possible (said why). */
+  private open(key: number, owner: number, v6: boolean, guestIp: number, guestId: number): Flow | null {
     const fam = v6 ? 1 : 0;
     let m = this.modes[fam];
-    if (m.kind === 'off') return null;
-    const f: Flow = { key, v6, guestIp, guestId, sock: null, rawId: 0, dests: new Set(), timer: new Timer(() => this.close(f)) };
+    if (m.kind === 'off') { this.notPermitted(v6); return null; }
+    const f: Flow = { key, owner, v6, guestIp, guestId, sock: null, rawId: 0, dests: new Set(), timer: new Timer(() => this.close(f)) };
     if (m.kind === 'ping') {
+      if (this.fdBudget !== null && !this.fdBudget.tryAcquire()) { this.refused(guestIp, 'descriptors', this.fdBudget.flows); return null; }
       const r = IcmpEchoSocket.open(v6 ? 6 : 4);
       if (r.socket) {
         f.sock = r.socket;
         this.wirePing(f, r.socket);
       } else {
+        this.fdBudget?.release();
         m = this.fallBack(fam, r.denied, r.reason);
-        if (m.kind !== 'raw') return null;
+        if (m.kind !== 'raw') { this.notPermitted(v6); return null; }
       }
     }
     if (m.kind === 'raw') {
       const id = this.rawId(m);
-      if (id < 0) { this.stats.limitHits++; return null; }
+      if (id < 0) { this.refused(guestIp, 'flows', 0x7fff); return null; }
       f.rawId = id;
       m.flows.set(id, f);
     }
@@ -204,7 +244,8 @@ export class IcmpNat {
     if (this.flows.get(f.key) !== f) return;
     this.flows.delete(f.key);
     this.gw.timers.cancel(f.timer);
-    if (f.sock) f.sock.close();
+    this.limit.give(f.owner);
+    if (f.sock) { f.sock.close(); this.fdBudget?.release(); }
     else {
       const m = this.modes[f.v6 ? 1 : 0];
       if (m.kind === 'raw' && m.flows.get(f.rawId) === f) m.flows.delete(f.rawId);
@@ -217,6 +258,13 @@ export class IcmpNat {
 
   /** Drop every flow of a guest address (its VM is gone). */
   closeGuest(ip: number): void { for (const f of [...this.flows.values()]) if (f.guestIp === ip) this.close(f); }
+
+  /** Drop every flow counted under an owner (its port is gone); how many. */
+  closeOwner(owner: number): number {
+    let n = 0;
+    for (const f of [...this.flows.values()]) if (f.owner === owner) { this.close(f); n++; }
+    return n;
+  }
 
   closeAll(): void {
     for (const f of [...this.flows.values()]) this.close(f);

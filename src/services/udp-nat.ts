@@ -3,18 +3,32 @@
 // make the kernel report ICMP port unreachable as ECONNREFUSED, which is passed back to the
 // guest as ICMP(v6) port unreachable, the way it would see it on a real network; a host with
 // no route for the family answers at once with network unreachable. Flows expire when idle
-// (DNS-like request/response flows sooner), and a guest can hold only so many at once.
+// (DNS-like request/response flows sooner).
+//
+// Limits: flows are counted per owner (`limit`: the switch port holding the guest address,
+// as the network says), and every socket takes a descriptor from the process's budget
+// (util/fds.ts). A datagram that would open a flow beyond either gets ICMP(v6)
+// administratively prohibited, is counted in limitHits and reported to onLimit.
+//
+// Flows are found by numbers (guest address and port, then destination address and port):
+// nothing is allocated per datagram but the copy of its payload that the send holds.
 import dgram from 'node:dgram';
 import type { IpPacket } from '../stack/gateway.ts';
 import type { IpOutput, UdpHost } from '../stack/output.ts';
 import { Timer } from '../stack/timers.ts';
 import { V6_BASE, refAddr, unrefAddr } from '../stack/addr.ts';
 import type { UdpHeader } from '../wire/udp.ts';
+import { FlowLimit, NO_OWNER } from '../util/flow-limit.ts';
+import type { FdBudget } from '../util/fds.ts';
 import { IPPROTO_UDP } from '../wire/ipv4.ts';
 import { hostTarget, unreachable, unreachableFor, type HostAddrs, type Unreachable } from './host-target.ts';
 
 interface Flow {
-  key: string;
+  /** guest address * 65536 + guest port; destination address * 65536 + port */
+  guestKey: number;
+  dstKey: number;
+  /** whom it is counted under (UdpNat.limit) */
+  owner: number;
   sock: dgram.Socket;
   guestIp: number;
   guestPort: number;
@@ -27,29 +41,45 @@ interface Flow {
 
 export interface UdpNatOptions {
   idleMs?: number;
+  /** flows per owner (guest address, or its port: see UdpNat.limit); 0: no limit; default 512 */
   maxFlowsPerGuest?: number;
+  /** descriptors for guest flows, shared by the process; none: unbounded */
+  fdBudget?: FdBudget | null;
 }
 
+export type UdpLimit = 'flows' | 'descriptors';
+
 export class UdpNat {
-  private readonly flows = new Map<string, Flow>();
-  private readonly perGuest = new Map<number, number>();
+  /** guest key -> destination key -> flow */
+  private readonly flows = new Map<number, Map<number, Flow>>();
+  private count = 0;
   readonly stats = { flows: 0, datagramsOut: 0, datagramsIn: 0, refused: 0, unreachable: 0, limitHits: 0, sendErrors: 0 };
   private readonly idleMs: number;
-  private readonly maxPerGuest: number;
+  /** flows counted per owner (the network sets limit.ownerOf) */
+  readonly limit: FlowLimit;
+  private readonly fdBudget: FdBudget | null;
+  /** a flow was refused by a limit */
+  onLimit: ((guestIp: number, which: UdpLimit, max: number) => void) | null = null;
 
   constructor(private readonly gw: UdpHost & IpOutput, private readonly host: HostAddrs, opts: UdpNatOptions = {}) {
     this.idleMs = opts.idleMs ?? 60_000;
-    this.maxPerGuest = opts.maxFlowsPerGuest ?? 512;
+    this.limit = new FlowLimit(opts.maxFlowsPerGuest ?? 512);
+    this.fdBudget = opts.fdBudget ?? null;
   }
 
   /** A guest datagram to a destination that is not a local service. */
   input(p: IpPacket, udp: UdpHeader): void {
-    const key = `${p.src}:${udp.srcPort}:${p.dst}:${udp.dstPort}`;
-    let f = this.flows.get(key);
+    const guestKey = p.src * 65536 + udp.srcPort;
+    const dstKey = p.dst * 65536 + udp.dstPort;
+    let f = this.flows.get(guestKey)?.get(dstKey);
     if (!f) {
-      const n = this.perGuest.get(p.src) ?? 0;
-      if (n >= this.maxPerGuest) { this.stats.limitHits++; return; }
-      f = this.open(key, p.src, udp.srcPort, p.dst, udp.dstPort);
+      const owner = this.limit.take(p.src);
+      if (owner === NO_OWNER) return this.refuse(p, 'flows', this.limit.max);
+      if (this.fdBudget !== null && !this.fdBudget.tryAcquire()) {
+        this.limit.give(owner);
+        return this.refuse(p, 'descriptors', this.fdBudget.flows);
+      }
+      f = this.open(guestKey, dstKey, owner, p.src, udp.srcPort, p.dst, udp.dstPort);
     }
     const payload = Buffer.from(p.buf.subarray(udp.payloadOffset, udp.payloadEnd));
     this.gw.timers.arm(f.timer, udp.dstPort === 53 ? Math.min(this.idleMs, 10_000) : this.idleMs);
@@ -69,6 +99,14 @@ export class UdpNat {
     f.sock.send(payload, (err) => { if (err) this.failed(f, err as NodeJS.ErrnoException); });
   }
 
+  /** A limit says no: tell the guest (administratively prohibited, quoting its datagram). */
+  private refuse(p: IpPacket, which: UdpLimit, max: number): void {
+    this.stats.limitHits++;
+    this.onLimit?.(p.src, which, max);
+    // ICMP type 3 code 13 / ICMPv6 type 1 code 1
+    this.gw.sendIcmpError(p.v6 ? 1 : 3, p.v6 ? 1 : 13, p.dst, p);
+  }
+
   private failed(f: Flow, err: NodeJS.ErrnoException): void {
     if (err.code === 'ECONNREFUSED') { this.stats.refused++; this.tellGuest(f, 'port'); return; }
     if (err.code === 'ENETUNREACH' || err.code === 'EHOSTUNREACH' || err.code === 'EADDRNOTAVAIL') {
@@ -79,16 +117,18 @@ export class UdpNat {
     this.stats.sendErrors++;
   }
 
-  private open(key: string, guestIp: number, guestPort: number, dstIp: number, dstPort: number): Flow {
+  private open(guestKey: number, dstKey: number, owner: number, guestIp: number, guestPort: number, dstIp: number, dstPort: number): Flow {
     const sock = dgram.createSocket(dstIp >= V6_BASE ? 'udp6' : 'udp4');
     const f: Flow = {
-      key, sock, guestIp, guestPort, dstIp, dstPort, ready: false, backlog: [],
+      guestKey, dstKey, owner, sock, guestIp, guestPort, dstIp, dstPort, ready: false, backlog: [],
       timer: new Timer(() => this.close(f)),
     };
     refAddr(guestIp);
     refAddr(dstIp);
-    this.flows.set(key, f);
-    this.perGuest.set(guestIp, (this.perGuest.get(guestIp) ?? 0) + 1);
+    let m = this.flows.get(guestKey);
+    if (m === undefined) { m = new Map(); this.flows.set(guestKey, m); }
+    m.set(dstKey, f);
+    this.count++;
     this.stats.flows++;
     sock.on('message', (msg) => {
       this.stats.datagramsIn++;
@@ -120,20 +160,36 @@ export class UdpNat {
   }
 
   private close(f: Flow): void {
-    if (this.flows.get(f.key) !== f) return;
-    this.flows.delete(f.key);
+    const m = this.flows.get(f.guestKey);
+    if (m?.get(f.dstKey) !== f) return;
+    m.delete(f.dstKey);
+    if (m.size === 0) this.flows.delete(f.guestKey);
+    this.count--;
     this.gw.timers.cancel(f.timer);
-    const n = (this.perGuest.get(f.guestIp) ?? 1) - 1;
-    if (n <= 0) this.perGuest.delete(f.guestIp); else this.perGuest.set(f.guestIp, n);
+    this.limit.give(f.owner);
+    this.fdBudget?.release();
     unrefAddr(f.guestIp);
     unrefAddr(f.dstIp);
     try { f.sock.close(); } catch { /* already closed */ }
   }
 
-  get size(): number { return this.flows.size; }
+  get size(): number { return this.count; }
+
+  private all(): Flow[] {
+    const out: Flow[] = [];
+    for (const m of this.flows.values()) for (const f of m.values()) out.push(f);
+    return out;
+  }
 
   /** Drop every flow of a guest address (its VM is gone). */
-  closeGuest(ip: number): void { for (const f of [...this.flows.values()]) if (f.guestIp === ip) this.close(f); }
+  closeGuest(ip: number): void { for (const f of this.all()) if (f.guestIp === ip) this.close(f); }
 
-  closeAll(): void { for (const f of [...this.flows.values()]) this.close(f); }
+  /** Drop every flow counted under an owner (its port is gone); how many. */
+  closeOwner(owner: number): number {
+    let n = 0;
+    for (const f of this.all()) if (f.owner === owner) { this.close(f); n++; }
+    return n;
+  }
+
+  closeAll(): void { for (const f of this.all()) this.close(f); }
 }

@@ -10,6 +10,8 @@
 // - Anti-spoofing: a port may be limited to a set of source MACs, or locked to the first
 //   MAC it sends from.
 // - MTU: frames whose payload exceeds the switch's (or the port's) MTU are dropped.
+// - Guard: a port may carry a check its owner supplies (a network's source validation,
+//   network/source-guard.ts), run on each frame the port sends, before its source is learned.
 // Everything dropped is counted per port and reason; nothing is logged per frame.
 //
 // Hot path: frames are views borrowed from the ingress port; egress ports copy what they
@@ -43,10 +45,14 @@ export interface DropCounters {
   filtered: number;
   /** multicast source MAC or a truncated VLAN tag */
   malformed: number;
+  /** refused by the port's guard */
+  guard: number;
 }
 
 export class SwitchPort {
-  readonly drops: DropCounters = { vlan: 0, spoof: 0, mtu: 0, isolation: 0, filtered: 0, malformed: 0 };
+  readonly drops: DropCounters = { vlan: 0, spoof: 0, mtu: 0, isolation: 0, filtered: 0, malformed: 0, guard: 0 };
+  /** the owner's check of each frame (l3: where the frame's payload starts; vid: its VLAN); false: drop */
+  guard: ((frame: Buffer, l3: number, vid: number) => boolean) | null = null;
   allowedMacs: Set<number> | null = null;
   lockFirstMac = false;
   access = DEFAULT_VLAN;
@@ -238,6 +244,7 @@ export class Switch {
       if (sp.lockFirstMac && sp.allowedMacs.size === 0) sp.allowedMacs.add(src);
       else { sp.drops.spoof++; return; }
     }
+    if (sp.guard !== null && !sp.guard(frame, tagged ? 18 : 14, vid)) { sp.drops.guard++; return; }
     let table = this.fdb.get(vid);
     if (table === undefined) { table = new Map(); this.fdb.set(vid, table); }
     const known = table.get(src);

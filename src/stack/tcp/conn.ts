@@ -152,6 +152,8 @@ export class TcpConn implements HostEvents {
   private runEnd = 0;
   /** still counted against the guest's connection limit */
   counted = true;
+  /** whom it is counted under (TcpStack.limit) */
+  owner = 0;
   readonly createdAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;

@@ -13,8 +13,10 @@
 //   (`defer`, a microtask by default): one ACK per connection per batch, one writev to the
 //   host per batch. Guest data is copied out of the borrowed frames into one slab for all
 //   connections (rx-slab.ts), a connection's data of one batch reaching its host as one Buffer.
-// - Limits: at most `maxConnsPerGuest` connections per guest address (a SYN beyond that
-//   gets a RST and is counted in limitHits); TIME_WAIT connections do not count.
+// - Limits: at most `maxConnsPerGuest` connections per owner (`limit`: the switch port that
+//   holds the guest address, as the network says, else the address). A SYN beyond that gets
+//   ICMP(v6) administratively prohibited (not a RST: the guest can tell a limit from a closed
+//   port), is counted in limitHits and reported to onLimit; TIME_WAIT connections do not count.
 // - Addresses are ids of either family (stack/addr.ts); a connection references its two
 //   while it is in the table. The same code serves IPv4 and IPv6.
 // - Time and randomness are injected (the timer queue's clock; `random` for initial
@@ -26,6 +28,8 @@ import { pseudoSumV4 } from '../../wire/checksum.ts';
 import type { TimerQueue } from '../timers.ts';
 import type { IpOutput } from '../output.ts';
 import { logger, type Logger } from '../../util/log.ts';
+import { FlowLimit, NO_OWNER } from '../../util/flow-limit.ts';
+import { V6_BASE } from '../addr.ts';
 import { seqAdd } from './seq.ts';
 import { refAddr, unrefAddr } from '../addr.ts';
 import { State, TcpConn } from './conn.ts';
@@ -60,7 +64,7 @@ export interface TcpStats {
 }
 
 export interface TcpStackOptions {
-  /** Most connections per guest address (new ones get RST and are counted). */
+  /** Most connections per owner (guest address, or its port: see `limit`); 0: no limit. Default 4096. */
   maxConnsPerGuest?: number;
   /** in [0, 1): initial sequence numbers and ephemeral ports (default Math.random) */
   random?: () => number;
@@ -91,8 +95,11 @@ export class TcpStack {
   readonly log: Logger = logger('tcp');
   /** guest (ip*65536+port) -> remote (ip*65536+port) -> connection */
   private readonly conns = new Map<number, Map<number, TcpConn>>();
-  private readonly perGuest = new Map<number, number>();
-  private readonly maxPerGuest: number;
+  /** connections counted per owner (the network sets limit.ownerOf) */
+  readonly limit: FlowLimit;
+  /** a connection was refused by `limit` (guest SYN or a connection into the guest) */
+  onLimit: ((guestIp: number, max: number) => void) | null = null;
+  private readonly quote = Buffer.alloc(8);
   private readonly random: () => number;
   private readonly defer: (fn: () => void) => void;
   private readonly acks: TcpConn[] = [];
@@ -124,7 +131,7 @@ export class TcpStack {
   onConnectTimeout: ((c: TcpConn) => void) | null = null;
 
   constructor(readonly out: IpOutput, readonly timers: TimerQueue, opts: TcpStackOptions = {}) {
-    this.maxPerGuest = opts.maxConnsPerGuest ?? 4096;
+    this.limit = new FlowLimit(opts.maxConnsPerGuest ?? 4096);
     this.random = opts.random ?? Math.random;
     this.defer = opts.defer ?? queueMicrotask;
     this.nextPort = EPHEMERAL_LOW + Math.floor(this.random() * 8192);
@@ -178,14 +185,16 @@ export class TcpStack {
       if (!(h.flags & TCP_RST)) this.resetFor(src, dst, h);
       return;
     }
-    if ((this.perGuest.get(src) ?? 0) >= this.maxPerGuest) {
+    const owner = this.limit.take(src);
+    if (owner === NO_OWNER) {
       this.stats.limitHits++;
-      this.resetFor(src, dst, h);
+      this.onLimit?.(src, this.limit.max);
+      this.prohibited(src, dst, h);
       return;
     }
     const conn = new TcpConn(this, src, h.srcPort, dst, h.dstPort);
     conn.acceptSyn(h, this.iss());
-    this.add(conn);
+    this.add(conn, owner);
     if (!this.opener || !this.opener(conn)) { conn.refuse(); return; }
     if (conn.state === State.Opening) this.timers.arm(conn.rtxTimer, CONNECT_TIMEOUT_MS);
   }
@@ -221,11 +230,22 @@ export class TcpStack {
     this.stats.resetsSent++;
   }
 
+  /** ICMP(v6) administratively prohibited for a guest SYN, quoting its ports and sequence number. */
+  private prohibited(guestIp: number, remoteIp: number, h: TcpHeader): void {
+    const q = this.quote;
+    q.writeUInt16BE(h.srcPort, 0);
+    q.writeUInt16BE(h.dstPort, 2);
+    q.writeUInt32BE(h.seq, 4);
+    const v6 = guestIp >= V6_BASE;
+    // ICMP type 3 code 13 / ICMPv6 type 1 code 1 ("communication administratively prohibited")
+    this.out.sendIcmpErrorForFlow(v6 ? 1 : 3, v6 ? 1 : 13, remoteIp, guestIp, remoteIp, IPPROTO_TCP, q, 20);
+  }
+
   // ---- the table ----
 
   /** Open a connection into a guest (hostfwd): from remoteIp:port (ephemeral if 0). */
   connect(guestIp: number, guestPort: number, remoteIp: number, remotePort = 0): TcpConn | null {
-    if ((this.perGuest.get(guestIp) ?? 0) >= this.maxPerGuest) { this.stats.limitHits++; return null; }
+    if (this.limit.full(guestIp)) { this.stats.limitHits++; this.onLimit?.(guestIp, this.limit.max); return null; }
     let rp = remotePort;
     if (rp === 0) {
       for (let i = 0; i < 65536 - EPHEMERAL_LOW; i++) {
@@ -236,19 +256,19 @@ export class TcpStack {
     }
     if (this.find(guestIp, guestPort, remoteIp, rp)) { this.stats.limitHits++; return null; }
     const c = new TcpConn(this, guestIp, guestPort, remoteIp, rp);
-    this.add(c);
+    this.add(c, this.limit.take(guestIp));
     c.openActive(this.iss());
     return c;
   }
 
-  private add(c: TcpConn): void {
+  private add(c: TcpConn, owner: number): void {
+    c.owner = owner;
     refAddr(c.guestIp);
     refAddr(c.remoteIp);
     const gk = c.guestIp * 65536 + c.guestPort;
     let m = this.conns.get(gk);
     if (!m) { m = new Map(); this.conns.set(gk, m); }
     m.set(c.remoteIp * 65536 + c.remotePort, c);
-    this.perGuest.set(c.guestIp, (this.perGuest.get(c.guestIp) ?? 0) + 1);
     this.stats.connsOpened++;
   }
 
@@ -256,8 +276,7 @@ export class TcpStack {
   uncount(c: TcpConn): void {
     if (!c.counted) return;
     c.counted = false;
-    const n = (this.perGuest.get(c.guestIp) ?? 1) - 1;
-    if (n <= 0) this.perGuest.delete(c.guestIp); else this.perGuest.set(c.guestIp, n);
+    this.limit.give(c.owner);
   }
 
   remove(c: TcpConn): void {
@@ -272,13 +291,20 @@ export class TcpStack {
     }
   }
 
-  /** Connections of a guest address counted against its limit. */
-  countOf(guestIp: number): number { return this.perGuest.get(guestIp) ?? 0; }
+  /** Connections of a guest address's owner counted against its limit. */
+  countOf(guestIp: number): number { return this.limit.countOf(this.limit.ownerOf(guestIp)); }
 
   /** Reset the host side of every connection of a guest address (its VM is gone). */
   abortGuest(ip: number): number {
     let n = 0;
     for (const c of this.connections()) if (c.guestIp === ip) { c.abort(false, 'the guest port closed'); n++; }
+    return n;
+  }
+
+  /** Reset the host side of every connection counted under an owner (its port is gone). */
+  abortOwner(owner: number, why: string): number {
+    let n = 0;
+    for (const c of this.connections()) if (c.owner === owner) { c.abort(false, why); n++; }
     return n;
   }
 

@@ -277,18 +277,40 @@ test('abortGuest resets the host sides of one guest only, sending nothing to it'
   assert.notEqual(other.state, State.Closed);
 });
 
-test('limits: a guest at its connection limit gets RSTs for new SYNs, counted', () => {
+test('limits: a guest at its connection limit gets administratively prohibited for new SYNs (not a RST), counted and reported', () => {
   const bed = new Bed({ maxConnsPerGuest: 3 });
+  const reported: [number, number][] = [];
+  bed.stack.onLimit = (ip, max) => reported.push([ip, max]);
   for (let p = 1; p <= 3; p++) bed.guest({ seq: 1, flags: TCP_SYN, sport: 1000 + p });
   bed.take();
   bed.guest({ seq: 1, flags: TCP_SYN, sport: 2000 });
-  const s = bed.one();
-  assert.equal(s.flags, TCP_RST | TCP_ACK);
+  assert.deepEqual(bed.take(), [], 'no RST: the guest must not take a limit for a closed port');
+  assert.deepEqual(bed.icmpErrors, [{ type: 3, code: 13, guest: GUEST, dst: REMOTE, proto: 6 }]);
   assert.equal(bed.stack.stats.limitHits, 1);
+  assert.deepEqual(reported, [[GUEST, 3]]);
   assert.equal(bed.stack.size, 3);
   bed.guest({ seq: 1, flags: TCP_SYN, sport: 2000, src: GUEST + 7 });
   assert.equal(bed.one().flags, TCP_SYN | TCP_ACK, 'another guest is not affected');
   assert.equal(bed.stack.connect(GUEST, 22, REMOTE), null, 'connections into it are refused too');
+  assert.deepEqual(reported, [[GUEST, 3], [GUEST, 3]]);
+});
+
+test('limits: connections are counted per owner (a port holding several addresses), and given back to the owner they were counted under', () => {
+  const bed = new Bed({ maxConnsPerGuest: 2 });
+  let owner = 77;
+  bed.stack.limit.ownerOf = () => owner; // every address belongs to one port
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1001 });
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1002, src: GUEST + 1 });
+  assert.equal(bed.take().length, 2);
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1003, src: GUEST + 2 });
+  assert.deepEqual(bed.take(), [], 'a third address of the same port is over the limit');
+  assert.equal(bed.icmpErrors.length, 1);
+  assert.equal(bed.stack.countOf(GUEST + 9), 2);
+  owner = 78; // the addresses change hands: the old connections still count under 77
+  assert.equal(bed.stack.countOf(GUEST), 0);
+  for (const c of bed.stack.connections()) c.abort(false, 'test');
+  assert.equal(bed.stack.limit.countOf(77), 0, 'given back to the owner they were counted under');
+  assert.equal(bed.stack.abortOwner(77, 'test'), 0);
 });
 
 test('limits: the reorder queue holds at most 1024 segments', () => {
