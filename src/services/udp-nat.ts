@@ -47,7 +47,7 @@ export interface UdpNatOptions {
   fdBudget?: FdBudget | null;
 }
 
-export type UdpLimit = 'flows' | 'descriptors';
+export type UdpLimit = 'flowsPerGuest' | 'descriptors';
 
 export class UdpNat {
   /** guest key -> destination key -> flow */
@@ -74,7 +74,7 @@ export class UdpNat {
     let f = this.flows.get(guestKey)?.get(dstKey);
     if (!f) {
       const owner = this.limit.take(p.src);
-      if (owner === NO_OWNER) return this.refuse(p, 'flows', this.limit.max);
+      if (owner === NO_OWNER) return this.refuse(p, 'flowsPerGuest', this.limit.max);
       if (this.fdBudget !== null && !this.fdBudget.tryAcquire()) {
         this.limit.give(owner);
         return this.refuse(p, 'descriptors', this.fdBudget.flows);

@@ -44,7 +44,7 @@ export interface Rx {
   ip?: { src: number; dst: number; protocol: number };
   udp?: { srcPort: number; dstPort: number; payload: Buffer };
   tcp?: { srcPort: number; dstPort: number; seq: number; ack: number; flags: number };
-  icmp?: { type: number; id: number; seq: number };
+  icmp?: { type: number; code: number; id: number; seq: number };
 }
 
 export function decode(f: Buffer): Rx {
@@ -71,7 +71,7 @@ export function decode(f: Buffer): Rx {
     if (!parseTcp(f, h.payloadOffset, h.payloadEnd, t)) out.tcp = { srcPort: t.srcPort, dstPort: t.dstPort, seq: t.seq, ack: t.ack, flags: t.flags };
   } else if (h.protocol === IPPROTO_ICMP && h.payloadEnd - h.payloadOffset >= 8) {
     const o = h.payloadOffset;
-    out.icmp = { type: f[o], id: f.readUInt16BE(o + 4), seq: f.readUInt16BE(o + 6) };
+    out.icmp = { type: f[o], code: f[o + 1], id: f.readUInt16BE(o + 4), seq: f.readUInt16BE(o + 6) };
   }
   return out;
 }
@@ -190,11 +190,16 @@ export class RawGuest {
   }
 
   sendTcp(dst: number, sport: number, dport: number, seq: number, ack: number, flags: number): void {
+    this.sendTcpFrom(this.ip, dst, sport, dport, seq, ack, flags);
+  }
+
+  /** A TCP segment from any source address (a spoofing guest). */
+  sendTcpFrom(src: number, dst: number, sport: number, dport: number, seq: number, ack: number, flags: number): void {
     const f = Buffer.alloc(54);
     writeEthernet(f, 0, this.gwMac, this.mac, ETHERTYPE_IPV4);
-    writeIpv4(f, 14, this.ip, dst, IPPROTO_TCP, 20);
+    writeIpv4(f, 14, src, dst, IPPROTO_TCP, 20);
     writeTcp(f, 34, sport, dport, seq, ack, flags, 65535);
-    finishTcpV4(f, 34, 20, this.ip, dst);
+    finishTcpV4(f, 34, 20, src, dst);
     this.send(f);
   }
 
