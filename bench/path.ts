@@ -10,7 +10,8 @@
 //
 // Prints, per direction, family and MTU: CPU seconds per GB, ns per segment, Gbit/s on one core.
 // BENCH_MB (default 512) per run, BENCH_REPEAT (3) runs (median), BENCH_DIRECT=0 makes the guest
-// port refuse in-place frames (the copy path), BENCH_ONLY=down|up, BENCH_V6=0|1 limits families.
+// port refuse in-place frames (the copy path), BENCH_ONLY=down|up, BENCH_V6=0|1 limits families,
+// BENCH_GUARD=0 leaves out the source guard on the guest port (network/source-guard.ts).
 import { Switch } from '../src/switch/switch.ts';
 import { Gateway } from '../src/stack/gateway.ts';
 import { TcpStack } from '../src/stack/tcp/stack.ts';
@@ -23,10 +24,12 @@ import { writeIpv6 } from '../src/wire/ipv6.ts';
 import { TCP_ACK, TCP_SYN, TcpOptions, finishTcpV4, finishTcpV6, writeTcp } from '../src/wire/tcp.ts';
 import { parseIp4 } from '../src/wire/addr.ts';
 import { addr6 } from '../src/stack/addr.ts';
+import { SourceGuard } from '../src/network/source-guard.ts';
 
 const MB = Number(process.env.BENCH_MB ?? 512);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const DIRECT = process.env.BENCH_DIRECT !== '0';
+const GUARD = process.env.BENCH_GUARD !== '0';
 const GW_MAC = Buffer.from([0x52, 0x55, 10, 0, 2, 2]);
 const GUEST_MAC = Buffer.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
 const GUEST4 = parseIp4('10.0.2.15')!;
@@ -91,7 +94,15 @@ async function run(c: Case): Promise<Result> {
   const gw = new Gateway({ mac: GW_MAC, net: parseIp4('10.0.2.0')!, prefix: 24, addrs: [parseIp4('10.0.2.2')!], mtu: c.mtu, ipv6: v6cfg });
   sw.attach(gw, { mtu: c.mtu });
   const guest = new GuestPort();
-  sw.attach(guest, { mtu: c.mtu });
+  const gsp = sw.attach(guest, { mtu: c.mtu });
+  if (GUARD) {
+    const guard = new SourceGuard({
+      net: parseIp4('10.0.2.0')!, prefix: 24, gatewayOwns: (a) => gw.addrs.has(a) || a === gw.linkLocal,
+      prefix6: { prefix: PREFIX6, len: 64 }, owner4: () => -1, owner6: () => null, portOfMac: (b, o) => sw.portOf(b, o),
+      clock: gw.timers, onRelease: () => {}, onTooMany: () => {},
+    });
+    gsp.guard = guard.add(guest, 1).check;
+  }
   const tcp = new TcpStack(gw, gw.timers);
   gw.onTcp = (p) => tcp.input(p.src, p.dst, p.buf, p.l4, p.l4End, p.pseudo);
   const host = new SinkHost();

@@ -20,14 +20,15 @@
 // must advertise a held target. IPv6 is checked only on networks that have it (elsewhere the
 // gateway ignores it, and guests may use it among themselves).
 //
-// Hot path: one ethertype read, one address read (IPv6: a lookup in the address table) and
-// one map lookup per frame; the rest runs only for an address the port does not hold yet.
+// Hot path: one ethertype read and one address compare per frame against the port's last
+// source (a one-entry cache per family); else a map lookup (IPv6: first a lookup in the
+// address table); the rest runs only for an address the port does not hold yet.
 // Memory: at most max4 + max6 learned addresses per port, plus leased ones (bounded by DHCP's
 // per-port limit); everything a port held goes when the port goes.
 import type { Port } from '../link/port.ts';
 import type { Clock } from '../stack/timers.ts';
 import { ip6, refAddr, unrefAddr } from '../stack/addr.ts';
-import { macKey, macKeyToBuf } from '../wire/addr.ts';
+import { equal16, macKey, macKeyToBuf } from '../wire/addr.ts';
 
 /** Why a frame was refused (per port, and in total). */
 export interface GuardDrops {
@@ -54,11 +55,18 @@ export class PortAddrs {
   readonly held = new Map<number, Holder>();
   learned4 = 0;
   learned6 = 0;
+  /** the last source that passed, per family (its holder still live) */
+  last4 = -1;
+  last4h: Holder | null = null;
+  readonly last6 = Buffer.alloc(16);
+  last6h: Holder | null = null;
   constructor(readonly port: Port) {}
 }
 
 interface Holder {
   st: PortAddrs;
+  /** still held (a cache entry pointing here is valid) */
+  live: boolean;
   learned: boolean;
   v6: boolean;
   /** clock ms of the last frame from it */
@@ -146,8 +154,10 @@ export class SourceGuard {
     if (et === ETH_IP4) {
       if (f.length < l3 + 20) return this.drop(st, 'malformed');
       const src = f.readUInt32BE(l3 + 12);
+      const c = st.last4h;
+      if (c !== null && src === st.last4 && c.live) { c.seen = this.o.clock.now(); return true; }
       const h = this.holders.get(src);
-      if (h !== undefined && h.st === st) { h.seen = this.o.clock.now(); return true; }
+      if (h !== undefined && h.st === st) { h.seen = this.o.clock.now(); st.last4 = src; st.last4h = h; return true; }
       if (src === 0) {
         // DHCP from a client without an address: UDP 0.0.0.0:68 -> :67
         const ihl = (f[l3] & 0x0f) * 4;
@@ -159,6 +169,8 @@ export class SourceGuard {
     if (et === ETH_IP6) {
       if (this.o.prefix6 === null) return true;
       if (f.length < l3 + 40) return this.drop(st, 'malformed');
+      const c = st.last6h;
+      if (c !== null && c.live && equal16(f, l3 + 8, st.last6, 0) && f[l3 + 40] !== 136) { c.seen = this.o.clock.now(); return true; }
       if (!this.source6(st, f, l3 + 8, true)) return false;
       // a neighbour advertisement claims its target
       if (f[l3 + 6] === 58 && f[l3 + 40] === 136 && f.length >= l3 + 64) return this.source6(st, f, l3 + 48, false);
@@ -208,7 +220,11 @@ export class SourceGuard {
     const id = ip6.lookup(f, o);
     if (id >= 0) {
       const h = this.holders.get(id);
-      if (h !== undefined && h.st === st) { h.seen = this.o.clock.now(); return true; }
+      if (h !== undefined && h.st === st) {
+        h.seen = this.o.clock.now();
+        if (isSource) { f.copy(st.last6, 0, o, o + 16); st.last6h = h; }
+        return true;
+      }
     }
     const b0 = f[o];
     if (b0 === 0xff) return this.drop(st, 'offSubnet');
@@ -276,7 +292,7 @@ export class SourceGuard {
   }
 
   private hold(st: PortAddrs, a: number, v6: boolean, learned: boolean): void {
-    const h: Holder = { st, learned, v6, seen: this.o.clock.now() };
+    const h: Holder = { st, live: true, learned, v6, seen: this.o.clock.now() };
     this.holders.set(a, h);
     st.held.set(a, h);
     if (learned) { if (v6) st.learned6++; else st.learned4++; }
@@ -287,6 +303,7 @@ export class SourceGuard {
     const h = this.holders.get(a);
     if (h === undefined) return;
     this.holders.delete(a);
+    h.live = false;
     h.st.held.delete(a);
     if (h.learned) { if (h.v6) h.st.learned6--; else h.st.learned4--; }
     unrefAddr(a);
