@@ -12,11 +12,9 @@
 // and the NATs carry IPv6 to the host's IPv6 sockets, the router address meaning the host's
 // ::1 as the IPv4 gateway means 127.0.0.1.
 //
-// Names (shared networks): a name belongs to its static host, else to the VM registered under
-// it (`qnet attach`/`qnet run` record VM name -> MAC in vmMacs), else to the first live lease
-// that asked for it. Another MAC asking DHCP for a taken name gets an address but not the
-// name (logged and counted as the `dhcp.nameTaken` limit). DNS and forwards by name resolve to
-// the owner only, never to whoever asked for the name last.
+// Names (shared networks, names.ts): a name belongs to its static host, else to the VM
+// registered under it (vmMacs), else to the first live lease that asked for it; another MAC
+// asking for it gets an address without the name (the `dhcp.nameTaken` limit).
 //
 // Limits: every limit hit by a guest of this network (DHCP leases per port, names, stream
 // listener caps, ...) is reported to `limits`, which counts it for /metrics and logs it at
@@ -40,7 +38,6 @@ import { HostForwarder, type ActiveHostFwd } from '../services/hostfwd.ts';
 import type { ForwardRule, NetworkMode } from '../common/types.ts';
 import { GuestForwarder, type GuestFwdRule } from '../services/guestfwd.ts';
 import { DnsForwarder } from '../services/dns.ts';
-import { TYPE_A, TYPE_AAAA } from '../services/dns-codec.ts';
 import { RouterAdvertiser } from '../services/router-adv.ts';
 import { Dhcp6Server, type Lease6, type LeaseEvent6 } from '../services/dhcp6.ts';
 import type { HostAddrs } from '../services/host-target.ts';
@@ -49,10 +46,11 @@ import { serveDnsStream } from '../services/dns-tcp.ts';
 import { TftpServer } from '../services/tftp.ts';
 import { IcmpNat } from '../services/icmp-nat.ts';
 import { readResolvConf, type Upstream } from '../services/upstreams.ts';
-import { ip4ToString, macKey, macKeyToString, parseIp4, parseIp6 } from '../wire/addr.ts';
+import { ip4ToString, macKey, macKeyToString, parseIp6 } from '../wire/addr.ts';
 import { LimitLog } from '../util/limits.ts';
 import type { FdBudget } from '../util/fds.ts';
 import { SourceGuard } from './source-guard.ts';
+import { Names } from './names.ts';
 import { addrToBig } from '../services/dhcp6-leases.ts';
 
 import { StreamConnector, type StreamAddress } from '../link/stream.ts';
@@ -207,6 +205,8 @@ export class Network {
   readonly fdBudget: FdBudget | null;
   /** which port may send from which address (null: kernel networks, or turned off) */
   readonly guard: SourceGuard | null;
+  /** who a name belongs to, and what DNS answers for it */
+  readonly names: Names;
   /** a kernel network: the DHCP server's host on the bridge, and the DNS sockets */
   readonly bridgeHost: BridgeUdpHost | null;
   bridgeSockets: GatewaySockets | null = null;
@@ -262,7 +262,7 @@ export class Network {
       // known there (yet), so no per-port limit rather than one shared by every guest
       portOf: opts.bridge ? undefined : (mac) => this.sw.portOf(mac)?.name,
       limits: this.limits,
-      nameAllowed: opts.mode !== 'user' ? (mac, name) => this.nameAllowed(mac, name) : undefined,
+      nameAllowed: opts.mode !== 'user' ? (mac, name) => this.names.nameAllowed(mac, name) : undefined,
     });
     const shared = opts.mode !== 'user';
     this.dns = new DnsForwarder(udpHost, {
@@ -270,7 +270,7 @@ export class Network {
       listenIps: this.prefix6 ? [this.prefix6.dns] : [],
       // an isolated network has no way out, not even for DNS
       upstreams: opts.mode === 'isolated' ? [] : opts.upstreams ?? readResolvConf(),
-      resolveLocal: shared ? (name, type) => this.resolveLocal(name, type) : undefined,
+      resolveLocal: shared ? (name, type) => this.names.resolveLocal(name, type) : undefined,
       limits: this.limits,
     });
     this.tftp = opts.tftp ? new TftpServer(this.gw, { root: opts.tftp, listenIp: opts.gateway, limits: this.limits }) : null;
@@ -338,6 +338,7 @@ export class Network {
       this.gw.onIcmp = (p, h) => icmp.input(p, h);
     }
     this.tcp.opener = (conn) => this.openTcp(conn);
+    this.names = new Names({ opts, dhcp: this.dhcp, dhcp6: this.dhcp6, vmMacs: this.vmMacs, prefix6: this.prefix6, neighbours6: this.gw.neighbours6 });
   }
 
   get name(): string { return this.opts.name; }
@@ -387,107 +388,16 @@ export class Network {
     return true;
   }
 
-  // ---- names ----
+  // ---- names (names.ts) ----
 
-  private shortName(name: string): string {
-    let n = name.toLowerCase().replace(/\.$/, '');
-    const d = this.opts.domain?.toLowerCase();
-    if (d && n.endsWith(`.${d}`)) n = n.slice(0, -d.length - 1);
-    return n;
-  }
+  /** Who a name belongs to (see names.ts). */
+  nameOwner(name: string): ReturnType<Names['nameOwner']> { return this.names.nameOwner(name); }
 
-  private staticIp(h: StaticHost): number | null { return typeof h.ip === 'number' ? h.ip : parseIp4(h.ip); }
+  /** A VM's current address by name: its owner's. */
+  addressOf(name: string): number | null { return this.names.addressOf(name); }
 
-  /**
-   * Who `name` belongs to: its static host (IPv4, else IPv6), else the VM registered under it
-   * (with that VM's address, or null while it has none), else the first live DHCP lease that
-   * carries it, else the first live DHCPv6 lease. ip is the owner's IPv4 address (or null).
-   */
-  nameOwner(name: string): { mac: string; ip: number | null; by: 'static' | 'vm' | 'lease' } | null {
-    const n = this.shortName(name);
-    const statics = this.opts.staticHosts ?? [];
-    for (const h of statics) {
-      if (h.hostname?.toLowerCase() === n) return { mac: h.mac.toLowerCase(), ip: this.staticIp(h), by: 'static' };
-    }
-    const st6 = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
-    if (st6) {
-      const mac = st6.mac.toLowerCase();
-      const st4 = statics.find((h) => h.mac.toLowerCase() === mac);
-      return { mac, ip: st4 ? this.staticIp(st4) : this.dhcp.leases().find((x) => x.mac === mac)?.ip ?? null, by: 'static' };
-    }
-    const leases = this.dhcp.leases();
-    const vmMac = this.vmMacs.get(n);
-    if (vmMac !== undefined) {
-      const st = statics.find((h) => h.mac.toLowerCase() === vmMac);
-      const ip = st ? this.staticIp(st) : leases.find((l) => l.mac === vmMac)?.ip ?? null;
-      return { mac: vmMac, ip, by: 'vm' };
-    }
-    const l = leases.find((x) => x.hostname?.toLowerCase() === n);
-    if (l) return { mac: l.mac, ip: l.ip, by: 'lease' };
-    // else the first live DHCPv6 lease (FQDN) of that name (an owner without an IPv4 address)
-    const l6 = this.dhcp6?.leases().find((x) => x.hostname !== undefined && this.shortName(x.hostname) === n);
-    return l6 ? { mac: l6.mac, ip: null, by: 'lease' } : null;
-  }
-
-  /** A VM's current address by name: its owner's (see nameOwner). */
-  addressOf(name: string): number | null {
-    return this.nameOwner(name)?.ip ?? null;
-  }
-
-  /** DHCP asks before binding `mac` under `name`: only a free name or the owner's own (else: whose it is). */
-  private nameAllowed(mac: string, name: string): true | string {
-    const owner = this.nameOwner(name);
-    if (owner === null || owner.mac === mac) return true;
-    return `${owner.by === 'static' ? 'static host' : owner.by === 'vm' ? 'VM' : 'lease of'} ${owner.mac}`;
-  }
-
-  /**
-   * A VM's IPv6 addresses on the prefix (the ones it formed or was given, as the gateway has
-   * seen them), for AAAA answers and forwards by name.
-   */
-  addresses6Of(name: string): number[] {
-    const p6 = this.prefix6;
-    if (!p6) return [];
-    const n = this.shortName(name);
-    const out: number[] = [];
-    const add = (a: number | null): void => { if (a !== null && !out.includes(a)) out.push(a); };
-    // a static IPv6 host of that name, and whatever DHCPv6 gave the name's owner (by its MAC:
-    // never whoever answers ARP for the owner's IPv4 address or asks for the name later)
-    const st = this.opts.ipv6?.hosts?.find((h) => h.hostname?.toLowerCase() === n);
-    if (st) add(parseAddr(st.ip));
-    const mac = this.nameOwner(n)?.mac;
-    if (!mac) return out;
-    for (const l of this.dhcp6?.leases() ?? []) if (l.mac === mac) add(parseAddr(l.ip));
-    // then what it formed itself (SLAAC), as the gateway has seen it on the wire
-    for (const [a, nb] of this.gw.neighbours6) {
-      if (inPrefix6(a, p6.prefix, p6.len) && macKeyToString(macKey(nb.mac, 0)) === mac) add(a);
-    }
-    return out;
-  }
-
-  /** DNS for shared networks: guests by hostname, the gateway by a fixed name, extra records. */
-  private resolveLocal(name: string, type: number): number[] | null | undefined {
-    const full = name.toLowerCase().replace(/\.$/, '');
-    const n = this.shortName(full);
-    const inDomain = !this.opts.domain || full !== n || !full.includes('.');
-    // records first: every record of the name, answered by family
-    const recs = (this.opts.records ?? []).filter((r) => { const rn = r.name.toLowerCase().replace(/\.$/, ''); return rn === full || rn === n; });
-    if (recs.length > 0) {
-      if (type === TYPE_A) return recs.map((r) => r.ip).filter((a) => a < V6_BASE);
-      if (type === TYPE_AAAA) return recs.map((r) => r.ip).filter((a) => a >= V6_BASE);
-      return [];
-    }
-    const gatewayName = inDomain && (n === 'gateway' || n === 'host');
-    const ip = !inDomain ? null : gatewayName ? this.opts.gateway : this.addressOf(n);
-    const ip6s = !inDomain ? [] : gatewayName ? (this.prefix6 ? [this.prefix6.router] : []) : this.addresses6Of(n);
-    if (ip === null && ip6s.length === 0) {
-      // a name in our own domain that nobody has: authoritative NXDOMAIN, don't leak it upstream
-      return this.opts.domain && full !== n ? null : undefined;
-    }
-    if (type === TYPE_A) return ip === null ? [] : [ip];
-    if (type === TYPE_AAAA) return ip6s;
-    return [];
-  }
+  /** A VM's IPv6 addresses on the prefix. */
+  addresses6Of(name: string): number[] { return this.names.addresses6Of(name); }
 
   // ---- ports ----
 
