@@ -23,6 +23,12 @@
 //   sweep on a coarse clock: no timer per read and no clock read on the packet path).
 // Each of these is reported to `limits` (counted, logged once per interval). Connections a
 // StreamConnector makes (to a QEMU qnet started) are one per VM and need none of this.
+//
+// Fairness: libuv reads a busy socket up to 32 times per event-loop turn, so a peer that
+// floods would have its frames handled many times over before another port's were. A port
+// that has delivered FRAMES_PER_TURN frames in the current turn pauses its socket until the
+// next turn (`yields` counts it): every port gets its turn, and the kernel's socket buffer
+// pushes back on the flooder. Normal traffic delivers far fewer frames per turn and never pauses.
 import net from 'node:net';
 import fs from 'node:fs';
 import { MAX_FRAME, Port } from './port.ts';
@@ -34,6 +40,13 @@ const log = logger('link/stream');
 /** Above this many bytes queued in the kernel-facing write buffer, new frames are dropped. */
 const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 const OUT_CHUNK = 256 * 1024;
+/** Frames one port hands on per event-loop turn before it yields to the others. */
+export const FRAMES_PER_TURN = 512;
+
+/** Event-loop turns, counted while any stream port receives (one setImmediate per busy turn). */
+let turn = 0;
+let turnArmed = false;
+const nextTurn = (): void => { turn++; turnArmed = false; };
 
 interface OutChunk {
   buf: Buffer;
@@ -92,6 +105,12 @@ export class StreamPort extends Port {
   private readonly spares: Buffer[] = [];
   private flushQueued = false;
   private readonly flushFn = (): void => this.flush();
+  /** the turn rxInTurn counts frames of */
+  private rxTurn = -1;
+  private rxInTurn = 0;
+  /** times this port paused to let the others have their turn */
+  yields = 0;
+  private readonly resumeFn = (): void => { if (!this.closed) this.socket.resume(); };
 
   constructor(readonly socket: net.Socket, peer: string, kind = 'stream') {
     super(kind, peer);
@@ -102,6 +121,22 @@ export class StreamPort extends Port {
   }
 
   private onData(chunk: Buffer): void {
+    const c = this.counters;
+    const before = c.rxFrames + c.rxDropped;
+    this.receive(chunk);
+    if (this.closed) return;
+    // fairness (see the top comment)
+    if (this.rxTurn !== turn) { this.rxTurn = turn; this.rxInTurn = 0; }
+    if (!turnArmed) { turnArmed = true; setImmediate(nextTurn); }
+    this.rxInTurn += c.rxFrames + c.rxDropped - before;
+    if (this.rxInTurn >= FRAMES_PER_TURN) {
+      this.yields++;
+      this.socket.pause();
+      setImmediate(this.resumeFn);
+    }
+  }
+
+  private receive(chunk: Buffer): void {
     const wasPartial = this.partial !== null || this.hdrFill > 0;
     let finished = false;
     let off = 0;

@@ -81,6 +81,26 @@ test('stream: sends are batched and framed; many connections on one listener', a
   l.close();
 });
 
+test('stream: a port that delivers FRAMES_PER_TURN frames in one turn yields to the others, losing nothing', async (t) => {
+  const { sock, l, ports, got } = await listener();
+  const flooder = await StreamPeer.connect(sock);
+  const calm = await StreamPeer.connect(sock);
+  t.after(() => { flooder.close(); calm.close(); l.close(); });
+  await waitFor(() => ports.length >= 2, { what: '2 connections accepted' });
+  const N = 20_000;
+  const frames = Array.from({ length: N }, (_, i) => { const f = makeFrame(B, A, 64); f.writeUInt32BE(i, 20); return f; });
+  flooder.send(...frames);
+  for (let i = 0; i < 5; i++) { calm.send(makeFrame(A, B, 64)); await new Promise((r) => setImmediate(r)); }
+  await waitFor(() => got.length >= N + 5, { what: 'every frame delivered', timeoutMs: 30_000 });
+  const floodPort = ports[0];
+  assert.ok(floodPort.yields > 0, 'the flooding port paused for the others');
+  assert.equal(ports[1].yields, 0, 'a port with a few frames per turn never pauses');
+  const flood = got.filter((f) => f[11] === 0x0a); // from A
+  assert.equal(flood.length, N);
+  assert.ok(flood.every((f, i) => f.readUInt32BE(20) === i), 'in order, none lost');
+  assert.equal(floodPort.counters.rxFrames, N);
+});
+
 test('stream: refuses to take over a live socket, replaces a stale one', async () => {
   const { sock, l } = await listener();
   await assert.rejects(StreamListener.listen({ kind: 'unix', path: sock }), /in use/);
