@@ -134,8 +134,9 @@ networks:
   let sport = 30000;
   for (const src of fakes) for (let k = 0; k < 10; k++) rogue.sendTcpFrom(src, GW.ip, sport++, srv.port, 1, 0, TCP_SYN);
   await rogue.barrier();
-  await waitFor(() => rogue.seen((r) => r.tcp?.flags === (TCP_SYN | TCP_ACK)).length + rogue.seen((r) => r.icmp?.type === 3).length >= 40, { what: '40 answers (SYN-ACK or ICMP) for the rogue' });
-  const synAcks = rogue.seen((r) => r.tcp?.flags === (TCP_SYN | TCP_ACK));
+  await waitFor(() => new Set(rogue.seen((r) => r.tcp?.flags === (TCP_SYN | TCP_ACK)).map((r) => r.tcp!.dstPort)).size + rogue.seen((r) => r.icmp?.type === 3).length >= 40, { what: '40 answers (SYN-ACK or ICMP) for the rogue' });
+  // one per connection (a slow ACK on a loaded machine may bring a retransmitted SYN-ACK)
+  const synAcks = [...new Map(rogue.seen((r) => r.tcp?.flags === (TCP_SYN | TCP_ACK)).map((r) => [`${r.ip!.dst}:${r.tcp!.dstPort}`, r])).values()];
   for (const r of synAcks) rogue.sendTcpFrom(r.ip!.dst, GW.ip, r.tcp!.dstPort, srv.port, 2, (r.tcp!.seq + 1) >>> 0, TCP_ACK);
   await rogue.barrier();
 
