@@ -32,6 +32,7 @@
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <node_api.h>
+#include "qnet_napi.h"
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
@@ -39,20 +40,6 @@
 
 #define QH_MAX_FDS 8
 #define QH_MAX_RESPONSE (1 << 20)
-
-static void host_throw(napi_env env, const char *what, int e) {
-  char msg[320];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
-  napi_value m, c, err, n;
-  const char *code = e == EPERM ? "EPERM" : e == EACCES ? "EACCES" : e == ENOENT ? "ENOENT" : e == EBUSY ? "EBUSY"
-    : e == EEXIST ? "EEXIST" : e == ETIMEDOUT ? "ETIMEDOUT" : e == ECONNREFUSED ? "ECONNREFUSED" : e == EINVAL ? "EINVAL"
-    : e == ENODEV ? "ENODEV" : e == ENAMETOOLONG ? "ENAMETOOLONG" : e == EBADF ? "EBADF" : e == ENOTSOCK ? "ENOTSOCK" : "EIO";
-  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) != napi_ok) return;
-  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok) return;
-  if (napi_create_error(env, c, m, &err) != napi_ok) return;
-  if (napi_create_int32(env, e, &n) == napi_ok) napi_set_named_property(env, err, "errno", n);
-  napi_throw(env, err);
-}
 
 static int host_args(napi_env env, napi_callback_info ci, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -65,17 +52,8 @@ static int host_args(napi_env env, napi_callback_info ci, size_t want, napi_valu
 }
 
 static int host_string(napi_env env, napi_value v, char *buf, size_t cap) {
-  size_t n = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return -1;
-  }
-  if (n + 1 > cap) {
-    host_throw(env, "name too long", ENAMETOOLONG);
-    return -1;
-  }
-  if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok) return -1;
-  return 0;
+  size_t n;
+  return qn_get_string(env, v, buf, cap, &n, "name too long");
 }
 
 static int32_t host_int_prop(napi_env env, napi_value obj, const char *key, int32_t def) {
@@ -130,7 +108,7 @@ static napi_value tun_features(napi_env env, napi_callback_info ci) {
   (void)ci;
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    host_throw(env, "open /dev/net/tun", errno);
+    qn_throw_errno(env, "open /dev/net/tun", errno);
     return NULL;
   }
   unsigned int features = 0;
@@ -138,7 +116,7 @@ static napi_value tun_features(napi_env env, napi_callback_info ci) {
   int e = errno;
   close(fd);
   if (r < 0) {
-    host_throw(env, "TUNGETFEATURES", e);
+    qn_throw_errno(env, "TUNGETFEATURES", e);
     return NULL;
   }
   return host_int(env, features);
@@ -159,7 +137,7 @@ static napi_value create_tap(napi_env env, napi_callback_info ci) {
   if (ifr.ifr_name[0] == 0) snprintf(ifr.ifr_name, IFNAMSIZ, "tap%%d");
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    host_throw(env, "open /dev/net/tun", errno);
+    qn_throw_errno(env, "open /dev/net/tun", errno);
     return NULL;
   }
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
@@ -168,7 +146,7 @@ static napi_value create_tap(napi_env env, napi_callback_info ci) {
     int e = errno;
     close(fd);
     snprintf(what, sizeof what, "TUNSETIFF %s", ifr.ifr_name);
-    host_throw(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = 0;
@@ -178,7 +156,7 @@ static napi_value create_tap(napi_env env, napi_callback_info ci) {
     int e = errno;
     close(fd);
     snprintf(what, sizeof what, "configure tap %s (owner/group/persist)", ifr.ifr_name);
-    host_throw(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   napi_value arr, name;
@@ -287,7 +265,7 @@ static napi_value unix_request(napi_env env, napi_callback_info ci) {
   int64_t deadline = now_ms() + (timeout > 0 ? timeout : 30000);
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (s < 0) {
-    host_throw(env, "socket(AF_UNIX)", errno);
+    qn_throw_errno(env, "socket(AF_UNIX)", errno);
     return NULL;
   }
   int fds[QH_MAX_FDS * 4];
@@ -361,7 +339,7 @@ static napi_value unix_request(napi_env env, napi_callback_info ci) {
     free(buf);
     char what[160];
     snprintf(what, sizeof what, "%s %s", stage, sun.sun_path);
-    host_throw(env, what, err);
+    qn_throw_errno(env, what, err);
     return NULL;
   }
   napi_value obj, data, list;
@@ -391,7 +369,7 @@ static napi_value peer_cred(napi_env env, napi_callback_info ci) {
   struct ucred uc;
   socklen_t sl = sizeof uc;
   if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &sl) < 0) {
-    host_throw(env, "SO_PEERCRED", errno);
+    qn_throw_errno(env, "SO_PEERCRED", errno);
     return NULL;
   }
   gid_t groups[256];
@@ -431,7 +409,7 @@ static napi_value file_capability(napi_env env, napi_callback_info ci) {
       napi_get_null(env, &out);
       return out;
     }
-    host_throw(env, path, errno);
+    qn_throw_errno(env, path, errno);
     return NULL;
   }
   void *dst = NULL;

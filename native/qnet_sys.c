@@ -51,6 +51,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <node_api.h>
+#include "qnet_napi.h"
 #include <uv.h>
 
 #define QH_MAX_BATCH 64
@@ -97,41 +98,6 @@ static void throw_last(napi_env env, const char *what) {
   const napi_extended_error_info *info = NULL;
   napi_get_last_error_info(env, &info);
   napi_throw_error(env, NULL, info && info->error_message ? info->error_message : what);
-}
-
-static const char *errno_name(int e) {
-  switch (e) {
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EADDRINUSE: return "EADDRINUSE";
-    case EINVAL: return "EINVAL";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case EBUSY: return "EBUSY";
-    case ENODEV: return "ENODEV";
-    case ENXIO: return "ENXIO";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
-    case ENOTDIR: return "ENOTDIR";
-    case EEXIST: return "EEXIST";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOMEM: return "ENOMEM";
-    case EBADF: return "EBADF";
-    default: return "EIO";
-  }
-}
-
-// Throw an Error with .code = errno name and .errno = number.
-static void throw_errno(napi_env env, const char *what, int e) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(e));
-  napi_value m, c, err, n;
-  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) != napi_ok) return;
-  if (napi_create_string_utf8(env, errno_name(e), NAPI_AUTO_LENGTH, &c) != napi_ok) return;
-  if (napi_create_error(env, c, m, &err) != napi_ok) return;
-  if (napi_create_int32(env, e, &n) == napi_ok) napi_set_named_property(env, err, "errno", n);
-  napi_throw(env, err);
 }
 
 static int set_nonblock_cloexec(int fd) {
@@ -190,7 +156,7 @@ static napi_value qh_new(napi_env env, int fd, int kind) {
   qh_t *h = (qh_t *)calloc(1, sizeof *h);
   if (h == NULL) {
     close(fd);
-    throw_errno(env, "calloc", ENOMEM);
+    qn_throw_errno(env, "calloc", ENOMEM);
     return NULL;
   }
   h->env = env;
@@ -200,7 +166,7 @@ static napi_value qh_new(napi_env env, int fd, int kind) {
   if (r != 0) {
     close(fd);
     free(h);
-    throw_errno(env, "uv_poll_init", -r);
+    qn_throw_errno(env, "uv_poll_init", -r);
     return NULL;
   }
   h->poll.data = h;
@@ -236,29 +202,13 @@ static int get_args(napi_env env, napi_callback_info ci, size_t want, napi_value
   return 0;
 }
 
-// A JS string into buf (NUL-terminated); -1 (with exception) if it does not fit.
-static int get_string(napi_env env, napi_value v, char *buf, size_t cap, size_t *len) {
-  size_t n = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return -1;
-  }
-  if (n + 1 > cap) {
-    throw_errno(env, "path too long", ENAMETOOLONG);
-    return -1;
-  }
-  if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok) return -1;
-  *len = n;
-  return 0;
-}
-
 static int fill_sun(napi_env env, napi_value v, struct sockaddr_un *sun, socklen_t *sl) {
   size_t n = 0;
   memset(sun, 0, sizeof *sun);
   sun->sun_family = AF_UNIX;
-  if (get_string(env, v, sun->sun_path, sizeof sun->sun_path, &n) < 0) return -1;
+  if (qn_get_string(env, v, sun->sun_path, sizeof sun->sun_path, &n, "path too long") < 0) return -1;
   if (n == 0) {
-    throw_errno(env, "empty socket path", EINVAL);
+    qn_throw_errno(env, "empty socket path", EINVAL);
     return -1;
   }
   *sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
@@ -284,7 +234,7 @@ static napi_value open_unix_dgram(napi_env env, napi_callback_info ci) {
   CHECK(napi_get_value_int32(env, argv[1], &bufsz));
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    throw_errno(env, "socket(AF_UNIX, SOCK_DGRAM)", errno);
+    qn_throw_errno(env, "socket(AF_UNIX, SOCK_DGRAM)", errno);
     return NULL;
   }
   if (bufsz > 0) {
@@ -296,7 +246,7 @@ static napi_value open_unix_dgram(napi_env env, napi_callback_info ci) {
     close(fd);
     char what[160];
     snprintf(what, sizeof what, "bind %s", sun.sun_path);
-    throw_errno(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   return qh_new(env, fd, KIND_UNIX);
@@ -318,7 +268,7 @@ static napi_value open_icmp(napi_env env, napi_callback_info ci) {
   if (fd < 0) {
     char what[96];
     snprintf(what, sizeof what, "socket(%s, %s, %s)", fam == 6 ? "AF_INET6" : "AF_INET", raw ? "SOCK_RAW" : "SOCK_DGRAM", fam == 6 ? "IPPROTO_ICMPV6" : "IPPROTO_ICMP");
-    throw_errno(env, what, errno);
+    qn_throw_errno(env, what, errno);
     return NULL;
   }
   int one = 1;
@@ -330,7 +280,7 @@ static napi_value open_icmp(napi_env env, napi_callback_info ci) {
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
       int e = errno;
       close(fd);
-      throw_errno(env, "bind ICMP echo socket", e);
+      qn_throw_errno(env, "bind ICMP echo socket", e);
       return NULL;
     }
     // optional: errors just won't show
@@ -354,10 +304,10 @@ static napi_value open_tap(napi_env env, napi_callback_info ci) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   size_t n = 0;
-  if (get_string(env, argv[0], ifr.ifr_name, IFNAMSIZ, &n) < 0) return NULL;
+  if (qn_get_string(env, argv[0], ifr.ifr_name, IFNAMSIZ, &n, "path too long") < 0) return NULL;
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
-    throw_errno(env, "open /dev/net/tun", errno);
+    qn_throw_errno(env, "open /dev/net/tun", errno);
     return NULL;
   }
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
@@ -366,14 +316,14 @@ static napi_value open_tap(napi_env env, napi_callback_info ci) {
     close(fd);
     char what[64];
     snprintf(what, sizeof what, "TUNSETIFF %s", n ? ifr.ifr_name : "(any)");
-    throw_errno(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   // TUNSETIFF may leave the descriptor flags alone, but be sure.
   if (set_nonblock_cloexec(fd) < 0) {
     int e = errno;
     close(fd);
-    throw_errno(env, "fcntl", e);
+    qn_throw_errno(env, "fcntl", e);
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = 0;
@@ -395,7 +345,7 @@ static napi_value open_packet(napi_env env, napi_callback_info ci) {
   if (get_args(env, ci, 2, argv) < 0) return NULL;
   char ifname[IFNAMSIZ];
   size_t n = 0;
-  if (get_string(env, argv[0], ifname, sizeof ifname, &n) < 0) return NULL;
+  if (qn_get_string(env, argv[0], ifname, sizeof ifname, &n, "path too long") < 0) return NULL;
   napi_valuetype ft;
   void *prog = NULL;
   size_t plen = 0;
@@ -409,7 +359,7 @@ static napi_value open_packet(napi_env env, napi_callback_info ci) {
   }
   int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    throw_errno(env, "socket(AF_PACKET)", errno);
+    qn_throw_errno(env, "socket(AF_PACKET)", errno);
     return NULL;
   }
   struct ifreq ifr;
@@ -420,7 +370,7 @@ static napi_value open_packet(napi_env env, napi_callback_info ci) {
     close(fd);
     char what[64];
     snprintf(what, sizeof what, "interface %s", ifname);
-    throw_errno(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   int ifindex = ifr.ifr_ifindex;
@@ -431,7 +381,7 @@ static napi_value open_packet(napi_env env, napi_callback_info ci) {
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) < 0) {
       int e = errno;
       close(fd);
-      throw_errno(env, "SO_ATTACH_FILTER", e);
+      qn_throw_errno(env, "SO_ATTACH_FILTER", e);
       return NULL;
     }
   }
@@ -445,7 +395,7 @@ static napi_value open_packet(napi_env env, napi_callback_info ci) {
     close(fd);
     char what[64];
     snprintf(what, sizeof what, "bind AF_PACKET to %s", ifname);
-    throw_errno(env, what, e);
+    qn_throw_errno(env, what, e);
     return NULL;
   }
   return qh_new(env, fd, KIND_PACKET);
@@ -644,7 +594,7 @@ static napi_value start(napi_env env, napi_callback_info ci) {
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   if (h->closed) {
-    throw_errno(env, "start", EBADF);
+    qn_throw_errno(env, "start", EBADF);
     return NULL;
   }
   if (h->cb != NULL) {
@@ -677,7 +627,7 @@ static napi_value start(napi_env env, napi_callback_info ci) {
   h->slot = (size_t)slot;
   int r = uv_poll_start(&h->poll, UV_READABLE, on_poll);
   if (r != 0) {
-    throw_errno(env, "uv_poll_start", -r);
+    qn_throw_errno(env, "uv_poll_start", -r);
     return NULL;
   }
   h->polling = 1;
@@ -874,7 +824,7 @@ static double rlim_num(rlim_t v) { return v == RLIM_INFINITY ? -1.0 : (double)v;
 static napi_value raise_nofile(napi_env env, napi_callback_info ci) {
   (void)ci;
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) { throw_errno(env, "getrlimit(RLIMIT_NOFILE)", errno); return NULL; }
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) { qn_throw_errno(env, "getrlimit(RLIMIT_NOFILE)", errno); return NULL; }
   rlim_t before = rl.rlim_cur;
   if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
     struct rlimit want = rl;
