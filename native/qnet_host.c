@@ -41,16 +41,6 @@
 #define QH_MAX_FDS 8
 #define QH_MAX_RESPONSE (1 << 20)
 
-static int host_args(napi_env env, napi_callback_info ci, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, ci, &argc, argv, NULL, NULL) != napi_ok) return -1;
-  if (argc < want) {
-    napi_throw_type_error(env, NULL, "missing arguments");
-    return -1;
-  }
-  return 0;
-}
-
 static int host_string(napi_env env, napi_value v, char *buf, size_t cap) {
   size_t n;
   return qn_get_string(env, v, buf, cap, &n, "name too long");
@@ -126,7 +116,7 @@ static napi_value tun_features(napi_env env, napi_callback_info ci) {
 // name "" lets the kernel pick (tap%d). The fd is blocking and close-on-exec.
 static napi_value create_tap(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (host_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   if (host_string(env, argv[0], ifr.ifr_name, IFNAMSIZ) < 0) return NULL;
@@ -196,7 +186,7 @@ static int get_fd_list(napi_env env, napi_value v, int *fds, size_t *n) {
 // non-blocking sockets (waits for room up to timeoutMs).
 static napi_value send_fds(napi_env env, napi_callback_info ci) {
   napi_value argv[4];
-  if (host_args(env, ci, 4, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 4, argv) < 0) return NULL;
   int32_t sock = -1, timeout = 0;
   void *p = NULL;
   size_t n = 0, nfds = 0;
@@ -249,7 +239,7 @@ static napi_value send_fds(napi_env env, napi_callback_info ci) {
 // and on timeout (ETIMEDOUT), closing any descriptors received so far.
 static napi_value unix_request(napi_env env, napi_callback_info ci) {
   napi_value argv[3];
-  if (host_args(env, ci, 3, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 3, argv) < 0) return NULL;
   struct sockaddr_un sun;
   memset(&sun, 0, sizeof sun);
   sun.sun_family = AF_UNIX;
@@ -360,7 +350,7 @@ static napi_value unix_request(napi_env env, napi_callback_info ci) {
 // peerCred(sock) -> { pid, uid, gid, groups }  (groups: SO_PEERGROUPS; [] if unsupported)
 static napi_value peer_cred(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (host_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   int32_t sock = -1;
   if (napi_get_value_int32(env, argv[0], &sock) != napi_ok) {
     napi_throw_type_error(env, NULL, "peerCred(fd)");
@@ -389,7 +379,7 @@ static napi_value peer_cred(napi_env env, napi_callback_info ci) {
 // closeFd(fd) -> 0 | errno
 static napi_value close_fd(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (host_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   int32_t fd = -1;
   if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return host_int(env, EBADF);
   return host_int(env, close(fd) == 0 ? 0 : errno);
@@ -398,7 +388,7 @@ static napi_value close_fd(napi_env env, napi_callback_info ci) {
 // fileCapability(path) -> Buffer (raw vfs_cap_data) | null when the file has none
 static napi_value file_capability(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (host_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   char path[4096];
   if (host_string(env, argv[0], path, sizeof path) < 0) return NULL;
   uint8_t buf[64];

@@ -1,6 +1,6 @@
 // Helpers both native files of the addon use (qnet_sys.c, qnet_host.c): errors that carry
-// the errno as Node's own do ({ code: 'EACCES', errno: 13, message: 'what: strerror' }), and
-// JS strings copied into fixed C buffers. Static: each file gets its own copy at compile time.
+// the errno as Node's own do ({ code: 'EACCES', errno: 13, message: 'what: strerror' }),
+// arguments, and JS strings copied into fixed C buffers. Static: each file gets its own copy at compile time.
 #ifndef QNET_NAPI_H
 #define QNET_NAPI_H
 
@@ -60,6 +60,17 @@ static int qn_get_string(napi_env env, napi_value v, char *buf, size_t cap, size
   }
   if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok) return -1;
   *len = n;
+  return 0;
+}
+
+/** The call's first `want` arguments into argv; -1 (TypeError thrown) if fewer were given. */
+static int qn_get_args(napi_env env, napi_callback_info ci, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, ci, &argc, argv, NULL, NULL) != napi_ok) return -1;
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return -1;
+  }
   return 0;
 }
 

@@ -192,16 +192,6 @@ static qh_t *get_handle(napi_env env, napi_value v) {
   return (qh_t *)p;
 }
 
-static int get_args(napi_env env, napi_callback_info ci, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, ci, &argc, argv, NULL, NULL) != napi_ok) return -1;
-  if (argc < want) {
-    napi_throw_type_error(env, NULL, "missing arguments");
-    return -1;
-  }
-  return 0;
-}
-
 static int fill_sun(napi_env env, napi_value v, struct sockaddr_un *sun, socklen_t *sl) {
   size_t n = 0;
   memset(sun, 0, sizeof *sun);
@@ -226,7 +216,7 @@ static napi_value make_int(napi_env env, int32_t v) {
 // openUnixDgram(path, bufBytes): a bound unix datagram socket.
 static napi_value open_unix_dgram(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   struct sockaddr_un sun;
   socklen_t sl;
   if (fill_sun(env, argv[0], &sun, &sl) < 0) return NULL;
@@ -257,7 +247,7 @@ static napi_value open_unix_dgram(napi_env env, napi_callback_info ci) {
 // message for the host, errors included, and leaves identifiers to the caller.
 static napi_value open_icmp(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   int32_t fam = 4;
   bool raw = false;
   CHECK(napi_get_value_int32(env, argv[0], &fam));
@@ -300,7 +290,7 @@ static napi_value open_icmp(napi_env env, napi_callback_info ci) {
 // openTap(name): [handle, actual name]. name may be "" (kernel picks tapN).
 static napi_value open_tap(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (get_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   size_t n = 0;
@@ -342,7 +332,7 @@ static napi_value open_tap(napi_env env, napi_callback_info ci) {
 // socket is bound so no unfiltered frame is ever queued. Outgoing frames are not delivered.
 static napi_value open_packet(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   char ifname[IFNAMSIZ];
   size_t n = 0;
   if (qn_get_string(env, argv[0], ifname, sizeof ifname, &n, "path too long") < 0) return NULL;
@@ -590,7 +580,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 // start(handle, buf: Buffer, info: Uint32Array, slot, cb): begin delivering batches.
 static napi_value start(napi_env env, napi_callback_info ci) {
   napi_value argv[5];
-  if (get_args(env, ci, 5, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 5, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   if (h->closed) {
@@ -660,7 +650,7 @@ static int send_one(int fd, const void *p, size_t n, const struct sockaddr *to, 
 // sendUnix(handle, buf, path) -> 0 | errno
 static napi_value send_unix(napi_env env, napi_callback_info ci) {
   napi_value argv[3];
-  if (get_args(env, ci, 3, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 3, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   void *p;
@@ -678,7 +668,7 @@ static napi_value send_unix(napi_env env, napi_callback_info ci) {
 // socket the caller's identifier stands (and, for IPv4, its checksum; ICMPv6's is the kernel's).
 static napi_value send_icmp(napi_env env, napi_callback_info ci) {
   napi_value argv[3];
-  if (get_args(env, ci, 3, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 3, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   void *p;
@@ -709,7 +699,7 @@ static napi_value send_icmp(napi_env env, napi_callback_info ci) {
 // write(handle, buf) -> 0 | errno  (tap, packet socket)
 static napi_value write_fd(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   void *p;
@@ -727,7 +717,7 @@ static napi_value write_fd(napi_env env, napi_callback_info ci) {
 // compiler vectorises it) and byte-swapped at the end, which RFC 1071 2(B) allows.
 static napi_value sum16(napi_env env, napi_callback_info ci) {
   napi_value argv[4];
-  if (get_args(env, ci, 4, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 4, argv) < 0) return NULL;
   void *data;
   size_t blen;
   if (get_buf(env, argv[0], &data, &blen) < 0) return NULL;
@@ -778,7 +768,7 @@ static napi_value sum16(napi_env env, napi_callback_info ci) {
 // localPort(handle) -> the bound port (for an ICMP echo socket: the echo identifier)
 static napi_value local_port(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (get_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   if (h->closed || h->kind != KIND_ICMP || h->raw) return make_int(env, -1);
@@ -793,7 +783,7 @@ static napi_value local_port(napi_env env, napi_callback_info ci) {
 // setRef(handle, bool): whether an active handle keeps the event loop alive
 static napi_value set_ref(napi_env env, napi_callback_info ci) {
   napi_value argv[2];
-  if (get_args(env, ci, 2, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 2, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   bool on = true;
@@ -807,7 +797,7 @@ static napi_value set_ref(napi_env env, napi_callback_info ci) {
 
 static napi_value close_handle(napi_env env, napi_callback_info ci) {
   napi_value argv[1];
-  if (get_args(env, ci, 1, argv) < 0) return NULL;
+  if (qn_get_args(env, ci, 1, argv) < 0) return NULL;
   qh_t *h = get_handle(env, argv[0]);
   if (h == NULL) return NULL;
   qh_close(h, 0);

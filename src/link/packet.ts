@@ -7,11 +7,10 @@
 // before the socket is bound, keeps everything the service does not want in the kernel (a
 // busy NAT network's traffic to the host is not copied to us); outgoing frames are not
 // delivered (PACKET_IGNORE_OUTGOING, and the filters below check the packet type too).
-// Reads are drained in batches by the native addon, like taps.
-import { MAX_FRAME, Port } from './port.ts';
-import { errnoName, sys, sysErrorCode, type SysHandle } from './sys.ts';
+// Reads are drained in batches by the native addon, like taps (sys-port.ts).
+import { sys, sysErrorCode, type SysHandle } from './sys.ts';
+import { SysFramePort } from './sys-port.ts';
 
-const RX_SLOT = MAX_FRAME;
 const RX_BYTES = 1 << 18;
 
 /** One classic BPF instruction (struct sock_filter). */
@@ -53,16 +52,9 @@ export function udpPortFilter(port: number): Buffer {
   ]);
 }
 
-export class PacketPort extends Port {
-  private readonly rx = Buffer.alloc(RX_BYTES);
-  private readonly info: Uint32Array;
-  lastSendError = 0;
-
-  private constructor(private readonly handle: SysHandle, readonly ifname: string) {
-    super('packet', ifname);
-    const s = sys();
-    this.info = new Uint32Array(s.STRIDE * s.MAX_BATCH);
-    s.start(handle, this.rx, this.info, RX_SLOT, (n, _senders, errno) => this.onBatch(n, errno));
+export class PacketPort extends SysFramePort {
+  private constructor(handle: SysHandle, readonly ifname: string) {
+    super('packet', ifname, handle, RX_BYTES, 'packet socket');
   }
 
   /** A packet socket on interface `ifname` with an optional BPF filter (needs CAP_NET_RAW). */
@@ -75,24 +67,4 @@ export class PacketPort extends Port {
       throw new Error(`cannot open a packet socket on ${ifname}: ${(e as Error).message}${hint}`);
     }
   }
-
-  send(frame: Buffer): void {
-    if (this.closed) { this.counters.txDropped++; return; }
-    const e = sys().write(this.handle, frame);
-    if (e !== 0) { this.counters.txDropped++; this.lastSendError = e; return; }
-    this.counters.txFrames++;
-    this.counters.txBytes += frame.length;
-  }
-
-  private onBatch(n: number, errno: number): void {
-    const info = this.info, stride = sys().STRIDE;
-    for (let i = 0; i < n && !this.closed; i++) {
-      const off = info[i * stride], len = info[i * stride + 1];
-      if (len > RX_SLOT) { this.counters.rxDropped++; continue; }
-      this.deliver(this.rx.subarray(off, off + len));
-    }
-    if (errno !== 0 && !this.closed) this.close(`packet socket read error: ${errnoName(errno)}`);
-  }
-
-  protected closeTransport(): void { sys().close(this.handle); }
 }

@@ -464,25 +464,23 @@ export class Dhcp6Server {
   }
 
   private release(m: Dhcp6Message, d: UdpDatagram): void {
-    const c = client6(d.srcMac, m.clientId!);
-    const opts: Buffer[] = [status(STATUS_SUCCESS)];
-    const done: Binding6[] = [];
-    for (const ia of m.ias) {
-      let found = false;
-      if (ia.kind === OPT_IA_NA) {
-        for (const a of ia.addrs) {
-          const b = this.store.release(c.key, ia.iaid, addrToBig(a));
-          if (b) { found = true; done.push(b); }
-        }
-      }
-      if (!found) opts.push(this.noBinding(ia));
-    }
+    const done = this.giveBack(m, d, (key, iaid, a) => this.store.release(key, iaid, a));
     if (done.length) this.exhausted = false;
-    this.send(d, REPLY, m, opts);
     for (const b of done) this.notify(b, 'released');
   }
 
   private decline(m: Dhcp6Message, d: UdpDatagram): void {
+    for (const b of this.giveBack(m, d, (key, iaid, a) => this.store.decline(key, iaid, a))) {
+      log.warn('address declined by client (in use?)', { ip: bigToString(b.addr), mac: macToString(b.mac, 0), duid: duidToString(b.duid) });
+      this.notify(b, 'declined');
+    }
+  }
+
+  /**
+   * RELEASE and DECLINE (RFC 8415 18.3.7, 18.3.8): `take` each address of each IA_NA; a Reply
+   * with Success, plus NoBinding for every IA the client has none of. Returns the bindings taken.
+   */
+  private giveBack(m: Dhcp6Message, d: UdpDatagram, take: (key: string, iaid: number, a: bigint) => Binding6 | null): Binding6[] {
     const c = client6(d.srcMac, m.clientId!);
     const opts: Buffer[] = [status(STATUS_SUCCESS)];
     const done: Binding6[] = [];
@@ -490,17 +488,14 @@ export class Dhcp6Server {
       let found = false;
       if (ia.kind === OPT_IA_NA) {
         for (const a of ia.addrs) {
-          const b = this.store.decline(c.key, ia.iaid, addrToBig(a));
+          const b = take(c.key, ia.iaid, addrToBig(a));
           if (b) { found = true; done.push(b); }
         }
       }
       if (!found) opts.push(this.noBinding(ia));
     }
     this.send(d, REPLY, m, opts);
-    for (const b of done) {
-      log.warn('address declined by client (in use?)', { ip: bigToString(b.addr), mac: macToString(b.mac, 0), duid: duidToString(b.duid) });
-      this.notify(b, 'declined');
-    }
+    return done;
   }
 
   private confirm(m: Dhcp6Message, d: UdpDatagram): void {
