@@ -170,7 +170,7 @@ export class SourceGuard {
       if (this.o.prefix6 === null) return true;
       if (f.length < l3 + 40) return this.drop(st, 'malformed');
       const c = st.last6h;
-      if (c !== null && c.live && equal16(f, l3 + 8, st.last6, 0) && f[l3 + 40] !== 136) { c.seen = this.o.clock.now(); return true; }
+      if (c !== null && c.live && equal16(f, l3 + 8, st.last6, 0) && (f[l3 + 6] !== 58 || f[l3 + 40] !== 136)) { c.seen = this.o.clock.now(); return true; }
       if (!this.source6(st, f, l3 + 8, true)) return false;
       // a neighbour advertisement claims its target
       if (f[l3 + 6] === 58 && f[l3 + 40] === 136 && f.length >= l3 + 64) return this.source6(st, f, l3 + 48, false);
