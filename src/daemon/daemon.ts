@@ -32,6 +32,7 @@ import type { PcapWriter } from '../switch/pcap.ts';
 import { logger } from '../util/log.ts';
 import { LimitLog } from '../util/limits.ts';
 import { FdBudget, reserveFor, type NofileLimits } from '../util/fds.ts';
+import { renderMetrics } from './metrics.ts';
 import { sys } from '../link/sys.ts';
 import { STREAM_MAX_CONNECTIONS } from '../link/stream.ts';
 import { apiDescriptorReserve } from './api-limits.ts';
@@ -580,44 +581,12 @@ export class Daemon implements DaemonControl {
   }
 
   metrics(): string {
-    const lines: string[] = [];
-    const metric = (name: string, type: string, help: string, rows: [Record<string, string | number>, number][]) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, v] of rows) {
-        const l = Object.entries(labels).map(([k, x]) => `${k}="${String(x).replace(/["\\\n]/g, '_')}"`).join(',');
-        lines.push(l ? `${name}{${l}} ${v}` : `${name} ${v}`);
-      }
-    };
     const nets = [...this.running.values()].filter((r): r is Running & { net: Network } => r.net !== null);
-    const ports = nets.flatMap((r) => (isKernel(r.cfg) ? [] : this.ports(r)).map((p) => ({ net: r.cfg.name, p })));
-    const lbl = (x: { net: string; p: PortInfo }) => ({ network: x.net, port: String(x.p.id), vm: x.p.vm ?? '' });
-    metric('qnet_port_rx_frames_total', 'counter', 'Frames received from the guest side of a port', ports.map((x) => [lbl(x), x.p.rxFrames]));
-    metric('qnet_port_tx_frames_total', 'counter', 'Frames sent to a port', ports.map((x) => [lbl(x), x.p.txFrames]));
-    metric('qnet_port_rx_bytes_total', 'counter', 'Bytes received from a port', ports.map((x) => [lbl(x), x.p.rxBytes]));
-    metric('qnet_port_tx_bytes_total', 'counter', 'Bytes sent to a port', ports.map((x) => [lbl(x), x.p.txBytes]));
-    metric('qnet_port_dropped_total', 'counter', 'Frames dropped on a port by reason',
-      ports.flatMap((x) => [...Object.entries(x.p.drops), ['rx', x.p.rxDropped], ['tx', x.p.txDropped]].map(([k, v]) => [{ ...lbl(x), reason: String(k) }, Number(v)] as [Record<string, string>, number])));
-    metric('qnet_leases', 'gauge', 'Active DHCP leases', nets.map((r) => [{ network: r.cfg.name }, r.net.dhcp.leases().length]));
-    metric('qnet_tcp_connections', 'gauge', 'Guest TCP connections', nets.map((r) => [{ network: r.cfg.name }, r.net.tcp.size]));
-    metric('qnet_tcp_retransmits_total', 'counter', 'TCP segments retransmitted towards guests', nets.map((r) => [{ network: r.cfg.name }, r.net.tcp.stats.retransmits]));
-    metric('qnet_udp_flows', 'gauge', 'UDP NAT flows', nets.map((r) => [{ network: r.cfg.name }, r.net.udpNat?.size ?? 0]));
-    metric('qnet_dns_queries_total', 'counter', 'DNS queries from guests', nets.map((r) => [{ network: r.cfg.name }, r.net.dns.stats.queries]));
-    metric('qnet_duplicate_macs', 'gauge', 'MACs seen on two ports', nets.map((r) => [{ network: r.cfg.name }, r.net.duplicates().length]));
-    metric('qnet_limit_hits_total', 'counter', 'Times a limit refused something, by limit and port (or listener)', [
-      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.count]),
-      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.count])),
-    ]);
-    metric('qnet_limit', 'gauge', 'The value of each limit that was hit', [
-      ...this.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: '', limit: h.limit, port: h.port }, h.value]),
-      ...nets.flatMap((r) => r.net.limits.snapshot().map((h): [Record<string, string>, number] => [{ network: r.cfg.name, limit: h.limit, port: h.port }, h.value])),
-    ]);
-    let open = -1;
-    try { open = fs.readdirSync('/proc/self/fd').length; } catch { /* not Linux */ }
-    metric('qnet_open_fds', 'gauge', 'Descriptors the daemon holds', [[{}, open]]);
-    metric('qnet_fd_budget', 'gauge', 'The descriptor limit and its split: reserved for qnet, for guest flows, used by guest flows', [
-      [{ part: 'limit' }, this.fdBudget.limit], [{ part: 'reserved' }, this.fdBudget.reserve], [{ part: 'flows' }, this.fdBudget.flows], [{ part: 'flowsUsed' }, this.fdBudget.used],
-    ]);
-    return lines.join('\n') + '\n';
+    return renderMetrics({
+      networks: nets.map((r) => ({ name: r.cfg.name, net: r.net, ports: isKernel(r.cfg) ? [] : this.ports(r) })),
+      limits: this.limits,
+      fdBudget: this.fdBudget,
+    });
   }
 
   /**
