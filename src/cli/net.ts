@@ -67,7 +67,15 @@ export function formatNetwork(n: NetworkInfo): string {
   } else if (n.ports.length) {
     out += indent(table(['ID', 'NAME', 'KIND', 'VM', 'PEER', 'MACS', 'ADDRESSES', 'RX', 'TX', 'DROPPED'],
       n.ports.map((p) => [p.id, p.name, p.kind, p.vm ?? '-', p.peer || '-', p.macs.join(',') || '-', p.addresses.join(',') || '-',
-        `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`, p.rxDropped + p.txDropped])));
+        `${p.rxFrames} (${bytes(p.rxBytes)})`, `${p.txFrames} (${bytes(p.txBytes)})`,
+        p.rxDropped + p.txDropped + Object.values(p.drops).reduce((x, y) => x + y, 0)])));
+    // why, for the ports that dropped anything (source.*: the source guard refused the sender)
+    for (const p of n.ports) {
+      const why = Object.entries(p.drops).filter(([, v]) => v > 0).map(([r, v]) => `${r} ${v}`);
+      if (p.rxDropped) why.unshift(`rx ${p.rxDropped}`);
+      if (p.txDropped) why.push(`tx ${p.txDropped}`);
+      if (why.length) out += `  port ${p.id} dropped: ${why.join(', ')}\n`;
+    }
   }
   out += `\nleases (${n.leases.length}):\n`;
   if (n.leases.length) {

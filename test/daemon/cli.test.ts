@@ -123,7 +123,8 @@ test('qnet status / net / leases: tables and --json', async () => {
   assert.equal(show.code, 0);
   assert.match(show.stdout, /^gateway:\s+10\.0\.2\.2$/m);
   assert.match(show.stdout, /ports \(1\):\n\s+ID\s+NAME\s+KIND\s+VM/);
-  assert.match(show.stdout, /12 \(1\.9 MiB\)/);
+  assert.match(show.stdout, /12 \(1\.9 MiB\)\s+9$/m, 'DROPPED counts every reason');
+  assert.match(show.stdout, /^\s+port \d+ dropped: queue 1, source\.offSubnet 7, tx 1$/m, 'and names them');
   assert.match(show.stdout, /^\s+52:54:00:00:00:02\s+10\.0\.2\.9\s+-\s+static$/m);
   assert.match(show.stdout, /^\s+tcp:127\.0\.0\.1:2222\s+tcp\s+127\.0\.0\.1:2222\s+vm1:22\s+1\s+config$/m);
   const missing = await qnet('net', 'show', 'nope');

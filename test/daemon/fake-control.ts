@@ -41,7 +41,7 @@ export class FakeControl implements DaemonControl {
       mtu: 1500, attach: [`unix:/run/qnet/${name}.sock`],
       ports: isDefault ? [{
         id: 1, name: 'stream-1', kind: 'stream', peer: 'unix:/run/qnet/default.sock', macs: ['52:54:00:00:00:01'], addresses: ['10.0.2.15'],
-        hostnames: ['vm1'], vm: 'vm1', rxFrames: 10, rxBytes: 1400, txFrames: 12, txBytes: 2000000, rxDropped: 0, txDropped: 1, drops: { queue: 1 },
+        hostnames: ['vm1'], vm: 'vm1', rxFrames: 10, rxBytes: 1400, txFrames: 12, txBytes: 2000000, rxDropped: 0, txDropped: 1, drops: { queue: 1, 'source.offSubnet': 7 },
       }] : [],
       leases: this.leaseList(name),
       forwards: this.forwardsByNet.get(name) ?? [],
