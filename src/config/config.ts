@@ -50,6 +50,8 @@ export interface NetworkLimits {
   leasesPerPort?: number;
   /** TCP connections per guest port; 0: no limit */
   connectionsPerPort?: number;
+  /** of those, half-open (host side still connecting); 0: no limit */
+  halfOpenPerPort?: number;
   /** UDP NAT flows per guest port; 0: no limit */
   udpFlowsPerPort?: number;
   /** ICMP echo flows per guest port; 0: no limit */
@@ -369,7 +371,7 @@ function subnetsOverlap(a: NetworkConfig, b: NetworkConfig): boolean {
 const NET_KEYS = ['name', 'mode', 'subnet', 'gateway', 'dhcp', 'subnet6', 'gateway6', 'dhcp6', 'leaseTime', 'domain', 'hosts', 'records', 'upstreams', 'forwards', 'mtu', 'attach', 'options', 'bridge', 'uplink', 'stp', 'allow', 'pf', 'vlan', 'limits'];
 /** A VF pool's keys: nothing of a network whose traffic passes qnet or a kernel bridge. */
 const HOSTDEV_KEYS = ['name', 'mode', 'pf', 'vlan'];
-const LIMIT_KEYS = ['leasesPerPort', 'connectionsPerPort', 'udpFlowsPerPort', 'pingFlowsPerPort', 'addressesPerPort', 'addresses6PerPort', 'sourceGuard'];
+const LIMIT_KEYS = ['leasesPerPort', 'connectionsPerPort', 'halfOpenPerPort', 'udpFlowsPerPort', 'pingFlowsPerPort', 'addressesPerPort', 'addresses6PerPort', 'sourceGuard'];
 
 function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits {
   if (v === undefined || v === null) return {};
@@ -378,6 +380,7 @@ function parseLimits(r: Reader, p: (string | number)[], v: Node): NetworkLimits 
   const out: NetworkLimits = {};
   if (v.leasesPerPort !== undefined) out.leasesPerPort = int(r, [...p, 'leasesPerPort'], v.leasesPerPort, 0, 65535);
   if (v.connectionsPerPort !== undefined) out.connectionsPerPort = int(r, [...p, 'connectionsPerPort'], v.connectionsPerPort, 0, 1 << 20);
+  if (v.halfOpenPerPort !== undefined) out.halfOpenPerPort = int(r, [...p, 'halfOpenPerPort'], v.halfOpenPerPort, 0, 1 << 20);
   if (v.udpFlowsPerPort !== undefined) out.udpFlowsPerPort = int(r, [...p, 'udpFlowsPerPort'], v.udpFlowsPerPort, 0, 1 << 20);
   if (v.pingFlowsPerPort !== undefined) out.pingFlowsPerPort = int(r, [...p, 'pingFlowsPerPort'], v.pingFlowsPerPort, 0, 65535);
   if (v.addressesPerPort !== undefined) out.addressesPerPort = int(r, [...p, 'addressesPerPort'], v.addressesPerPort, 1, 65535);

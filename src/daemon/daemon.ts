@@ -79,7 +79,7 @@ export function deriveMac(network: string, name: string, taken: Set<string>): st
 function limitOptions(cfg: NetworkConfig): Partial<NetworkOptions> {
   const l = cfg.limits;
   return {
-    maxLeasesPerPort: l.leasesPerPort, maxConnsPerGuest: l.connectionsPerPort, maxUdpFlowsPerPort: l.udpFlowsPerPort,
+    maxLeasesPerPort: l.leasesPerPort, maxConnsPerGuest: l.connectionsPerPort, maxHalfOpenPerPort: l.halfOpenPerPort, maxUdpFlowsPerPort: l.udpFlowsPerPort,
     maxPingFlowsPerPort: l.pingFlowsPerPort, maxAddrsPerPort: l.addressesPerPort, maxAddrs6PerPort: l.addresses6PerPort, sourceGuard: l.sourceGuard,
   };
 }

@@ -115,6 +115,8 @@ export interface NetworkOptions {
   pcap?: string;
   /** TCP connections per guest port (per address where nothing holds it); default 4096, 0: no limit */
   maxConnsPerGuest?: number;
+  /** of those, half-open (the host side still connecting) per guest port; default 256, 0: no limit */
+  maxHalfOpenPerPort?: number;
   /** UDP NAT flows per guest port; default 512, 0: no limit */
   maxUdpFlowsPerPort?: number;
   /** ICMP echo flows per guest port; default 64, 0: no limit */
@@ -240,7 +242,7 @@ export class Network {
     const udpHost = this.bridgeHost ?? this.gw;
     this.sw.attach(this.gw);
     this.sw.onMacMove = (mac, from, to) => this.macMoved(mac, from, to);
-    this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest });
+    this.tcp = new TcpStack(this.gw, this.gw.timers, { maxConnsPerGuest: opts.maxConnsPerGuest, maxOpeningPerGuest: opts.maxHalfOpenPerPort });
     this.gw.onTcp = (p) => this.tcp.input(p.src, p.dst, p.buf, p.l4, p.l4End, p.pseudo);
     this.dhcp = new DhcpServer(udpHost, {
       serverIp: opts.gateway,
@@ -295,8 +297,16 @@ export class Network {
     // flows are counted per port, whatever addresses a guest invents (see ownerOf)
     const ownerOf = (ip: number): number => this.ownerOf(ip);
     this.tcp.limit.ownerOf = ownerOf;
-    this.tcp.onLimit = (ip, max) => this.limits.hit('tcp.connectionsPerPort', max, this.portNameOf(ip),
-      'a guest port has as many TCP connections as it may; new ones get ICMP administratively prohibited. Raise limits.connectionsPerPort if the guest needs more');
+    this.tcp.opening.ownerOf = ownerOf;
+    this.tcp.onLimit = (ip, max, which) => {
+      if (which === 'connections') {
+        this.limits.hit('tcp.connectionsPerPort', max, this.portNameOf(ip),
+          'a guest port has as many TCP connections as it may; new ones get ICMP administratively prohibited. Raise limits.connectionsPerPort if the guest needs more');
+      } else {
+        this.limits.hit('tcp.halfOpenPerPort', max, this.portNameOf(ip),
+          'a guest port has as many connections still being connected on the host as it may (a SYN flood, or many slow destinations); new ones get ICMP administratively prohibited until some finish. Raise limits.halfOpenPerPort if the guest needs more');
+      }
+    };
     if (this.udpNat) {
       this.udpNat.limit.ownerOf = ownerOf;
       this.udpNat.onLimit = (ip, which, max) => this.flowLimit('udp', which, ip, max);

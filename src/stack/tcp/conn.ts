@@ -154,6 +154,8 @@ export class TcpConn implements HostEvents {
   counted = true;
   /** whom it is counted under (TcpStack.limit) */
   owner = 0;
+  /** whom it is counted under as half-open (TcpStack.opening); -1: not (any more) */
+  openingOwner = -1;
   readonly createdAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
@@ -180,6 +182,7 @@ export class TcpConn implements HostEvents {
     if (this.state === next) return;
     const log = this.stack.log;
     if (log.enabled('debug')) log.debug('state', { conn: this.key, from: State[this.state], to: State[next], why });
+    if (this.state === State.Opening) this.stack.opened(this);
     this.state = next;
   }
 

@@ -17,6 +17,8 @@
 //   holds the guest address, as the network says, else the address). A SYN beyond that gets
 //   ICMP(v6) administratively prohibited (not a RST: the guest can tell a limit from a closed
 //   port), is counted in limitHits and reported to onLimit; TIME_WAIT connections do not count.
+//   Of those, at most `maxOpeningPerGuest` may be half-open (a guest SYN whose host side is
+//   still connecting: each holds a host socket), the same way (`opening`).
 // - Addresses are ids of either family (stack/addr.ts); a connection references its two
 //   while it is in the table. The same code serves IPv4 and IPv6.
 // - Time and randomness are injected (the timer queue's clock; `random` for initial
@@ -66,6 +68,8 @@ export interface TcpStats {
 export interface TcpStackOptions {
   /** Most connections per owner (guest address, or its port: see `limit`); 0: no limit. Default 4096. */
   maxConnsPerGuest?: number;
+  /** Most of them half-open (the host side still connecting) per owner; 0: no limit. Default 256. */
+  maxOpeningPerGuest?: number;
   /** in [0, 1): initial sequence numbers and ephemeral ports (default Math.random) */
   random?: () => number;
   /** run fn once the current input batch is done (default queueMicrotask) */
@@ -97,8 +101,10 @@ export class TcpStack {
   private readonly conns = new Map<number, Map<number, TcpConn>>();
   /** connections counted per owner (the network sets limit.ownerOf) */
   readonly limit: FlowLimit;
-  /** a connection was refused by `limit` (guest SYN or a connection into the guest) */
-  onLimit: ((guestIp: number, max: number) => void) | null = null;
+  /** guest SYNs whose host side is still connecting, counted per owner (the same ownerOf) */
+  readonly opening: FlowLimit;
+  /** a connection was refused by `limit` (guest SYN or a connection into the guest) or by `opening` */
+  onLimit: ((guestIp: number, max: number, which: 'connections' | 'opening') => void) | null = null;
   private readonly quote = Buffer.alloc(8);
   private readonly random: () => number;
   private readonly defer: (fn: () => void) => void;
@@ -132,6 +138,7 @@ export class TcpStack {
 
   constructor(readonly out: IpOutput, readonly timers: TimerQueue, opts: TcpStackOptions = {}) {
     this.limit = new FlowLimit(opts.maxConnsPerGuest ?? 4096);
+    this.opening = new FlowLimit(opts.maxOpeningPerGuest ?? 256);
     this.random = opts.random ?? Math.random;
     this.defer = opts.defer ?? queueMicrotask;
     this.nextPort = EPHEMERAL_LOW + Math.floor(this.random() * 8192);
@@ -185,16 +192,17 @@ export class TcpStack {
       if (!(h.flags & TCP_RST)) this.resetFor(src, dst, h);
       return;
     }
-    const owner = this.limit.take(src);
-    if (owner === NO_OWNER) {
+    const full = this.limit.full(src) ? this.limit : this.opening.full(src) ? this.opening : null;
+    if (full !== null) {
       this.stats.limitHits++;
-      this.onLimit?.(src, this.limit.max);
+      this.onLimit?.(src, full.max, full === this.limit ? 'connections' : 'opening');
       this.prohibited(src, dst, h);
       return;
     }
     const conn = new TcpConn(this, src, h.srcPort, dst, h.dstPort);
     conn.acceptSyn(h, this.iss());
-    this.add(conn, owner);
+    this.add(conn, this.limit.take(src));
+    conn.openingOwner = this.opening.take(src);
     if (!this.opener || !this.opener(conn)) { conn.refuse(); return; }
     if (conn.state === State.Opening) this.timers.arm(conn.rtxTimer, CONNECT_TIMEOUT_MS);
   }
@@ -245,7 +253,7 @@ export class TcpStack {
 
   /** Open a connection into a guest (hostfwd): from remoteIp:port (ephemeral if 0). */
   connect(guestIp: number, guestPort: number, remoteIp: number, remotePort = 0): TcpConn | null {
-    if (this.limit.full(guestIp)) { this.stats.limitHits++; this.onLimit?.(guestIp, this.limit.max); return null; }
+    if (this.limit.full(guestIp)) { this.stats.limitHits++; this.onLimit?.(guestIp, this.limit.max, 'connections'); return null; }
     let rp = remotePort;
     if (rp === 0) {
       for (let i = 0; i < 65536 - EPHEMERAL_LOW; i++) {
@@ -270,6 +278,13 @@ export class TcpStack {
     if (!m) { m = new Map(); this.conns.set(gk, m); }
     m.set(c.remoteIp * 65536 + c.remotePort, c);
     this.stats.connsOpened++;
+  }
+
+  /** c's host side is no longer connecting (open, refused or gone): it is not half-open any more. */
+  opened(c: TcpConn): void {
+    if (c.openingOwner === NO_OWNER) return;
+    this.opening.give(c.openingOwner);
+    c.openingOwner = NO_OWNER;
   }
 
   /** c no longer counts against its guest's limit (TIME_WAIT, or gone). */

@@ -320,3 +320,31 @@ test('every segment the stack sends parses back with a valid checksum', () => {
   assert.ok(all.length > 3);
   for (const s of all) assert.ok(s.checksumOk, describe(s));
 });
+
+test('limits: at most maxOpeningPerGuest half-open (host side still connecting); more get administratively prohibited until one opens, fails or goes', () => {
+  const bed = new Bed({ opener: 'hold', maxOpeningPerGuest: 2 });
+  const reported: string[] = [];
+  bed.stack.onLimit = (_ip, max, which) => reported.push(`${which} ${max}`);
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1001 });
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1002 });
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1003 });
+  assert.equal(bed.stack.size, 2, 'the third SYN made no connection');
+  assert.deepEqual(bed.icmpErrors, [{ type: 3, code: 13, guest: GUEST, dst: REMOTE, proto: 6 }]);
+  assert.deepEqual(reported, ['opening 2']);
+  assert.deepEqual(bed.take(), [], 'no RST');
+  const [a, b] = bed.stack.connections();
+  a.attachHost(new FakeHost()); // its host side is up: no longer half-open
+  assert.equal(bed.stack.opening.countOf(GUEST), 1);
+  const sa = bed.one();
+  bed.guest({ seq: 2, ack: sa.seq + 1, flags: TCP_ACK, sport: 1001 });
+  assert.equal(a.state, State.Established);
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1004 });
+  assert.equal(bed.stack.size, 3, 'room for one more');
+  b.refuse(); // a refused host connect frees its place too
+  bed.guest({ seq: 1, flags: TCP_SYN, sport: 1005 });
+  assert.equal(bed.stack.size, 3);
+  assert.equal(bed.stack.opening.countOf(GUEST), 2);
+  bed.advance(120_000); // the host connects time out: gone, and not half-open any more
+  assert.equal(bed.stack.opening.countOf(GUEST), 0);
+  assert.equal(bed.stack.limit.countOf(GUEST), 1, 'the open connection still counts as a connection');
+});
