@@ -11,9 +11,10 @@
 //   anything else of the request is read; on the unix socket by its first request (the
 //   filesystem already decided who may connect),
 // - short timeouts: a connection that has sent no request at all is closed after
-//   `headersTimeoutMs` (Node's own header timeout only starts with the first byte, which is
-//   why idle connections used to stay for good); a request's headers must be complete within
-//   `headersTimeoutMs` of its first byte and the whole request within `requestTimeoutMs`
+//   `firstRequestMs` (the owner's and root's connections on the unix socket get
+//   `requestTimeoutMs`: they are trusted, and their clients may merely be slow to be scheduled
+//   on a loaded machine or in a TCG guest); a request's headers must be complete within
+//   `headersTimeoutMs` of the connection's start (Node's check) and the whole request within `requestTimeoutMs`
 //   (Node checks these every second here, not every 30 s as by default); an idle keep-alive
 //   connection is closed after `idleTimeoutMs`.
 // - on a unix socket other users may reach (`shared`, for kernel networks with an allow
@@ -29,6 +30,9 @@ import type { LimitReporter } from '../util/limits.ts';
 export interface ApiListenerLimits {
   maxConnections: number;
   maxUnauthenticated: number;
+  /** an untrusted connection that has sent no request by then is closed */
+  firstRequestMs: number;
+  /** Node's: a request's headers complete within this (Node counts it from the connection's start) */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   idleTimeoutMs: number;
@@ -39,10 +43,10 @@ export interface ApiListenerLimits {
 }
 
 export const UNIX_API_LIMITS: ApiListenerLimits = {
-  maxConnections: 64, maxUnauthenticated: 32, headersTimeoutMs: 5000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 16 * 1024, maxPerUser: 8,
+  maxConnections: 64, maxUnauthenticated: 32, firstRequestMs: 5000, headersTimeoutMs: 30_000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 16 * 1024, maxPerUser: 8,
 };
 export const TCP_API_LIMITS: ApiListenerLimits = {
-  maxConnections: 64, maxUnauthenticated: 16, headersTimeoutMs: 3000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 8 * 1024, maxPerUser: 0,
+  maxConnections: 64, maxUnauthenticated: 16, firstRequestMs: 3000, headersTimeoutMs: 3000, requestTimeoutMs: 30_000, idleTimeoutMs: 5000, maxHeaderBytes: 8 * 1024, maxPerUser: 0,
 };
 
 /** Descriptors the API can hold at most (both listeners, their connections). */
@@ -69,9 +73,10 @@ export interface ConnectionGuard {
 
 /**
  * Apply the connection caps to `server`; hits are reported under `name` (e.g. "api.tcp").
- * `uidOf` (a shared unix socket): the connecting user, for the per-user cap.
+ * `uidOf` (unix sockets): the connecting user, trusted when it is the owner or root, and on a
+ * `shared` socket (other users allowed) counted against the per-user cap.
  */
-export function guardConnections(server: http.Server, l: ApiListenerLimits, name: string, limits: LimitReporter, uidOf?: (sock: net.Socket) => number | null): ConnectionGuard {
+export function guardConnections(server: http.Server, l: ApiListenerLimits, name: string, limits: LimitReporter, uidOf?: (sock: net.Socket) => number | null, shared = false): ConnectionGuard {
   server.maxConnections = l.maxConnections;
   const waiting = new Set<net.Socket>(); // insertion order: oldest first
   const stats = { refused: 0, evicted: 0 };
@@ -83,11 +88,14 @@ export function guardConnections(server: http.Server, l: ApiListenerLimits, name
     limits.hit(`${name}.connections`, l.maxConnections, name, 'the API has as many connections as it takes; new ones are closed at once until some end');
   });
   server.on('connection', (sock: net.Socket) => {
-    // until its first request: an idle socket times out (the http server destroys it then)
-    sock.setTimeout(l.headersTimeoutMs);
     const uid = uidOf ? uidOf(sock) : null;
-    if (uid !== null && (uid === me || uid === 0)) return; // the owner and root: trusted from the start
-    if (uid !== null && l.maxPerUser > 0) {
+    // until its first request an idle socket times out (the http server destroys it then): soon
+    // for anyone who might hoard connections, late for the owner and root, who are trusted from
+    // the start and whose client may just be slow to be scheduled (a loaded machine, a TCG guest)
+    const trusted = uid !== null && (uid === me || uid === 0);
+    sock.setTimeout(trusted ? l.requestTimeoutMs : l.firstRequestMs);
+    if (trusted) return;
+    if (uid !== null && shared && l.maxPerUser > 0) {
       const n = perUser.get(uid) ?? 0;
       if (n >= l.maxPerUser) {
         stats.refused++;

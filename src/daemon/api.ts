@@ -518,7 +518,7 @@ export async function startApi(control: DaemonControl, opts: ApiOptions): Promis
   await prepareSocketPath(socketPath, opts.shared === true);
   const unixServer = http.createServer(serverOptions(UNIX_API_LIMITS));
   const uidOf = (sock: net.Socket): number | null => { try { return peerCredentials(sock).uid; } catch { return null; } };
-  unixServer.on('request', makeHandler(control, routes, maxBody, guardConnections(unixServer, UNIX_API_LIMITS, 'api.unix', limits, opts.shared ? uidOf : undefined)));
+  unixServer.on('request', makeHandler(control, routes, maxBody, guardConnections(unixServer, UNIX_API_LIMITS, 'api.unix', limits, uidOf, opts.shared === true)));
   // bind with a umask that leaves the socket 0600 from the first instant, then chmod to be sure
   const oldMask = process.umask(0o177);
   try {
